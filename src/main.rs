@@ -1,0 +1,5 @@
+//! The `strata` binary: a thin adapter over the library's CLI.
+
+fn main() {
+    println!("strata");
+}

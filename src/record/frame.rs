@@ -1,0 +1,313 @@
+//! Decoding: find a batch in a byte buffer and walk its records without copying.
+
+use super::{
+    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES,
+    batch_crc, field, read_i64, read_u32, read_u64,
+};
+use std::fmt;
+
+/// What a buffer holds at a batch boundary. Every state is named; decoding never panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A whole batch whose CRC matches.
+    Batch(BatchView<'a>),
+    /// The bytes start a batch but end before it does: `needed` bytes in all would complete it.
+    Incomplete {
+        /// Total bytes needed to hold the batch (or at least its header).
+        needed: usize,
+    },
+    /// Only zero bytes (at least a header's worth, or up to the end): no batch starts here. This is
+    /// what a segment's preallocated space past its last batch looks like.
+    Zeroed,
+    /// The bytes are not a valid batch.
+    Corrupt(Corruption),
+}
+
+/// Why bytes are not a valid batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corruption {
+    /// The magic number is wrong: these bytes are not a batch start.
+    BadMagic(u32),
+    /// A version this build does not read.
+    UnsupportedVersion(u8),
+    /// The length field is smaller than a header or larger than the format allows.
+    BadLength(u32),
+    /// The CRC does not match the bytes.
+    CrcMismatch {
+        /// The CRC stored in the batch.
+        stored: u32,
+        /// The CRC of the bytes as they are.
+        computed: u32,
+    },
+    /// The header's record count or timestamps do not fit its records, or a record's lengths run
+    /// past the batch.
+    BadRecords,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Corruption::BadMagic(m) => write!(f, "bad magic number {m:#010x}"),
+            Corruption::UnsupportedVersion(v) => write!(f, "unsupported batch version {v}"),
+            Corruption::BadLength(l) => write!(f, "impossible batch length {l}"),
+            Corruption::CrcMismatch { stored, computed } => {
+                write!(f, "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
+            }
+            Corruption::BadRecords => write!(f, "records do not match the batch header"),
+        }
+    }
+}
+
+/// The fixed header of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// The CRC stored in the batch.
+    pub crc: u32,
+    /// Total bytes of the batch, header included.
+    pub length: u32,
+    /// Attribute bits (compression, reserved: 0).
+    pub attributes: u8,
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Timestamp of the first record (ms since the epoch).
+    pub first_timestamp_ms: i64,
+    /// The largest record timestamp in the batch.
+    pub max_timestamp_ms: i64,
+    /// Number of records; at least 1.
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// Reads the header fields without checking anything but the buffer's size.
+    /// Returns `None` when `buf` is shorter than a header.
+    pub fn parse(buf: &[u8]) -> Option<BatchHeader> {
+        if buf.len() < BATCH_HEADER_BYTES {
+            return None;
+        }
+        Some(BatchHeader {
+            crc: read_u32(buf, field::CRC),
+            length: read_u32(buf, field::LENGTH),
+            attributes: buf[field::ATTRIBUTES],
+            base_offset: read_u64(buf, field::BASE_OFFSET),
+            first_timestamp_ms: read_i64(buf, field::FIRST_TIMESTAMP),
+            max_timestamp_ms: read_i64(buf, field::MAX_TIMESTAMP),
+            record_count: read_u32(buf, field::RECORD_COUNT),
+        })
+    }
+
+    /// The offset of the last record in the batch.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count.saturating_sub(1))
+    }
+
+    /// One past the last offset in the batch.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+}
+
+/// Checks the framing of the batch that starts at `buf[0]` and, when it is whole, its CRC.
+/// Records are not walked: [`BatchView::records`] checks them as it goes, and
+/// [`super::validate_batch`] checks them all up front for batches from clients.
+pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
+    if buf.len() < BATCH_HEADER_BYTES {
+        if buf.iter().all(|&b| b == 0) {
+            return Frame::Zeroed;
+        }
+        return Frame::Incomplete {
+            needed: BATCH_HEADER_BYTES,
+        };
+    }
+    let head = &buf[..BATCH_HEADER_BYTES];
+    if head.iter().all(|&b| b == 0) {
+        return Frame::Zeroed;
+    }
+    let magic = read_u32(buf, field::MAGIC);
+    if magic != BATCH_MAGIC {
+        return Frame::Corrupt(Corruption::BadMagic(magic));
+    }
+    let version = buf[field::VERSION];
+    if version != BATCH_VERSION {
+        return Frame::Corrupt(Corruption::UnsupportedVersion(version));
+    }
+    let length = read_u32(buf, field::LENGTH);
+    let len = length as usize;
+    if len < BATCH_HEADER_BYTES || len > MAX_BATCH_BYTES {
+        return Frame::Corrupt(Corruption::BadLength(length));
+    }
+    if buf.len() < len {
+        return Frame::Incomplete { needed: len };
+    }
+    let bytes = &buf[..len];
+    let stored = read_u32(bytes, field::CRC);
+    let computed = batch_crc(bytes);
+    if stored != computed {
+        return Frame::Corrupt(Corruption::CrcMismatch { stored, computed });
+    }
+    let Some(header) = BatchHeader::parse(bytes) else {
+        return Frame::Incomplete {
+            needed: BATCH_HEADER_BYTES,
+        };
+    };
+    if header.record_count == 0 {
+        return Frame::Corrupt(Corruption::BadRecords);
+    }
+    Frame::Batch(BatchView { header, bytes })
+}
+
+/// A whole, CRC-checked batch inside a borrowed buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchView<'a> {
+    header: BatchHeader,
+    bytes: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// The batch's header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch, header included.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The records in offset order. Each item is checked against the batch's bounds.
+    pub fn records(&self) -> Records<'a> {
+        Records {
+            body: &self.bytes[BATCH_HEADER_BYTES..],
+            base_offset: self.header.base_offset,
+            remaining: self.header.record_count,
+        }
+    }
+}
+
+/// One record inside a batch, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// The record's offset.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The payload.
+    pub value: &'a [u8],
+    headers: &'a [u8],
+    header_count: u32,
+}
+
+impl<'a> RecordView<'a> {
+    /// The headers as (name, value) pairs, in order. Names that are not UTF-8 are skipped by
+    /// validation before a batch is stored, so this yields raw bytes for both.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let mut rest = self.headers;
+        (0..self.header_count).map_while(move |_| {
+            let (name, after) = take_len_prefixed(rest, 2)?;
+            let (value, after) = take_len_prefixed(after, 4)?;
+            rest = after;
+            Some((name, value))
+        })
+    }
+
+    /// Number of headers.
+    pub fn header_count(&self) -> u32 {
+        self.header_count
+    }
+
+    /// Bytes this record occupies in its batch.
+    pub fn encoded_len(&self) -> usize {
+        RECORD_OVERHEAD_BYTES + self.key.map_or(0, <[u8]>::len) + self.value.len() + self.headers.len()
+    }
+}
+
+fn take_len_prefixed(buf: &[u8], width: usize) -> Option<(&[u8], &[u8])> {
+    let len_bytes = buf.get(..width)?;
+    let len = match width {
+        2 => usize::from(u16::from_le_bytes([len_bytes[0], len_bytes[1]])),
+        _ => read_u32(len_bytes, 0) as usize,
+    };
+    let rest = &buf[width..];
+    if rest.len() < len {
+        return None;
+    }
+    Some(rest.split_at(len))
+}
+
+/// Iterator over a batch's records. Yields `Err(Corruption::BadRecords)` once, then stops, if a
+/// record does not fit.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    body: &'a [u8],
+    base_offset: u64,
+    remaining: u32,
+}
+
+impl<'a> Records<'a> {
+    fn next_record(&mut self) -> Option<RecordView<'a>> {
+        let b = self.body;
+        if b.len() < RECORD_OVERHEAD_BYTES {
+            return None;
+        }
+        let record_len = read_u32(b, 0) as usize;
+        let total = record_len.checked_add(4)?;
+        if record_len < RECORD_OVERHEAD_BYTES - 4 || total > b.len() {
+            return None;
+        }
+        let rec = &b[..total];
+        let offset_delta = read_u32(rec, 4);
+        let timestamp_ms = read_i64(rec, 8);
+        let key_len = read_u32(rec, 16);
+        let mut at: usize = 20;
+        let key = if key_len == u32::MAX {
+            None
+        } else {
+            let end = at.checked_add(key_len as usize)?;
+            let k = rec.get(at..end)?;
+            at = end;
+            Some(k)
+        };
+        let value_len = read_u32(rec.get(at..at + 4)?, 0) as usize;
+        at += 4;
+        let value = rec.get(at..at.checked_add(value_len)?)?;
+        at += value_len;
+        let header_count = read_u32(rec.get(at..at + 4)?, 0);
+        at += 4;
+        let headers = &rec[at..];
+        // Every header needs at least its two length fields.
+        if (headers.len() as u64) < u64::from(header_count) * 6 {
+            return None;
+        }
+        let view = RecordView {
+            offset: self.base_offset + u64::from(offset_delta),
+            timestamp_ms,
+            key,
+            value,
+            headers,
+            header_count,
+        };
+        if view.headers().count() != header_count as usize {
+            return None;
+        }
+        self.body = &b[total..];
+        Some(view)
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordView<'a>, Corruption>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        if let Some(r) = self.next_record() {
+            Some(Ok(r))
+        } else {
+            self.remaining = 0;
+            Some(Err(Corruption::BadRecords))
+        }
+    }
+}

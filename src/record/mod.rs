@@ -1,0 +1,58 @@
+//! The record-batch format: how records are framed on disk and on the wire (docs/FORMAT.md).
+//!
+//! A batch is a 48-byte header followed by its records; a CRC-32 covers every byte of the batch
+//! after the CRC field itself, base offset and length included. The storage engine stores batches
+//! exactly as produced (only the base offset and CRC are rewritten), and the client decodes them.
+
+mod builder;
+mod frame;
+mod validate;
+
+pub use builder::{BatchBuilder, Header, Record};
+pub use frame::{BatchHeader, BatchView, Corruption, Frame, RecordView, Records, decode_frame};
+pub use validate::{FormatError, ValidatedBatch, validate_batch};
+
+/// The size of a batch header in bytes.
+pub const BATCH_HEADER_BYTES: usize = 48;
+/// The magic number at byte 8 of every batch: `b"STRA"` read as a little-endian u32.
+pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"STRA");
+/// The only format version written and read.
+pub const BATCH_VERSION: u8 = 1;
+/// The largest batch the format allows (the length field is a u32; this leaves headroom).
+pub const MAX_BATCH_BYTES: usize = 1 << 30;
+/// Fixed bytes of one record besides its key, value and headers.
+pub const RECORD_OVERHEAD_BYTES: usize = 28;
+
+/// Byte offsets of the header fields.
+pub(crate) mod field {
+    pub const CRC: usize = 0;
+    pub const LENGTH: usize = 4;
+    pub const MAGIC: usize = 8;
+    pub const VERSION: usize = 12;
+    pub const ATTRIBUTES: usize = 13;
+    pub const BASE_OFFSET: usize = 16;
+    pub const FIRST_TIMESTAMP: usize = 24;
+    pub const MAX_TIMESTAMP: usize = 32;
+    pub const RECORD_COUNT: usize = 40;
+}
+
+/// CRC-32 (the IEEE polynomial, as crc32fast computes it) of a batch: bytes 4 to the end.
+pub fn batch_crc(batch: &[u8]) -> u32 {
+    crc32fast::hash(&batch[field::LENGTH..])
+}
+
+pub(crate) fn read_u32(buf: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+pub(crate) fn read_u64(buf: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+pub(crate) fn read_i64(buf: &[u8], at: usize) -> i64 {
+    read_u64(buf, at) as i64
+}

@@ -1,0 +1,192 @@
+//! Checking a batch that came from a client before it is stored, and restamping its offset.
+
+use super::{BATCH_HEADER_BYTES, BatchHeader, Corruption, Frame, decode_frame, field};
+
+/// Why a client's batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// The bytes are not one whole, valid batch.
+    #[error("invalid record batch: {0}")]
+    Corrupt(Corruption),
+    /// The bytes end before the batch does.
+    #[error("truncated record batch: {have} of {needed} bytes")]
+    Truncated {
+        /// Bytes given.
+        have: usize,
+        /// Bytes the batch header announces.
+        needed: usize,
+    },
+    /// The batch holds no record.
+    #[error("empty record batch")]
+    Empty,
+    /// A record is larger than the topic allows.
+    #[error("record at index {index} is {size} bytes, over the limit of {max} bytes")]
+    RecordTooLarge {
+        /// Index of the record in its batch.
+        index: u32,
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Attribute bits this build does not understand (such as compression).
+    #[error("unsupported batch attributes {0:#04x}")]
+    UnsupportedAttributes(u8),
+}
+
+/// A batch whose framing, CRC and records were all checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidatedBatch<'a> {
+    header: BatchHeader,
+    bytes: &'a [u8],
+}
+
+impl<'a> ValidatedBatch<'a> {
+    /// The header as sent.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch as sent.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Number of records.
+    pub fn record_count(&self) -> u32 {
+        self.header.record_count
+    }
+
+    /// The batch's header rewritten for `base_offset`, with the CRC recomputed over the new header
+    /// and the unchanged records. The records need not be copied: write this header, then
+    /// `bytes()[BATCH_HEADER_BYTES..]`.
+    pub fn restamped_header(&self, base_offset: u64) -> [u8; BATCH_HEADER_BYTES] {
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        head.copy_from_slice(&self.bytes[..BATCH_HEADER_BYTES]);
+        head[field::BASE_OFFSET..field::BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&head[field::LENGTH..]);
+        hasher.update(&self.bytes[BATCH_HEADER_BYTES..]);
+        head[field::CRC..field::CRC + 4].copy_from_slice(&hasher.finalize().to_le_bytes());
+        head
+    }
+}
+
+/// Splits `buf` into whole batches and validates each: framing, CRC, every record's bounds and
+/// size. `buf` may hold several batches back to back; an empty `buf` is [`FormatError::Empty`].
+pub fn validate_batch(
+    buf: &[u8],
+    max_record_bytes: usize,
+) -> Result<Vec<ValidatedBatch<'_>>, FormatError> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let view = match decode_frame(rest) {
+            Frame::Batch(v) => v,
+            Frame::Incomplete { needed } => {
+                return Err(FormatError::Truncated {
+                    have: rest.len(),
+                    needed,
+                });
+            }
+            Frame::Zeroed => return Err(FormatError::Corrupt(Corruption::BadMagic(0))),
+            Frame::Corrupt(c) => return Err(FormatError::Corrupt(c)),
+        };
+        let header = *view.header();
+        if header.attributes != 0 {
+            return Err(FormatError::UnsupportedAttributes(header.attributes));
+        }
+        let mut walked = BATCH_HEADER_BYTES;
+        let mut max_ts = i64::MIN;
+        for (index, rec) in (0u32..).zip(view.records()) {
+            let rec = rec.map_err(FormatError::Corrupt)?;
+            let size = rec.encoded_len();
+            if size > max_record_bytes {
+                return Err(FormatError::RecordTooLarge {
+                    index,
+                    size,
+                    max: max_record_bytes,
+                });
+            }
+            if rec.offset != header.base_offset + u64::from(index) {
+                return Err(FormatError::Corrupt(Corruption::BadRecords));
+            }
+            if index == 0 && rec.timestamp_ms != header.first_timestamp_ms {
+                return Err(FormatError::Corrupt(Corruption::BadRecords));
+            }
+            if rec.headers().any(|(name, _)| std::str::from_utf8(name).is_err()) {
+                return Err(FormatError::Corrupt(Corruption::BadRecords));
+            }
+            max_ts = max_ts.max(rec.timestamp_ms);
+            walked += size;
+        }
+        if walked != view.bytes().len() || max_ts != header.max_timestamp_ms {
+            return Err(FormatError::Corrupt(Corruption::BadRecords));
+        }
+        out.push(ValidatedBatch {
+            header,
+            bytes: view.bytes(),
+        });
+        rest = &rest[view.bytes().len()..];
+    }
+    if out.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::BatchBuilder;
+
+    fn batch(values: &[&[u8]]) -> Vec<u8> {
+        let mut b = BatchBuilder::default();
+        for (i, v) in values.iter().enumerate() {
+            b.push_parts(i as i64, Some(b"key"), v, [(&b"n"[..], &b"v"[..])]);
+        }
+        b.finish(0)
+    }
+
+    #[test]
+    fn restamping_keeps_the_batch_valid() {
+        let bytes = batch(&[b"a", b"bb"]);
+        let v = validate_batch(&bytes, 1024).unwrap();
+        let head = v[0].restamped_header(5000);
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(&bytes[BATCH_HEADER_BYTES..]);
+        let Frame::Batch(view) = decode_frame(&whole) else {
+            panic!("restamped batch does not decode")
+        };
+        assert_eq!(view.header().base_offset, 5000);
+        let offsets: Vec<u64> = view.records().map(|r| r.unwrap().offset).collect();
+        assert_eq!(offsets, vec![5000, 5001]);
+    }
+
+    #[test]
+    fn several_batches_back_to_back_are_split() {
+        let mut both = batch(&[b"a"]);
+        both.extend(batch(&[b"b", b"c"]));
+        let v = validate_batch(&both, 1024).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].record_count(), 2);
+    }
+
+    #[test]
+    fn oversized_empty_and_torn_batches_are_refused() {
+        let bytes = batch(&[&[7u8; 100]]);
+        assert!(matches!(
+            validate_batch(&bytes, 50),
+            Err(FormatError::RecordTooLarge { index: 0, .. })
+        ));
+        assert_eq!(validate_batch(&[], 50), Err(FormatError::Empty));
+        assert!(matches!(
+            validate_batch(&bytes[..bytes.len() - 3], 1000),
+            Err(FormatError::Truncated { .. })
+        ));
+        assert!(matches!(
+            validate_batch(&BatchBuilder::default().finish(0), 1000),
+            Err(FormatError::Corrupt(Corruption::BadRecords))
+        ));
+    }
+}

@@ -1,0 +1,1 @@
+//! The synchronous, durable partition log.
