@@ -1,0 +1,69 @@
+//! How a log rolls, retains and syncs.
+
+use super::fault::FaultInjector;
+use std::{sync::Arc, time::Duration};
+
+/// When appended bytes are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// An append returns only after its bytes are durable. Concurrent appenders share one
+    /// `fdatasync` (group commit). Readers only see durable records.
+    Always,
+    /// Bytes are synced at least this often (by [`super::Log::tick`] or the next append);
+    /// a crash can lose up to this window.
+    Interval(Duration),
+    /// The OS writes back when it likes; a machine crash can lose anything not yet written back.
+    Never,
+}
+
+/// A partition log's settings.
+#[derive(Clone)]
+pub struct LogConfig {
+    /// A segment rolls before it would grow past this many bytes (a single larger batch gets a
+    /// segment of its own).
+    pub segment_max_bytes: u64,
+    /// A segment rolls once it has taken appends for this long. `None`: never by age.
+    pub segment_max_ms: Option<u64>,
+    /// Sealed segments whose newest record is older than this are deleted. `None`: keep.
+    pub retention_ms: Option<u64>,
+    /// Oldest sealed segments are deleted while the log is larger than this. `None`: no limit.
+    pub retention_bytes: Option<u64>,
+    /// Durability of appends.
+    pub fsync: FsyncPolicy,
+    /// Bytes between two sparse index entries.
+    pub index_interval_bytes: u32,
+    /// Bytes of new data after which [`super::Log::tick`] writes a recovery checkpoint.
+    pub checkpoint_interval_bytes: u64,
+    /// A seam for tests that inject I/O faults; `None` in production.
+    pub faults: Option<Arc<dyn FaultInjector>>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_max_bytes: 256 * 1024 * 1024,
+            segment_max_ms: Some(7 * 24 * 3600 * 1000),
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            fsync: FsyncPolicy::Always,
+            index_interval_bytes: 4096,
+            checkpoint_interval_bytes: 64 * 1024 * 1024,
+            faults: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("segment_max_bytes", &self.segment_max_bytes)
+            .field("segment_max_ms", &self.segment_max_ms)
+            .field("retention_ms", &self.retention_ms)
+            .field("retention_bytes", &self.retention_bytes)
+            .field("fsync", &self.fsync)
+            .field("index_interval_bytes", &self.index_interval_bytes)
+            .field("checkpoint_interval_bytes", &self.checkpoint_interval_bytes)
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
