@@ -6,13 +6,24 @@
 //!   storage engine, which stores batches as they are, and the client, which decodes them.
 //! - [`storage`]: a synchronous, durable partition log: segments, indexes, recovery, retention.
 //!   Knows nothing of tokio, gRPC or topics.
+//! - [`broker`]: topics and partitions over storage logs, key routing, committed consumer-group
+//!   offsets and the signals that wake waiting readers. Synchronous, shared behind an `Arc`.
+//! - [`server`]: the async gRPC edge (tonic): `serve(listener, broker, shutdown)`, long-poll
+//!   fetches, push subscriptions, and the one table that maps errors to gRPC status codes.
+//! - [`cli`]: the `strata` command line (`strata serve`); `main.rs` only calls it.
 //!
-//! A record's path: a producer encodes records into a batch ([`record::BatchBuilder`]); the
-//! partition's [`storage::Log`] assigns offsets, checks the CRC, writes the batch to the active
-//! segment and makes it durable according to its [`storage::FsyncPolicy`]; readers get whole
-//! batches back as zero-copy slices of the memory-mapped segment.
+//! A record's path: a producer encodes records into a batch ([`record::BatchBuilder`]) and sends
+//! it in a gRPC `Produce`; the [`server`] hands it to the [`broker`] on a blocking thread, which
+//! checks it ([`record::validate_batch`]), picks the partition and appends it. The
+//! partition's [`storage::Log`] assigns offsets, writes the batch to the active segment and makes
+//! it durable according to its [`storage::FsyncPolicy`]; the broker then moves the partition's
+//! high watermark, which wakes long-polling fetches and subscribers. Readers get whole batches back
+//! as zero-copy slices of the memory-mapped segment, which the server sends as they are.
 
+pub mod broker;
+pub mod cli;
 pub mod record;
+pub mod server;
 pub mod storage;
 
 /// Generated gRPC types and service stubs for `proto/strata/v1/strata.proto`.

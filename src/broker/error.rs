@@ -1,0 +1,171 @@
+//! The broker layer's one error type.
+
+use crate::record::FormatError;
+use crate::storage::{Offset, StorageError};
+use std::{io, path::PathBuf};
+
+/// What went wrong in a broker operation. `Display` is one sentence a user can act on; the
+/// underlying error, when there is one, is the [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No topic has this name.
+    #[error("topic '{topic}' does not exist")]
+    TopicNotFound {
+        /// The name asked for.
+        topic: String,
+    },
+    /// The topic exists but has no such partition.
+    #[error("topic '{topic}' has partitions 0..{partitions}; partition {partition} does not exist")]
+    PartitionNotFound {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// The topic's partition count.
+        partitions: u32,
+    },
+    /// A topic with this name already exists.
+    #[error("topic '{topic}' already exists")]
+    TopicExists {
+        /// The name.
+        topic: String,
+    },
+    /// The group has committed nothing.
+    #[error("consumer group '{group}' has no committed offsets")]
+    GroupNotFound {
+        /// The group.
+        group: String,
+    },
+    /// A topic or group name breaks the naming rules.
+    #[error("invalid {kind} name '{name}': {reason}")]
+    InvalidName {
+        /// "topic" or "group".
+        kind: &'static str,
+        /// The name as given (cut to 300 characters).
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A request field has a value the broker does not accept.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// A client's record batch failed validation.
+    #[error("rejected the produce request to topic '{topic}'")]
+    BadBatch {
+        /// The topic.
+        topic: String,
+        /// What is wrong with the batch.
+        #[source]
+        source: FormatError,
+    },
+    /// An offset to commit lies outside the partition's stored range.
+    #[error(
+        "cannot commit offset {offset} for topic '{topic}' partition {partition}: \
+         it must lie in {earliest}..={next}"
+    )]
+    CommitOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset given.
+        offset: Offset,
+        /// The partition's earliest offset.
+        earliest: Offset,
+        /// The partition's next offset.
+        next: Offset,
+    },
+    /// A partition's log failed.
+    #[error("topic '{topic}' partition {partition}")]
+    Storage {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// What the storage layer reported.
+        #[source]
+        source: StorageError,
+    },
+    /// A file of the broker's own (topic metadata, group offsets) could not be read or written.
+    #[error("could not {op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A state file of the broker's own holds something it cannot decode.
+    #[error("invalid state file {path}: {reason}")]
+    BadStateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An earlier fsync of this group's offsets file failed, so its state on disk is unknown.
+    #[error(
+        "offsets of group '{group}' cannot be committed after a failed fsync; restart the broker"
+    )]
+    GroupPoisoned {
+        /// The group.
+        group: String,
+    },
+    /// Another broker process holds the data directory.
+    #[error("the data directory {path} is in use by another broker process")]
+    DataDirLocked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The broker is shutting down and takes no more work.
+    #[error("the broker is shutting down; retry against the restarted broker")]
+    ShuttingDown,
+}
+
+impl BrokerError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        BrokerError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        BrokerError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The storage error underneath, if this is one.
+    pub fn storage(&self) -> Option<&StorageError> {
+        match self {
+            BrokerError::Storage { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Formats an error and its chain of sources as one line: `outer: inner: innermost`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        // Some errors already print their source; do not say it twice.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
+}

@@ -1,0 +1,679 @@
+//! The broker: topics and their partitions, produce routing, committed group offsets, and the
+//! signals that wake long-polls and subscribers. Synchronous (every call may block on disk: call
+//! it off the async runtime), shared behind an `Arc`.
+//!
+//! Data directory layout:
+//!
+//! ```text
+//! DATA/.lock                         held (flock) while a broker runs
+//! DATA/topics/<topic>/topic.json     name, partition count, config (written atomically)
+//! DATA/topics/<topic>/<partition>/   one storage::Log
+//! DATA/groups/<group>.offsets        committed offsets, append-only (see groups.rs)
+//! DATA/trash/                        deleted topics on their way out; emptied at start
+//! ```
+
+mod config;
+mod error;
+mod fs;
+mod groups;
+mod names;
+pub mod partitioner;
+mod produce;
+mod ticker;
+mod topic;
+
+pub use config::{
+    BrokerConfig, FsyncMode, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicConfig, TopicConfigUpdate,
+};
+pub use error::{BrokerError, error_chain};
+pub use groups::CommittedOffset;
+pub use names::{MAX_NAME_LEN, validate_group_name, validate_topic_name};
+pub use produce::{ProduceInput, Produced};
+pub use topic::{PartitionHandle, PartitionInfo, TopicInfo};
+
+use crate::storage::{Log, Offset};
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+use topic::{TOPIC_FILE, Topic, TopicFile};
+
+/// Result type of the broker layer.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// Where a read starts in a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    /// This offset.
+    Offset(Offset),
+    /// The earliest stored offset.
+    Earliest,
+    /// The next offset: only records appended from now on.
+    Latest,
+    /// The first record with a timestamp at or after this (ms); latest if none.
+    Timestamp(i64),
+    /// The group's committed offset; earliest if it has none.
+    Group(String),
+}
+
+/// A group's progress in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The committed offset.
+    pub committed_offset: Offset,
+    /// The partition's next offset.
+    pub next_offset: Offset,
+    /// Records the group has yet to read.
+    pub lag: u64,
+}
+
+/// The broker's state: every topic, every group, and the ticker doing periodic log work.
+pub struct Broker {
+    config: BrokerConfig,
+    topics_dir: PathBuf,
+    trash_dir: PathBuf,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises create, delete and alter, which touch files and the map together.
+    admin: Mutex<()>,
+    groups: groups::GroupStore,
+    closed: AtomicBool,
+    ticker: Mutex<Option<ticker::Ticker>>,
+    /// Holds the data directory's lock for the broker's lifetime.
+    _lock: File,
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Broker {
+    /// Opens the broker in `config.data_dir`: recovers every topic and group, empties the trash,
+    /// and starts the ticker.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        let data_dir = config.data_dir.clone();
+        fs::create_dir_durable(&data_dir)?;
+        let lock = lock_data_dir(&data_dir)?;
+        let topics_dir = data_dir.join("topics");
+        let trash_dir = data_dir.join("trash");
+        fs::create_dir_durable(&topics_dir)?;
+        if trash_dir.exists() {
+            std::fs::remove_dir_all(&trash_dir)
+                .map_err(|e| BrokerError::io("empty the trash", &trash_dir, e))?;
+        }
+        fs::create_dir_durable(&trash_dir)?;
+        let topics = open_topics(&topics_dir)?;
+        let groups = groups::GroupStore::open(data_dir.join("groups"))?;
+        // A crash between deleting a topic and forgetting its offsets leaves offsets behind.
+        for topic in groups.topics() {
+            if !topics.contains_key(&topic) {
+                groups.forget_topic(&topic)?;
+            }
+        }
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            topics = topics.len(),
+            "broker opened"
+        );
+        let tick_interval = config.tick_interval;
+        let broker = Arc::new(Broker {
+            config,
+            topics_dir,
+            trash_dir,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(()),
+            groups,
+            closed: AtomicBool::new(false),
+            ticker: Mutex::new(None),
+            _lock: lock,
+        });
+        let ticker = ticker::Ticker::start(Arc::downgrade(&broker), tick_interval)?;
+        *broker
+            .ticker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ticker);
+        Ok(broker)
+    }
+
+    /// The broker's settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Stops the ticker, wakes every waiter, then closes every log (a clean-shutdown marker makes
+    /// the next start scan nothing). A log still in use elsewhere is flushed instead. Every later
+    /// call fails with [`BrokerError::ShuttingDown`].
+    pub fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::SeqCst);
+        let ticker = self
+            .ticker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(ticker) = ticker {
+            ticker.stop();
+        }
+        let _admin = self
+            .admin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let topics = std::mem::take(&mut *write_lock(&self.topics));
+        let mut first_error = None;
+        for (name, topic) in topics {
+            for p in &topic.partitions {
+                p.wake_all();
+            }
+            let results: Vec<(u32, crate::storage::Result<()>)> = match Arc::try_unwrap(topic) {
+                Ok(topic) => topic
+                    .partitions
+                    .into_iter()
+                    .map(|p| (p.id, p.log.close()))
+                    .collect(),
+                // Still held by a reader that has not finished: make its data durable at least.
+                Err(topic) => topic
+                    .partitions
+                    .iter()
+                    .map(|p| (p.id, p.log.flush()))
+                    .collect(),
+            };
+            for (partition, result) in results {
+                if let Err(source) = result {
+                    let e = BrokerError::Storage {
+                        topic: name.clone(),
+                        partition,
+                        source,
+                    };
+                    tracing::error!(error = %error_chain(&e), "closing a log failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        tracing::info!("broker closed");
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.check_open()?;
+        read_lock(&self.topics)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::TopicNotFound {
+                topic: name.to_owned(),
+            })
+    }
+
+    pub(crate) fn all_topics(&self) -> Vec<Arc<Topic>> {
+        read_lock(&self.topics).values().cloned().collect()
+    }
+
+    /// Creates a topic with `partitions` partitions; unset config fields take the defaults.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        update: &TopicConfigUpdate,
+    ) -> Result<TopicInfo> {
+        validate_topic_name(name)?;
+        let max = self.config.max_partitions_per_topic;
+        if partitions == 0 || partitions > max {
+            return Err(BrokerError::invalid(
+                "partitions",
+                format!(
+                    "{partitions} is outside 1..={max} (the broker's max_partitions_per_topic)"
+                ),
+            ));
+        }
+        let config = self.config.topic_defaults.updated(update);
+        config.validate(&self.config)?;
+        let _admin = self
+            .admin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.check_open()?;
+        if read_lock(&self.topics).contains_key(name) {
+            return Err(BrokerError::TopicExists {
+                topic: name.to_owned(),
+            });
+        }
+        let dir = self.topics_dir.join(name);
+        let opened = create_topic_files(&dir, name, partitions, &config);
+        let topic = match opened {
+            Ok(topic) => topic,
+            Err(e) => {
+                // Nothing was acknowledged: leave no half-created topic behind.
+                if let Err(rm) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %rm, "could not remove a half-created topic");
+                }
+                return Err(e);
+            }
+        };
+        let info = topic.info();
+        write_lock(&self.topics).insert(name.to_owned(), Arc::new(topic));
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(info)
+    }
+
+    /// Deletes a topic: readers waiting on it are woken with `TopicNotFound`, its files are
+    /// removed, and groups forget their offsets in it.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        validate_topic_name(name)?;
+        let _admin = self
+            .admin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.check_open()?;
+        let topic =
+            write_lock(&self.topics)
+                .remove(name)
+                .ok_or_else(|| BrokerError::TopicNotFound {
+                    topic: name.to_owned(),
+                })?;
+        topic.mark_deleted();
+        // Renaming into the trash is the commit point: after it, a restart no longer sees the
+        // topic, even if removing the files is cut short.
+        let trash = self
+            .trash_dir
+            .join(format!("{name}.{}", now_ms().unsigned_abs()));
+        std::fs::rename(&topic.dir, &trash)
+            .map_err(|e| BrokerError::io("move to the trash", &topic.dir, e))?;
+        fs::fsync_dir(&self.topics_dir)?;
+        fs::fsync_dir(&self.trash_dir)?;
+        drop(topic);
+        if let Err(e) = std::fs::remove_dir_all(&trash) {
+            tracing::warn!(dir = %trash.display(), error = %e, "could not remove a deleted topic's files; they go at the next start");
+        }
+        self.groups.forget_topic(name)?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    pub fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        self.check_open()?;
+        Ok(self.all_topics().iter().map(|t| t.info()).collect())
+    }
+
+    /// A topic's config and the state of each partition.
+    pub fn describe_topic(&self, name: &str) -> Result<(TopicInfo, Vec<PartitionInfo>)> {
+        let topic = self.topic(name)?;
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| PartitionInfo {
+                partition: p.id,
+                stats: p.log.stats(),
+            })
+            .collect();
+        Ok((topic.info(), partitions))
+    }
+
+    /// Changes a topic's config. Retention under the new config is applied at once.
+    pub fn alter_topic_config(&self, name: &str, update: &TopicConfigUpdate) -> Result<TopicInfo> {
+        let _admin = self
+            .admin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let topic = self.topic(name)?;
+        let config = topic.config().updated(update);
+        config.validate(&self.config)?;
+        TopicFile::new(name, topic.partitions.len() as u32, config.clone()).write(&topic.dir)?;
+        *write_lock(&topic.config) = config.clone();
+        let now = now_ms();
+        for p in &topic.partitions {
+            p.log.set_config(config.log_config());
+            p.log
+                .apply_retention(now)
+                .map_err(topic.storage_error(p.id))?;
+        }
+        tracing::info!(topic = name, ?config, "topic config altered");
+        Ok(topic.info())
+    }
+
+    /// A handle for reading and waiting on one partition.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<PartitionHandle> {
+        let topic = self.topic(topic)?;
+        topic.partition(partition)?;
+        Ok(PartitionHandle { topic, partition })
+    }
+
+    /// Every partition number of a topic, checked against `wanted` (empty: all).
+    pub fn partitions(&self, topic: &str, wanted: &[u32]) -> Result<Vec<PartitionHandle>> {
+        let t = self.topic(topic)?;
+        if wanted.is_empty() {
+            return Ok((0..t.partitions.len() as u32)
+                .map(|partition| PartitionHandle {
+                    topic: t.clone(),
+                    partition,
+                })
+                .collect());
+        }
+        let mut out: Vec<PartitionHandle> = Vec::with_capacity(wanted.len());
+        for &partition in wanted {
+            t.partition(partition)?;
+            if out.iter().all(|h| h.partition != partition) {
+                out.push(PartitionHandle {
+                    topic: t.clone(),
+                    partition,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The offset `start` means in this partition. May block on I/O.
+    pub fn resolve_start(&self, handle: &PartitionHandle, start: &StartPosition) -> Result<Offset> {
+        handle.check_live()?;
+        let log = &handle.topic.partitions[handle.partition as usize].log;
+        Ok(match start {
+            StartPosition::Offset(o) => *o,
+            StartPosition::Earliest => log.earliest_offset(),
+            StartPosition::Latest => log.next_offset(),
+            StartPosition::Timestamp(ts) => match log
+                .offset_for_timestamp(*ts)
+                .map_err(handle.topic.storage_error(handle.partition))?
+            {
+                Some(o) => o,
+                None => log.next_offset(),
+            },
+            StartPosition::Group(group) => {
+                validate_group_name(group)?;
+                match self
+                    .groups
+                    .committed(group, &handle.topic.name, handle.partition)
+                {
+                    Some(o) => o,
+                    None => log.earliest_offset(),
+                }
+            }
+        })
+    }
+
+    /// The byte budget of a fetch: 0 is the default, larger than the broker's limit is capped,
+    /// negative is an error.
+    pub fn fetch_bytes(&self, requested: i64) -> Result<usize> {
+        match requested {
+            0 => Ok(self.config.default_fetch_bytes),
+            n if n < 0 => Err(BrokerError::invalid(
+                "max_bytes",
+                format!(
+                    "{n} is negative; use 0 for the default ({} bytes) or up to {}",
+                    self.config.default_fetch_bytes, self.config.max_fetch_bytes
+                ),
+            )),
+            n => Ok(usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(self.config.max_fetch_bytes)),
+        }
+    }
+
+    /// Commits a group's offsets durably; each must lie in [earliest, next] of its partition.
+    pub fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>) -> Result<()> {
+        validate_group_name(group)?;
+        self.check_open()?;
+        if offsets.is_empty() {
+            return Err(BrokerError::invalid(
+                "offsets",
+                "there is nothing to commit",
+            ));
+        }
+        for c in &offsets {
+            let topic = self.topic(&c.topic)?;
+            let log = &topic.partition(c.partition)?.log;
+            let (earliest, next) = (log.earliest_offset(), log.next_offset());
+            if c.offset < earliest || c.offset > next {
+                return Err(BrokerError::CommitOutOfRange {
+                    topic: c.topic.clone(),
+                    partition: c.partition,
+                    offset: c.offset,
+                    earliest,
+                    next,
+                });
+            }
+        }
+        self.groups.commit(group, offsets)
+    }
+
+    /// A group's committed offsets in a topic (partitions without a commit are left out).
+    pub fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<CommittedOffset>> {
+        validate_group_name(group)?;
+        self.topic(topic)?;
+        Ok(self
+            .groups
+            .all(group)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.topic == topic)
+            .collect())
+    }
+
+    /// Groups with at least one committed offset, sorted.
+    pub fn list_groups(&self) -> Result<Vec<String>> {
+        self.check_open()?;
+        Ok(self.groups.list())
+    }
+
+    /// A group's committed offset, the partition's next offset and the lag, per partition.
+    pub fn describe_group(&self, group: &str) -> Result<Vec<GroupLag>> {
+        validate_group_name(group)?;
+        self.check_open()?;
+        let offsets = self
+            .groups
+            .all(group)
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| BrokerError::GroupNotFound {
+                group: group.to_owned(),
+            })?;
+        let mut out = Vec::with_capacity(offsets.len());
+        for c in offsets {
+            let Ok(topic) = self.topic(&c.topic) else {
+                continue;
+            };
+            let Ok(p) = topic.partition(c.partition) else {
+                continue;
+            };
+            let next_offset = p.log.next_offset();
+            out.push(GroupLag {
+                lag: next_offset.saturating_sub(c.offset),
+                topic: c.topic,
+                partition: c.partition,
+                committed_offset: c.offset,
+                next_offset,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // The ticker holds only a weak reference; tell it to stop (it may be the one dropping us,
+        // so do not join it here).
+        let ticker = self
+            .ticker
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = ticker {
+            t.signal_stop();
+        }
+    }
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    let path = data_dir.join(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BrokerError::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BrokerError::DataDirLocked {
+            path: data_dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(BrokerError::io("lock", &path, e)),
+    }
+}
+
+fn create_topic_files(
+    dir: &Path,
+    name: &str,
+    partitions: u32,
+    config: &TopicConfig,
+) -> Result<Topic> {
+    fs::create_dir_durable(dir)?;
+    // The metadata file is the commit point: once it is there, a restart opens (and so creates)
+    // every partition's log.
+    TopicFile::new(name, partitions, config.clone()).write(dir)?;
+    let mut parts = Vec::with_capacity(partitions as usize);
+    for id in 0..partitions {
+        parts.push(topic::Partition::new(id, open_log(dir, name, id, config)?));
+    }
+    Ok(Topic {
+        name: name.to_owned(),
+        dir: dir.to_path_buf(),
+        config: RwLock::new(config.clone()),
+        partitions: parts,
+        round_robin: AtomicU64::new(0),
+        deleted: AtomicBool::new(false),
+    })
+}
+
+fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: &TopicConfig) -> Result<Log> {
+    let dir = topic_dir.join(partition.to_string());
+    fs::create_dir_durable(&dir)?;
+    Log::open(&dir, config.log_config()).map_err(|source| BrokerError::Storage {
+        topic: topic.to_owned(),
+        partition,
+        source,
+    })
+}
+
+/// Opens every topic under `topics_dir`, the partitions of all topics in parallel.
+fn open_topics(topics_dir: &Path) -> Result<BTreeMap<String, Arc<Topic>>> {
+    let mut files = Vec::new();
+    let entries =
+        std::fs::read_dir(topics_dir).map_err(|e| BrokerError::io("list", topics_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| BrokerError::io("list", topics_dir, e))?;
+        let dir = entry.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        if !dir.join(TOPIC_FILE).exists() {
+            // A create that crashed before its metadata file: never acknowledged, holds no data.
+            tracing::warn!(dir = %dir.display(), "removing a topic directory without topic.json (an interrupted create)");
+            std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::io("remove", &dir, e))?;
+            continue;
+        }
+        let file = TopicFile::read(&dir)?;
+        if entry.file_name().to_str() != Some(file.name.as_str()) {
+            return Err(BrokerError::BadStateFile {
+                path: dir.join(TOPIC_FILE),
+                reason: format!("names topic '{}', not its directory", file.name),
+            });
+        }
+        files.push((dir, file));
+    }
+
+    let jobs: Vec<(usize, u32)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(t, (_, f))| (0..f.partitions).map(move |p| (t, p)))
+        .collect();
+    let next_job = std::sync::atomic::AtomicUsize::new(0);
+    let opened: Mutex<Vec<Option<Log>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let first_error: Mutex<Option<BrokerError>> = Mutex::new(None);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZero::get)
+        .clamp(1, 8)
+        .min(jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next_job.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(t, p)) = jobs.get(i) else { break };
+                    let (dir, file) = &files[t];
+                    match open_log(dir, &file.name, p, &file.config) {
+                        Ok(log) => {
+                            opened
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(log);
+                        }
+                        Err(e) => {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .get_or_insert(e);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        return Err(e);
+    }
+    let mut logs = opened
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter();
+    let mut topics = BTreeMap::new();
+    for (dir, file) in files {
+        let mut parts = Vec::with_capacity(file.partitions as usize);
+        for id in 0..file.partitions {
+            let Some(Some(log)) = logs.next() else {
+                return Err(BrokerError::BadStateFile {
+                    path: dir.clone(),
+                    reason: "a partition log was not opened".into(),
+                });
+            };
+            parts.push(topic::Partition::new(id, log));
+        }
+        let topic = Topic {
+            name: file.name.clone(),
+            dir,
+            config: RwLock::new(file.config),
+            partitions: parts,
+            round_robin: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
+        };
+        topics.insert(file.name, Arc::new(topic));
+    }
+    Ok(topics)
+}

@@ -1,0 +1,235 @@
+//! A topic: its metadata file, its partitions (one [`Log`] each) and the signal that wakes readers
+//! waiting for new data in a partition.
+
+use super::{BrokerError, TopicConfig, fs::write_atomic};
+use crate::storage::{Log, LogStats, Offset, ReadChunk};
+use serde::{Deserialize, Serialize};
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+use tokio::sync::watch;
+
+/// The name of a topic's metadata file, inside the topic's directory.
+pub(crate) const TOPIC_FILE: &str = "topic.json";
+const TOPIC_FILE_VERSION: u32 = 1;
+
+/// What `topic.json` holds. Its presence is what makes a directory a topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TopicFile {
+    pub version: u32,
+    pub name: String,
+    pub partitions: u32,
+    pub config: TopicConfig,
+}
+
+impl TopicFile {
+    pub(crate) fn new(name: &str, partitions: u32, config: TopicConfig) -> Self {
+        TopicFile {
+            version: TOPIC_FILE_VERSION,
+            name: name.to_owned(),
+            partitions,
+            config,
+        }
+    }
+
+    pub(crate) fn write(&self, topic_dir: &Path) -> Result<(), BrokerError> {
+        let path = topic_dir.join(TOPIC_FILE);
+        let json = serde_json::to_vec_pretty(self).map_err(|e| BrokerError::BadStateFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &json)
+    }
+
+    pub(crate) fn read(topic_dir: &Path) -> Result<TopicFile, BrokerError> {
+        let path = topic_dir.join(TOPIC_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| BrokerError::io("read", &path, e))?;
+        let file: TopicFile =
+            serde_json::from_slice(&bytes).map_err(|e| BrokerError::BadStateFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if file.version != TOPIC_FILE_VERSION {
+            return Err(BrokerError::BadStateFile {
+                path,
+                reason: format!("unknown version {}", file.version),
+            });
+        }
+        Ok(file)
+    }
+}
+
+/// A topic's name, partition count and effective config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// The name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Effective config.
+    pub config: TopicConfig,
+}
+
+/// The state of one partition's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition number.
+    pub partition: u32,
+    /// Offsets, bytes, segments.
+    pub stats: LogStats,
+}
+
+/// One partition: its log and the high-watermark signal readers wait on.
+pub struct Partition {
+    pub(crate) id: u32,
+    pub(crate) log: Log,
+    /// The high watermark as last published by an append. Waiters hold receivers; a send (or a
+    /// `send_modify` on delete) wakes them all.
+    high_watermark: watch::Sender<Offset>,
+}
+
+impl Partition {
+    pub(crate) fn new(id: u32, log: Log) -> Self {
+        let (high_watermark, _) = watch::channel(log.next_offset());
+        Partition {
+            id,
+            log,
+            high_watermark,
+        }
+    }
+
+    /// Publishes a new high watermark after an append.
+    pub(crate) fn publish(&self, next_offset: Offset) {
+        self.high_watermark.send_if_modified(|hw| {
+            if next_offset > *hw {
+                *hw = next_offset;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Wakes every waiter without changing the high watermark (used on delete and shutdown).
+    pub(crate) fn wake_all(&self) {
+        self.high_watermark.send_modify(|_| {});
+    }
+}
+
+/// A live topic.
+pub struct Topic {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RwLock<TopicConfig>,
+    pub(crate) partitions: Vec<Partition>,
+    /// Where the next keyless record goes (modulo the partition count).
+    pub(crate) round_robin: AtomicU64,
+    /// Set once the topic is deleted; waiters see it after their wake-up.
+    pub(crate) deleted: AtomicBool,
+}
+
+impl Topic {
+    pub(crate) fn info(&self) -> TopicInfo {
+        TopicInfo {
+            name: self.name.clone(),
+            partitions: self.partitions.len() as u32,
+            config: self.config(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> TopicConfig {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn partition(&self, partition: u32) -> Result<&Partition, BrokerError> {
+        self.partitions
+            .get(partition as usize)
+            .ok_or_else(|| BrokerError::PartitionNotFound {
+                topic: self.name.clone(),
+                partition,
+                partitions: self.partitions.len() as u32,
+            })
+    }
+
+    pub(crate) fn storage_error(
+        &self,
+        partition: u32,
+    ) -> impl FnOnce(crate::storage::StorageError) -> BrokerError {
+        let topic = self.name.clone();
+        move |source| BrokerError::Storage {
+            topic,
+            partition,
+            source,
+        }
+    }
+
+    /// Marks the topic deleted and wakes every reader waiting on it.
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::SeqCst);
+        for p in &self.partitions {
+            p.wake_all();
+        }
+    }
+}
+
+/// A handle on one partition of a live topic, for reading and waiting. Holding it keeps the topic's
+/// logs open even if the topic is deleted meanwhile; [`PartitionHandle::check_live`] says so.
+#[derive(Clone)]
+pub struct PartitionHandle {
+    pub(crate) topic: Arc<Topic>,
+    pub(crate) partition: u32,
+}
+
+impl PartitionHandle {
+    fn part(&self) -> &Partition {
+        &self.topic.partitions[self.partition as usize]
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic.name
+    }
+
+    /// The partition number.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one batch).
+    /// May block on I/O: call it off the async runtime.
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadChunk, BrokerError> {
+        self.check_live()?;
+        self.part()
+            .log
+            .read(offset, max_bytes)
+            .map_err(self.topic.storage_error(self.partition))
+    }
+
+    /// The high watermark. May block briefly: call it off the async runtime.
+    pub fn next_offset(&self) -> Offset {
+        self.part().log.next_offset()
+    }
+
+    /// A receiver that is notified whenever the partition's high watermark moves, or the topic is
+    /// deleted. Take it *before* reading so that no append can slip between the read and the wait.
+    pub fn watch(&self) -> watch::Receiver<Offset> {
+        self.part().high_watermark.subscribe()
+    }
+
+    /// `TopicNotFound` once the topic has been deleted.
+    pub fn check_live(&self) -> Result<(), BrokerError> {
+        if self.topic.deleted.load(Ordering::SeqCst) {
+            return Err(BrokerError::TopicNotFound {
+                topic: self.topic.name.clone(),
+            });
+        }
+        Ok(())
+    }
+}
