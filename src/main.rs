@@ -1,5 +1,5 @@
 //! The `strata` binary: a thin adapter over the library's CLI.
 
-fn main() {
-    println!("strata");
+fn main() -> std::process::ExitCode {
+    strata::cli::main()
 }

@@ -212,6 +212,11 @@ impl PartitionHandle {
             .map_err(self.topic.storage_error(self.partition))
     }
 
+    /// The earliest stored offset. May block briefly: call it off the async runtime.
+    pub fn earliest_offset(&self) -> Offset {
+        self.part().log.earliest_offset()
+    }
+
     /// The high watermark. May block briefly: call it off the async runtime.
     pub fn next_offset(&self) -> Offset {
         self.part().log.next_offset()

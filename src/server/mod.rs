@@ -1,1 +1,113 @@
-//! placeholder
+//! The async gRPC edge: [`serve`] runs the `strata.v1.Strata` service (plus gRPC health and server
+//! reflection) on a listener until a shutdown future completes. Every broker call runs on a
+//! blocking thread (`spawn_blocking`), so a slow disk never stalls the runtime's workers.
+//!
+//! Shutdown: stop accepting, end long-polls (they return what they have) and subscriptions (their
+//! streams end cleanly), let in-flight requests finish, then return. Closing the broker (flushing
+//! the logs) is the caller's next step.
+
+mod convert;
+mod fetch;
+mod service;
+pub mod status;
+mod subscribe;
+
+pub use status::to_status;
+
+use crate::broker::{Broker, BrokerError};
+use crate::proto::{FILE_DESCRIPTOR_SET, strata_server::StrataServer};
+use std::{future::Future, sync::Arc};
+use tokio::{net::TcpListener, sync::mpsc, sync::watch};
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+
+/// Flips to `true` when the server starts shutting down.
+pub(crate) type Shutdown = watch::Receiver<bool>;
+
+/// HTTP/2 flow-control windows: large enough that one stream can carry a replay at disk speed.
+const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC transport failed.
+    #[error("the gRPC server failed")]
+    Transport(#[source] tonic::transport::Error),
+    /// The reflection service could not be built from the descriptor set.
+    #[error("could not build the gRPC reflection service")]
+    Reflection(#[source] tonic_reflection::server::Error),
+}
+
+/// Runs a broker-blocking call on the blocking pool and maps its error to a gRPC status.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, tonic::Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, BrokerError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(|e| to_status(&e)),
+        Err(e) => Err(tonic::Status::internal(format!(
+            "a broker task failed: {e}"
+        ))),
+    }
+}
+
+/// Serves `broker` on `listener` until `shutdown` completes, then shuts down gracefully. Does not
+/// close the broker.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (tasks_tx, mut tasks_rx) = mpsc::channel::<()>(1);
+    let max_request_bytes = broker.config().max_request_bytes;
+    let strata = StrataServer::new(service::Service {
+        broker,
+        shutdown: shutdown_rx,
+        tasks: tasks_tx,
+    })
+    .max_decoding_message_size(max_request_bytes)
+    .max_encoding_message_size(usize::MAX);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<StrataServer<service::Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(ServeError::Reflection)?;
+
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        stream.inspect(|s| {
+            // Small responses (acks, long-poll wake-ups) must not wait for Nagle.
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        })
+    });
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; ending subscriptions and long-polls");
+        health
+            .set_not_serving::<StrataServer<service::Service>>()
+            .await;
+        // Receivers also treat the sender's drop at the end of this block as shutdown.
+        let _ = shutdown_tx.send(true);
+    };
+
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(strata)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+        .map_err(ServeError::Transport)?;
+
+    // Every subscription task has ended once the last clone of the task sender is gone.
+    let _ = tasks_rx.recv().await;
+    tracing::info!("server stopped");
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! `strata serve`: open the broker, serve gRPC, shut down cleanly on SIGINT or SIGTERM.
+
+use crate::broker::{Broker, BrokerConfig, error_chain};
+use crate::server;
+use clap::Args;
+use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
+use tracing_subscriber::EnvFilter;
+
+/// Options of `strata serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where topics and consumer-group offsets are stored.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The address to serve gRPC on (port 0: any free port; the bound address is printed).
+    #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// The most partitions a topic may have.
+    #[arg(long, default_value_t = 1024)]
+    pub max_partitions_per_topic: u32,
+    /// The largest request the server accepts, in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// The most bytes one fetch or pushed message carries.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_fetch_bytes: usize,
+}
+
+/// Runs the broker until SIGINT or SIGTERM. Prints `listening on ADDR` on stdout once it accepts
+/// connections; logs go to stderr (`RUST_LOG` filters them, default `info`).
+pub fn run(args: &ServeArgs) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = BrokerConfig::new(&args.data_dir);
+    config.max_partitions_per_topic = args.max_partitions_per_topic;
+    config.max_request_bytes = args.max_request_bytes;
+    config.max_fetch_bytes = args.max_fetch_bytes;
+    config.default_fetch_bytes = config.default_fetch_bytes.min(args.max_fetch_bytes);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-worker")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let broker = match Broker::open(config) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "could not open the broker");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let served = runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %args.listen, error = %e, "could not listen");
+                return false;
+            }
+        };
+        match listener.local_addr() {
+            Ok(addr) => {
+                tracing::info!(%addr, data_dir = %args.data_dir.display(), "serving");
+                let mut stdout = std::io::stdout().lock();
+                // The one line scripts and tests wait for.
+                let _ = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush());
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the bound address"),
+        }
+        match server::serve(listener, broker.clone(), shutdown_signal()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "the server failed");
+                false
+            }
+        }
+    });
+    // Blocking tasks still finishing (a long fsync) get a moment; the logs are closed after.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    let closed = match broker.close() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "flushing the logs failed");
+            false
+        }
+    };
+    if served && closed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

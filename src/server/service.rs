@@ -1,0 +1,307 @@
+//! The `strata.v1.Strata` service: each rpc converts its request, runs the broker call on a
+//! blocking thread, and converts the answer back.
+
+use super::{
+    Shutdown, blocking, convert,
+    fetch::{FetchPlan, long_poll},
+    status::to_status,
+    subscribe,
+};
+use crate::broker::{
+    Broker, BrokerError, CommittedOffset, PartitionHandle, ProduceInput, StartPosition,
+};
+use crate::proto::{self, strata_server::Strata};
+use crate::storage::{Offset, StorageError};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// The service implementation, cloned per connection.
+#[derive(Clone)]
+pub(super) struct Service {
+    pub broker: Arc<Broker>,
+    pub shutdown: Shutdown,
+    /// Each subscription task holds a clone; `serve` waits until all are dropped.
+    pub tasks: mpsc::Sender<()>,
+}
+
+fn status(e: &BrokerError) -> Status {
+    to_status(e)
+}
+
+/// `OffsetOutOfRange` unless `offset` lies in [earliest, next].
+fn check_in_range(handle: &PartitionHandle, offset: Offset) -> Result<(), BrokerError> {
+    handle.check_live()?;
+    let (earliest, next) = (handle.earliest_offset(), handle.next_offset());
+    if offset < earliest || offset > next {
+        return Err(BrokerError::Storage {
+            topic: handle.topic().to_owned(),
+            partition: handle.partition(),
+            source: StorageError::OffsetOutOfRange {
+                requested: offset,
+                earliest,
+                next,
+            },
+        });
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Strata for Service {
+    async fn create_topic(
+        &self,
+        request: Request<proto::CreateTopicRequest>,
+    ) -> Result<Response<proto::CreateTopicResponse>, Status> {
+        let req = request.into_inner();
+        let update = convert::config_update(req.config).map_err(|e| status(&e))?;
+        let broker = self.broker.clone();
+        let info =
+            blocking(move || broker.create_topic(&req.name, req.partitions, &update)).await?;
+        Ok(Response::new(proto::CreateTopicResponse {
+            topic: Some(convert::topic_info(&info)),
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<proto::DeleteTopicRequest>,
+    ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
+        let req = request.into_inner();
+        let broker = self.broker.clone();
+        blocking(move || broker.delete_topic(&req.name)).await?;
+        Ok(Response::new(proto::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<proto::ListTopicsRequest>,
+    ) -> Result<Response<proto::ListTopicsResponse>, Status> {
+        let topics = self.broker.list_topics().map_err(|e| status(&e))?;
+        Ok(Response::new(proto::ListTopicsResponse {
+            topics: topics.iter().map(convert::topic_info).collect(),
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<proto::DescribeTopicRequest>,
+    ) -> Result<Response<proto::DescribeTopicResponse>, Status> {
+        let req = request.into_inner();
+        let broker = self.broker.clone();
+        let (info, partitions) = blocking(move || broker.describe_topic(&req.name)).await?;
+        Ok(Response::new(proto::DescribeTopicResponse {
+            topic: Some(convert::topic_info(&info)),
+            partitions: partitions.iter().map(convert::partition_info).collect(),
+        }))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<proto::AlterTopicConfigRequest>,
+    ) -> Result<Response<proto::AlterTopicConfigResponse>, Status> {
+        let req = request.into_inner();
+        let update = convert::config_update(req.config).map_err(|e| status(&e))?;
+        let broker = self.broker.clone();
+        let info = blocking(move || broker.alter_topic_config(&req.name, &update)).await?;
+        Ok(Response::new(proto::AlterTopicConfigResponse {
+            topic: Some(convert::topic_info(&info)),
+        }))
+    }
+
+    async fn produce(
+        &self,
+        request: Request<proto::ProduceRequest>,
+    ) -> Result<Response<proto::ProduceResponse>, Status> {
+        let req = request.into_inner();
+        let input = match (req.records.is_empty(), req.batch.is_empty()) {
+            (false, true) => ProduceInput::Records(convert::records_in(req.records)),
+            (true, false) => ProduceInput::Batches(req.batch),
+            (true, true) => {
+                return Err(status(&BrokerError::invalid(
+                    "records",
+                    "the request is empty: send `records` or an encoded `batch`",
+                )));
+            }
+            (false, false) => {
+                return Err(status(&BrokerError::invalid(
+                    "batch",
+                    "send either `records` or an encoded `batch`, not both",
+                )));
+            }
+        };
+        let broker = self.broker.clone();
+        let produced = blocking(move || broker.produce(&req.topic, req.partition, input)).await?;
+        Ok(Response::new(proto::ProduceResponse {
+            results: produced
+                .iter()
+                .map(|p| proto::ProduceResult {
+                    partition: p.partition,
+                    base_offset: p.base_offset,
+                    record_count: p.record_count,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<proto::FetchRequest>,
+    ) -> Result<Response<proto::FetchResponse>, Status> {
+        let req = request.into_inner();
+        let broker = self.broker.clone();
+        let max_bytes = broker.fetch_bytes(req.max_bytes).map_err(|e| status(&e))?;
+        let start = convert::start_position(req.start, StartPosition::Earliest);
+        let handle = broker
+            .partition(&req.topic, req.partition)
+            .map_err(|e| status(&e))?;
+        let h = handle.clone();
+        let offset = blocking(move || {
+            let offset = broker.resolve_start(&h, &start)?;
+            check_in_range(&h, offset)?;
+            Ok(offset)
+        })
+        .await?;
+        let plan = FetchPlan {
+            offset,
+            max_bytes,
+            min_bytes: (req.min_bytes as usize).max(1),
+            max_wait: Duration::from_millis(u64::from(req.max_wait_ms))
+                .min(self.broker.config().max_wait),
+        };
+        let chunk = long_poll(handle, &plan, self.shutdown.clone()).await?;
+        let batches = chunk.batches.clone();
+        let records = if req.decode {
+            blocking(move || convert::decode_records(&batches, offset)).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(proto::FetchResponse {
+            next_fetch_offset: if chunk.batches.is_empty() {
+                offset
+            } else {
+                chunk.next_offset
+            },
+            batches: chunk.batches,
+            records,
+            high_watermark: chunk.high_watermark,
+            earliest_offset: chunk.earliest_offset,
+            start_offset: offset,
+        }))
+    }
+
+    type SubscribeStream = ReceiverStream<Result<proto::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let broker = self.broker.clone();
+        let config = broker.config();
+        let max_bytes = match req.max_bytes as usize {
+            0 => config.default_fetch_bytes,
+            n => n.min(config.max_fetch_bytes),
+        };
+        let start = convert::start_position(req.start, StartPosition::Latest);
+        let handles = broker
+            .partitions(&req.topic, &req.partitions)
+            .map_err(|e| status(&e))?;
+        // Resolved before the response is returned: once the caller has the stream's headers,
+        // every record appended afterwards is delivered.
+        let starts = blocking(move || {
+            handles
+                .into_iter()
+                .map(|h| {
+                    let offset = broker.resolve_start(&h, &start)?;
+                    check_in_range(&h, offset)?;
+                    Ok((h, offset))
+                })
+                .collect::<Result<Vec<_>, BrokerError>>()
+        })
+        .await?;
+        let (tx, rx) = mpsc::channel(subscribe::BUFFERED_MESSAGES + starts.len());
+        for (handle, offset) in starts {
+            tokio::spawn(subscribe::follow(
+                handle,
+                offset,
+                max_bytes,
+                tx.clone(),
+                self.shutdown.clone(),
+                self.tasks.clone(),
+            ));
+        }
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<proto::CommitOffsetsRequest>,
+    ) -> Result<Response<proto::CommitOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let offsets = req
+            .offsets
+            .into_iter()
+            .map(|o| CommittedOffset {
+                topic: o.topic,
+                partition: o.partition,
+                offset: o.offset,
+            })
+            .collect();
+        let broker = self.broker.clone();
+        blocking(move || broker.commit_offsets(&req.group, offsets)).await?;
+        Ok(Response::new(proto::CommitOffsetsResponse {}))
+    }
+
+    async fn fetch_committed_offsets(
+        &self,
+        request: Request<proto::FetchCommittedOffsetsRequest>,
+    ) -> Result<Response<proto::FetchCommittedOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let broker = self.broker.clone();
+        let offsets = blocking(move || broker.committed_offsets(&req.group, &req.topic)).await?;
+        Ok(Response::new(proto::FetchCommittedOffsetsResponse {
+            offsets: offsets
+                .into_iter()
+                .map(|c| proto::PartitionOffset {
+                    topic: c.topic,
+                    partition: c.partition,
+                    offset: c.offset,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<proto::ListGroupsRequest>,
+    ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        let broker = self.broker.clone();
+        let groups = blocking(move || broker.list_groups()).await?;
+        Ok(Response::new(proto::ListGroupsResponse { groups }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<proto::DescribeGroupRequest>,
+    ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
+        let req = request.into_inner();
+        let broker = self.broker.clone();
+        let group = req.group.clone();
+        let lags = blocking(move || broker.describe_group(&group)).await?;
+        Ok(Response::new(proto::DescribeGroupResponse {
+            group: req.group,
+            partitions: lags
+                .into_iter()
+                .map(|l| proto::GroupPartitionLag {
+                    topic: l.topic,
+                    partition: l.partition,
+                    committed_offset: l.committed_offset,
+                    next_offset: l.next_offset,
+                    lag: l.lag,
+                })
+                .collect(),
+        }))
+    }
+}

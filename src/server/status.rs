@@ -1,0 +1,104 @@
+//! The one table from errors to gRPC status codes. The message is the error and its causes, each a
+//! sentence a user can act on.
+
+use crate::broker::{BrokerError, error_chain};
+use crate::record::FormatError;
+use crate::storage::StorageError;
+use tonic::{Code, Status};
+
+/// The gRPC status for a broker error.
+pub fn to_status(err: &BrokerError) -> Status {
+    let code = broker_code(err);
+    let message = error_chain(err);
+    match code {
+        Code::Unavailable | Code::DataLoss | Code::FailedPrecondition | Code::Internal => {
+            tracing::warn!(code = ?code, error = %message, "request failed");
+        }
+        _ => tracing::debug!(code = ?code, error = %message, "request refused"),
+    }
+    Status::new(code, message)
+}
+
+/// The code alone, for tests and logs.
+pub fn broker_code(err: &BrokerError) -> Code {
+    match err {
+        BrokerError::TopicNotFound { .. }
+        | BrokerError::PartitionNotFound { .. }
+        | BrokerError::GroupNotFound { .. } => Code::NotFound,
+        BrokerError::TopicExists { .. } => Code::AlreadyExists,
+        BrokerError::InvalidName { .. } | BrokerError::InvalidArgument { .. } => {
+            Code::InvalidArgument
+        }
+        BrokerError::BadBatch { source, .. } => match source {
+            FormatError::RecordTooLarge { .. } => Code::ResourceExhausted,
+            FormatError::Corrupt(_)
+            | FormatError::Truncated { .. }
+            | FormatError::Empty
+            | FormatError::UnsupportedAttributes(_) => Code::InvalidArgument,
+        },
+        BrokerError::CommitOutOfRange { .. } => Code::OutOfRange,
+        BrokerError::Storage { source, .. } => storage_code(source),
+        BrokerError::Io { source, .. } => {
+            if source.kind() == std::io::ErrorKind::StorageFull {
+                Code::ResourceExhausted
+            } else {
+                Code::Unavailable
+            }
+        }
+        BrokerError::BadStateFile { .. } => Code::DataLoss,
+        BrokerError::GroupPoisoned { .. } => Code::FailedPrecondition,
+        BrokerError::DataDirLocked { .. } | BrokerError::ShuttingDown => Code::Unavailable,
+    }
+}
+
+/// The code for a storage error.
+pub fn storage_code(err: &StorageError) -> Code {
+    match err {
+        StorageError::Io { .. } => Code::Unavailable,
+        StorageError::DiskFull { .. } | StorageError::BatchTooLarge { .. } => {
+            Code::ResourceExhausted
+        }
+        StorageError::OffsetOutOfRange { .. } => Code::OutOfRange,
+        StorageError::Corrupt { .. } | StorageError::BadStateFile { .. } => Code::DataLoss,
+        StorageError::Poisoned { .. } => Code::FailedPrecondition,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_the_cause() {
+        let err = BrokerError::Storage {
+            topic: "t".into(),
+            partition: 2,
+            source: StorageError::OffsetOutOfRange {
+                requested: 1,
+                earliest: 5,
+                next: 9,
+            },
+        };
+        let status = to_status(&err);
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert!(
+            status.message().contains("partition 2"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("5..9"), "{}", status.message());
+    }
+
+    #[test]
+    fn an_oversized_record_is_resource_exhausted() {
+        let err = BrokerError::BadBatch {
+            topic: "t".into(),
+            source: FormatError::RecordTooLarge {
+                index: 0,
+                size: 10,
+                max: 5,
+            },
+        };
+        assert_eq!(broker_code(&err), Code::ResourceExhausted);
+    }
+}
