@@ -1,0 +1,244 @@
+//! Test support: runs the real `strata` binary on a loopback port with a temporary data directory,
+//! waits for the address it prints, and talks to it with the generated gRPC client.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use bytes::Bytes;
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+};
+use strata::proto::{
+    self, CreateTopicRequest, FetchRequest, ProduceRequest, StartPosition,
+    start_position::Position, strata_client::StrataClient,
+};
+use strata::record::{BatchBuilder, Frame, decode_frame};
+use tonic::transport::Channel;
+
+/// The generated client over a plain HTTP/2 channel.
+pub type Client = StrataClient<Channel>;
+
+/// A running `strata serve` child process.
+pub struct Server {
+    child: Option<Child>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `strata serve` on 127.0.0.1:0 storing in `data_dir`, and waits until it listens.
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`Server::start`], with extra `strata serve` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the strata binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("strata exited before printing its address")
+                .expect("read strata's stdout");
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr.parse().expect("a socket address");
+            }
+        };
+        // Keep draining stdout so the child never blocks on (or dies of) a closed pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// A new client connection.
+    pub async fn client(&self) -> Client {
+        StrataClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to strata")
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: the process dies at once, with no chance to flush anything.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL strata");
+        child.wait().expect("reap strata");
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        child.wait().expect("reap strata")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Decodes whole batches, keeping records at or after `from`. Panics on anything but whole,
+/// CRC-valid batches: the broker must never send anything else.
+pub fn decode(batches: &[u8], from: u64) -> Vec<Rec> {
+    let mut out = Vec::new();
+    let mut rest = batches;
+    while !rest.is_empty() {
+        let Frame::Batch(view) = decode_frame(rest) else {
+            panic!(
+                "the broker sent something that is not a whole batch: {:?}",
+                decode_frame(rest)
+            );
+        };
+        for rec in view.records() {
+            let rec = rec.expect("a valid record");
+            if rec.offset >= from {
+                out.push(Rec {
+                    offset: rec.offset,
+                    timestamp_ms: rec.timestamp_ms,
+                    key: rec.key.map(<[u8]>::to_vec),
+                    value: rec.value.to_vec(),
+                    headers: rec
+                        .headers()
+                        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                        .collect(),
+                });
+            }
+        }
+        rest = &rest[view.bytes().len()..];
+    }
+    out
+}
+
+/// An encoded batch of keyless records with these values.
+pub fn batch_of(values: &[Vec<u8>]) -> Bytes {
+    let mut b = BatchBuilder::default();
+    for (i, v) in values.iter().enumerate() {
+        b.push_parts(1_000 + i as i64, None, v, []);
+    }
+    Bytes::from(b.finish(0))
+}
+
+/// Creates a topic with the broker's default config.
+pub async fn create_topic(client: &mut Client, name: &str, partitions: u32) {
+    client
+        .create_topic(CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            config: None,
+        })
+        .await
+        .expect("create topic");
+}
+
+/// Produces plain keyless records with these values to one partition; returns the base offset.
+pub async fn produce_values(
+    client: &mut Client,
+    topic: &str,
+    partition: u32,
+    values: &[Vec<u8>],
+) -> u64 {
+    let resp = client
+        .produce(ProduceRequest {
+            topic: topic.into(),
+            partition: Some(partition),
+            records: values
+                .iter()
+                .map(|v| proto::Record {
+                    value: Bytes::from(v.clone()),
+                    ..proto::Record::default()
+                })
+                .collect(),
+            batch: Bytes::new(),
+        })
+        .await
+        .expect("produce")
+        .into_inner();
+    assert_eq!(resp.results.len(), 1);
+    resp.results[0].base_offset
+}
+
+/// A start position at an offset.
+pub fn at_offset(offset: u64) -> Option<StartPosition> {
+    Some(StartPosition {
+        position: Some(Position::Offset(offset)),
+    })
+}
+
+/// A start position at a group's committed offset.
+pub fn at_group(group: &str) -> Option<StartPosition> {
+    Some(StartPosition {
+        position: Some(Position::Group(group.into())),
+    })
+}
+
+/// Fetches every record of a partition from `from` up to the high watermark, without waiting.
+pub async fn fetch_all(client: &mut Client, topic: &str, partition: u32, from: u64) -> Vec<Rec> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let resp = client
+            .fetch(FetchRequest {
+                topic: topic.into(),
+                partition,
+                start: at_offset(next),
+                ..FetchRequest::default()
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        out.extend(decode(&resp.batches, next));
+        if resp.next_fetch_offset >= resp.high_watermark || resp.batches.is_empty() {
+            return out;
+        }
+        next = resp.next_fetch_offset;
+    }
+}
+
+/// `n` distinct values starting at `first`.
+pub fn values(prefix: &str, first: usize, n: usize) -> Vec<Vec<u8>> {
+    (first..first + n)
+        .map(|i| format!("{prefix}-{i}").into_bytes())
+        .collect()
+}
