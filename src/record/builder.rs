@@ -201,7 +201,10 @@ mod tests {
         assert_eq!(recs[0].offset, 100);
         assert_eq!(recs[0].key, Some(&b"k"[..]));
         assert_eq!(recs[0].value, b"hello");
-        assert_eq!(recs[0].headers().collect::<Vec<_>>(), vec![(&b"h"[..], &b"v"[..])]);
+        assert_eq!(
+            recs[0].headers().collect::<Vec<_>>(),
+            vec![(&b"h"[..], &b"v"[..])]
+        );
         assert_eq!(recs[0].encoded_len(), rec.encoded_len());
         assert_eq!(recs[1].offset, 101);
         assert_eq!(recs[1].key, None);
@@ -234,7 +237,9 @@ mod tests {
         let bytes = b.finish(0);
         assert_eq!(
             decode_frame(&bytes[..bytes.len() - 1]),
-            Frame::Incomplete { needed: bytes.len() }
+            Frame::Incomplete {
+                needed: bytes.len()
+            }
         );
     }
 }

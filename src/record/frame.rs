@@ -51,7 +51,10 @@ impl fmt::Display for Corruption {
             Corruption::UnsupportedVersion(v) => write!(f, "unsupported batch version {v}"),
             Corruption::BadLength(l) => write!(f, "impossible batch length {l}"),
             Corruption::CrcMismatch { stored, computed } => {
-                write!(f, "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
+                write!(
+                    f,
+                    "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                )
             }
             Corruption::BadRecords => write!(f, "records do not match the batch header"),
         }
@@ -218,7 +221,10 @@ impl<'a> RecordView<'a> {
 
     /// Bytes this record occupies in its batch.
     pub fn encoded_len(&self) -> usize {
-        RECORD_OVERHEAD_BYTES + self.key.map_or(0, <[u8]>::len) + self.value.len() + self.headers.len()
+        RECORD_OVERHEAD_BYTES
+            + self.key.map_or(0, <[u8]>::len)
+            + self.value.len()
+            + self.headers.len()
     }
 }
 

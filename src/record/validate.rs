@@ -63,7 +63,8 @@ impl<'a> ValidatedBatch<'a> {
     pub fn restamped_header(&self, base_offset: u64) -> [u8; BATCH_HEADER_BYTES] {
         let mut head = [0u8; BATCH_HEADER_BYTES];
         head.copy_from_slice(&self.bytes[..BATCH_HEADER_BYTES]);
-        head[field::BASE_OFFSET..field::BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
+        head[field::BASE_OFFSET..field::BASE_OFFSET + 8]
+            .copy_from_slice(&base_offset.to_le_bytes());
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head[field::LENGTH..]);
         hasher.update(&self.bytes[BATCH_HEADER_BYTES..]);
@@ -114,7 +115,10 @@ pub fn validate_batch(
             if index == 0 && rec.timestamp_ms != header.first_timestamp_ms {
                 return Err(FormatError::Corrupt(Corruption::BadRecords));
             }
-            if rec.headers().any(|(name, _)| std::str::from_utf8(name).is_err()) {
+            if rec
+                .headers()
+                .any(|(name, _)| std::str::from_utf8(name).is_err())
+            {
                 return Err(FormatError::Corrupt(Corruption::BadRecords));
             }
             max_ts = max_ts.max(rec.timestamp_ms);

@@ -1,10 +1,22 @@
-//! A partition log: the ordered list of segments, appends with group commit, reads, retention,
-//! truncation, recovery on open.
+//! A partition log: the ordered list of segments, appends with group commit, reads.
+//! Opening and recovery live in `recovery.rs`; retention and truncation in `retention.rs`.
 
-use super::{LogConfig, Offset, Result};
-use crate::record::ValidatedBatch;
+use super::{
+    FsyncPolicy, LogConfig, Offset, Result, StorageError,
+    checkpoint::{self, RecoveryPoint},
+    fs::Io,
+    segment::{Indexer, Segment},
+};
+use crate::record::{BATCH_HEADER_BYTES, ValidatedBatch};
 use bytes::Bytes;
-use std::path::Path;
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
 
 /// Where an appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,71 +54,504 @@ pub struct LogStats {
     pub segments: u32,
 }
 
+/// The append side, behind one lock.
+pub(crate) struct Writer {
+    pub active: Arc<Segment>,
+    /// Bytes written to the active segment (may be ahead of what readers see).
+    pub size: u64,
+    /// The offset the next record gets.
+    pub next_offset: Offset,
+    pub indexer: Indexer,
+    /// Wall-clock ms of the active segment's first append (for rolling by age).
+    pub first_append_ms: Option<i64>,
+    /// Bytes written since the last checkpoint.
+    pub since_checkpoint: u64,
+    /// Bytes of every sealed segment.
+    pub sealed_bytes: u64,
+    pub last_sync: Instant,
+    /// The active segment file's (preallocated) length.
+    pub capacity: u64,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    durable_next: Offset,
+    syncing: bool,
+}
+
 /// A durable partition log. `Send + Sync`: share it behind an `Arc`; appends serialise on an
 /// internal lock and share fsyncs, reads run concurrently.
-pub struct Log {}
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) io: Io,
+    pub(crate) config: RwLock<LogConfig>,
+    /// Ordered by base offset; contiguous; the last is the active segment.
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    pub(crate) writer: Mutex<Writer>,
+    /// Every offset below this is readable (and, under `Always`, durable).
+    pub(crate) high_watermark: AtomicU64,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    pub(crate) poisoned: Mutex<Option<String>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 impl Log {
-    /// Opens (or creates) the log in `dir`, recovering from a crash if there was one.
-    pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
-        todo!("{dir:?} {config:?}")
+    pub(crate) fn assemble(
+        dir: PathBuf,
+        io: Io,
+        config: LogConfig,
+        segments: Vec<Arc<Segment>>,
+        writer: Writer,
+    ) -> Log {
+        let next = writer.next_offset;
+        Log {
+            dir,
+            io,
+            config: RwLock::new(config),
+            segments: RwLock::new(segments),
+            writer: Mutex::new(writer),
+            high_watermark: AtomicU64::new(next),
+            sync: Mutex::new(SyncState {
+                durable_next: next,
+                syncing: false,
+            }),
+            synced: Condvar::new(),
+            poisoned: Mutex::new(None),
+        }
     }
+
+    pub(crate) fn config(&self) -> LogConfig {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
+        match lock(&self.poisoned).as_ref() {
+            Some(cause) => Err(StorageError::Poisoned {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn poison(&self, cause: &StorageError) {
+        let mut p = lock(&self.poisoned);
+        if p.is_none() {
+            tracing::error!(dir = %self.dir.display(), %cause, "fsync failed; log poisoned");
+            *p = Some(cause.to_string());
+        }
+    }
+
     /// Appends one batch; see [`Log::append_batches`].
     pub fn append(&self, batch: &ValidatedBatch<'_>) -> Result<Appended> {
-        todo!("{batch:?}")
+        let mut v = self.append_batches(std::slice::from_ref(batch))?;
+        v.pop().ok_or_else(|| unreachable_empty(&self.dir))
     }
+
     /// Appends batches in order, assigning consecutive offsets. Returns once they are as durable
-    /// as the fsync policy says.
+    /// as the fsync policy says; under `Always`, concurrent callers share one fsync.
     pub fn append_batches(&self, batches: &[ValidatedBatch<'_>]) -> Result<Vec<Appended>> {
-        todo!("{batches:?}")
+        self.check_poisoned()?;
+        let config = self.config();
+        let mut out = Vec::with_capacity(batches.len());
+        let target = {
+            let mut w = lock(&self.writer);
+            for batch in batches {
+                out.push(self.write_batch(&mut w, &config, batch)?);
+            }
+            if config.fsync != FsyncPolicy::Always {
+                w.active.publish(w.size);
+                self.high_watermark
+                    .fetch_max(w.next_offset, Ordering::AcqRel);
+            }
+            w.next_offset
+        };
+        match config.fsync {
+            FsyncPolicy::Always => self.wait_durable(target)?,
+            FsyncPolicy::Interval(every) => {
+                let due = lock(&self.writer).last_sync.elapsed() >= every;
+                if due {
+                    self.wait_durable(target)?;
+                }
+            }
+            FsyncPolicy::Never => {}
+        }
+        Ok(out)
     }
-    /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one batch).
+
+    fn write_batch(
+        &self,
+        w: &mut Writer,
+        config: &LogConfig,
+        batch: &ValidatedBatch<'_>,
+    ) -> Result<Appended> {
+        let len = batch.bytes().len() as u64;
+        let now = now_ms();
+        let too_old = match (w.first_append_ms, config.segment_max_ms) {
+            (Some(first), Some(max)) => now.saturating_sub(first) >= max as i64,
+            _ => false,
+        };
+        if w.size > 0 && (w.size + len > config.segment_max_bytes || too_old) {
+            self.roll_locked(w, config, len)?;
+        }
+        if w.size + len > w.capacity {
+            // The active segment is empty but too small for this batch (segment_max_bytes shrank
+            // or the batch is huge): give the batch a segment of its own size.
+            self.roll_locked(w, config, len)?;
+        }
+        let base = w.next_offset;
+        let head = batch.restamped_header(base);
+        let file = w.active.file()?;
+        let path = w.active.path().to_owned();
+        let pos = w.size;
+        let body = &batch.bytes()[BATCH_HEADER_BYTES..];
+        if body.len() <= 64 * 1024 {
+            // One syscall for small batches.
+            let mut buf = Vec::with_capacity(batch.bytes().len());
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(body);
+            self.io.write_all_at(&file, &path, &buf, pos)?;
+        } else {
+            self.io.write_all_at(&file, &path, &head, pos)?;
+            self.io
+                .write_all_at(&file, &path, body, pos + BATCH_HEADER_BYTES as u64)?;
+        }
+        let mut header = *batch.header();
+        header.base_offset = base;
+        let active = w.active.clone();
+        active.indexes_mut(|idx| {
+            w.indexer
+                .on_batch(idx, active.base_offset, &header, pos, len);
+        });
+        active.note_timestamp(header.max_timestamp_ms);
+        w.size += len;
+        w.since_checkpoint += len;
+        w.next_offset = header.next_offset();
+        w.first_append_ms.get_or_insert(now);
+        Ok(Appended {
+            base_offset: base,
+            next_offset: w.next_offset,
+        })
+    }
+
+    /// Blocks until every offset below `target` is durable, joining or leading a group fsync.
+    fn wait_durable(&self, target: Offset) -> Result<()> {
+        let mut st = lock(&self.sync);
+        loop {
+            if st.durable_next >= target {
+                return Ok(());
+            }
+            self.check_poisoned()?;
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            let result = self.sync_written();
+            st = lock(&self.sync);
+            st.syncing = false;
+            match result {
+                Ok(next) => st.durable_next = st.durable_next.max(next),
+                Err(e) => {
+                    self.poison(&e);
+                    self.synced.notify_all();
+                    return Err(e);
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// fdatasyncs the active segment up to what is written now, publishes it to readers, and
+    /// returns the next offset now durable.
+    fn sync_written(&self) -> Result<Offset> {
+        let (seg, size, next) = {
+            let mut w = lock(&self.writer);
+            w.last_sync = Instant::now();
+            (w.active.clone(), w.size, w.next_offset)
+        };
+        let file = seg.file()?;
+        self.io.sync_data(&file, seg.path())?;
+        seg.publish(size);
+        self.high_watermark.fetch_max(next, Ordering::AcqRel);
+        Ok(next)
+    }
+
+    /// Marks everything up to `next` durable (after a roll's or checkpoint's fsync).
+    pub(crate) fn mark_durable(&self, next: Offset) {
+        let mut st = lock(&self.sync);
+        st.durable_next = st.durable_next.max(next);
+        self.synced.notify_all();
+    }
+
+    /// Resets durability bookkeeping after truncation.
+    pub(crate) fn reset_durable(&self, next: Offset) {
+        lock(&self.sync).durable_next = next;
+        self.high_watermark.store(next, Ordering::Release);
+    }
+
+    /// Seals the active segment and starts one at the next offset. The caller holds the writer.
+    pub(crate) fn roll_locked(
+        &self,
+        w: &mut Writer,
+        config: &LogConfig,
+        min_capacity: u64,
+    ) -> Result<()> {
+        let old = w.active.clone();
+        let file = old.file()?;
+        if let Err(e) = self.io.sync_data(&file, old.path()) {
+            self.poison(&e);
+            return Err(e);
+        }
+        old.publish(w.size);
+        self.high_watermark
+            .fetch_max(w.next_offset, Ordering::AcqRel);
+        self.mark_durable(w.next_offset);
+        old.indexes_mut(|idx| {
+            w.indexer.seal(idx);
+            idx.persist(&self.io)
+        })
+        .transpose()?;
+        // Give back the unused preallocated space; readers never read past the last batch.
+        self.io.set_len(&file, old.path(), w.size)?;
+        self.io.sync_data(&file, old.path())?;
+        let capacity = config.segment_max_bytes.max(min_capacity);
+        let new = Arc::new(Segment::create(
+            &self.io,
+            &self.dir,
+            w.next_offset,
+            capacity,
+        )?);
+        self.segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(new.clone());
+        w.sealed_bytes += w.size;
+        w.active = new;
+        w.capacity = capacity;
+        w.size = 0;
+        w.indexer = Indexer::new(config.index_interval_bytes);
+        w.first_append_ms = None;
+        self.checkpoint_locked(w)
+    }
+
+    /// Syncs the active segment and its indexes, then records the recovery point. The caller
+    /// holds the writer.
+    pub(crate) fn checkpoint_locked(&self, w: &mut Writer) -> Result<()> {
+        let file = w.active.file()?;
+        if let Err(e) = self.io.sync_data(&file, w.active.path()) {
+            self.poison(&e);
+            return Err(e);
+        }
+        w.active.publish(w.size);
+        self.high_watermark
+            .fetch_max(w.next_offset, Ordering::AcqRel);
+        self.mark_durable(w.next_offset);
+        w.active
+            .indexes_mut(|idx| idx.persist(&self.io))
+            .transpose()?;
+        let point = RecoveryPoint {
+            segment_base: w.active.base_offset,
+            position: w.size,
+            next_offset: w.next_offset,
+            max_timestamp_ms: w.indexer.max_timestamp_ms(),
+        };
+        checkpoint::write(&self.io, &self.dir, &point)?;
+        w.since_checkpoint = 0;
+        w.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one
+    /// batch). Reads never cross a segment boundary: ask again from `next_offset`.
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadChunk> {
-        todo!("{offset} {max_bytes}")
+        let hw = self.high_watermark.load(Ordering::Acquire);
+        let (seg, seg_next, earliest) = {
+            let segs = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+            let earliest = segs.first().map_or(hw, |s| s.base_offset);
+            if offset < earliest || offset > hw {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    earliest,
+                    next: hw,
+                });
+            }
+            let i = segs
+                .partition_point(|s| s.base_offset <= offset)
+                .saturating_sub(1);
+            let seg_next = segs.get(i + 1).map_or(hw, |s| s.base_offset);
+            (segs[i].clone(), seg_next, earliest)
+        };
+        let empty = ReadChunk {
+            batches: Bytes::new(),
+            next_offset: offset,
+            high_watermark: hw,
+            earliest_offset: earliest,
+        };
+        if offset == hw {
+            return Ok(empty);
+        }
+        match seg.read(&self.io, offset, max_bytes, seg_next) {
+            Ok(Some((batches, next_offset))) => Ok(ReadChunk {
+                batches,
+                next_offset,
+                ..empty
+            }),
+            Ok(None) => Ok(empty),
+            // A segment deleted by retention between the lookup and the read.
+            Err(StorageError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    earliest: self.earliest_offset(),
+                    next: hw,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
+
     /// The first offset whose record has a timestamp >= `timestamp_ms`; `None` if there is none.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
-        todo!("{timestamp_ms}")
+        let hw = self.high_watermark.load(Ordering::Acquire);
+        let segs = self.segments();
+        for (i, seg) in segs.iter().enumerate() {
+            let next = segs.get(i + 1).map_or(hw, |s| s.base_offset);
+            if seg.base_offset >= hw {
+                break;
+            }
+            if seg.max_timestamp_ms(&self.io, next)? < timestamp_ms {
+                continue;
+            }
+            if let Some(o) = seg.offset_for_timestamp(&self.io, timestamp_ms, next)? {
+                return Ok(Some(o));
+            }
+        }
+        Ok(None)
     }
+
     /// The first stored offset.
     pub fn earliest_offset(&self) -> Offset {
-        todo!()
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first()
+            .map_or_else(|| self.next_offset(), |s| s.base_offset)
     }
+
     /// The high watermark: every offset below it is readable (under `Always`, durable).
     pub fn next_offset(&self) -> Offset {
-        todo!()
+        self.high_watermark.load(Ordering::Acquire)
     }
+
     /// Offsets, bytes and segment count.
     pub fn stats(&self) -> LogStats {
-        todo!()
+        let (bytes, segments) = {
+            let w = lock(&self.writer);
+            let n = self
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            (w.sealed_bytes + w.size, n as u32)
+        };
+        LogStats {
+            earliest_offset: self.earliest_offset(),
+            next_offset: self.next_offset(),
+            bytes,
+            segments,
+        }
     }
-    /// Removes every batch holding an offset >= `offset`. Returns the new next offset
-    /// (which is below `offset` when `offset` falls inside a batch).
-    pub fn truncate(&self, offset: Offset) -> Result<Offset> {
-        todo!("{offset}")
-    }
-    /// Seals the active segment and starts a new one.
+
+    /// Seals the active segment and starts a new one (nothing happens if it is empty).
     pub fn roll(&self) -> Result<()> {
-        todo!()
+        self.check_poisoned()?;
+        let config = self.config();
+        let mut w = lock(&self.writer);
+        if w.size == 0 {
+            return Ok(());
+        }
+        self.roll_locked(&mut w, &config, 0)
     }
+
     /// Replaces the settings (retention, roll, fsync) from now on.
     pub fn set_config(&self, config: LogConfig) {
-        todo!("{config:?}")
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
     }
-    /// Periodic work: interval fsync, recovery checkpoint, roll by age, retention.
+
+    /// Periodic work: interval fsync, roll by age, recovery checkpoint, retention.
     pub fn tick(&self, now_ms: i64) -> Result<()> {
-        todo!("{now_ms}")
+        self.check_poisoned()?;
+        let config = self.config();
+        {
+            let mut w = lock(&self.writer);
+            let too_old = match (w.first_append_ms, config.segment_max_ms) {
+                (Some(first), Some(max)) => now_ms.saturating_sub(first) >= max as i64,
+                _ => false,
+            };
+            if w.size > 0 && too_old {
+                self.roll_locked(&mut w, &config, 0)?;
+            }
+            let interval_due = match config.fsync {
+                FsyncPolicy::Interval(every) => w.last_sync.elapsed() >= every,
+                _ => false,
+            };
+            if w.since_checkpoint >= config.checkpoint_interval_bytes
+                || (interval_due && w.since_checkpoint > 0)
+            {
+                self.checkpoint_locked(&mut w)?;
+            }
+        }
+        self.apply_retention(now_ms)?;
+        Ok(())
     }
-    /// Deletes sealed segments past retention; returns how many.
-    pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        todo!("{now_ms}")
-    }
+
     /// Makes everything appended so far durable and writes a checkpoint.
     pub fn flush(&self) -> Result<()> {
-        todo!()
+        self.check_poisoned()?;
+        let mut w = lock(&self.writer);
+        self.checkpoint_locked(&mut w)
     }
+
     /// Flushes and leaves a clean-shutdown marker so the next open scans nothing.
     pub fn close(self) -> Result<()> {
-        todo!()
+        self.flush()?;
+        let marker = self.dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
+        self.io.write_atomic(&marker, b"clean")
     }
+}
+
+fn unreachable_empty(dir: &Path) -> StorageError {
+    StorageError::io(
+        "append",
+        dir,
+        std::io::Error::other("append of one batch returned no result"),
+    )
 }

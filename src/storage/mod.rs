@@ -11,6 +11,8 @@ mod fault;
 mod fs;
 mod index;
 mod log;
+mod recovery;
+mod retention;
 mod segment;
 
 pub use config::{FsyncPolicy, LogConfig};
@@ -23,3 +25,6 @@ pub type Offset = u64;
 
 /// Result type of the storage layer.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+//! Opening a log: find the segments, trust everything up to the recovery checkpoint, scan only
+//! the tail after it, cut a torn or garbage tail, and rebuild the indexes that tail needs.
+//!
+//! The cost of opening is one directory listing plus the tail since the last checkpoint (nothing
+//! at all after a clean shutdown); sealed segments are opened lazily on first read.
+
+use super::{
+    LogConfig, Offset, Result, StorageError,
+    checkpoint::{self, CLEAN_SHUTDOWN_FILE, RecoveryPoint},
+    fs::{self, Io},
+    log::{Log, Writer},
+    segment::{Indexer, Segment, segment_path},
+};
+use std::{path::Path, sync::Arc, time::Instant};
+
+/// The largest segment the index format can address (positions are u32).
+const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering from a crash if there was one.
+    pub fn open(dir: &Path, mut config: LogConfig) -> Result<Log> {
+        config.segment_max_bytes = config.segment_max_bytes.clamp(4096, MAX_SEGMENT_BYTES);
+        let io = Io::new(config.faults.clone());
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
+            io.sync_dir(fs::parent(dir))?;
+        }
+        let bases = list_segments(dir)?;
+        if bases.is_empty() {
+            return create_fresh(dir, io, config, 0);
+        }
+        let clean = dir.join(CLEAN_SHUTDOWN_FILE).exists();
+        let point = match checkpoint::read(dir) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "ignoring damaged checkpoint");
+                None
+            }
+        };
+        let log = recover(dir, &io, config, &bases, point, clean)?;
+        if clean {
+            fs::remove_if_exists(&dir.join(CLEAN_SHUTDOWN_FILE))?;
+            io.sync_dir(dir)?;
+        }
+        Ok(log)
+    }
+}
+
+/// Base offsets of the `.log` files in `dir`, sorted. Leftover temporary files are removed.
+fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
+    let mut bases = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            fs::remove_if_exists(&entry.path())?;
+        } else if let Some(stem) = name.strip_suffix(".log")
+            && stem.len() == 20
+            && let Ok(base) = stem.parse::<Offset>()
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn create_fresh(dir: &Path, io: Io, config: LogConfig, base: Offset) -> Result<Log> {
+    let seg = Arc::new(Segment::create(&io, dir, base, config.segment_max_bytes)?);
+    let point = RecoveryPoint {
+        segment_base: base,
+        position: 0,
+        next_offset: base,
+        max_timestamp_ms: i64::MIN,
+    };
+    checkpoint::write(&io, dir, &point)?;
+    let writer = Writer {
+        active: seg.clone(),
+        size: 0,
+        next_offset: base,
+        indexer: Indexer::new(config.index_interval_bytes),
+        first_append_ms: None,
+        since_checkpoint: 0,
+        sealed_bytes: 0,
+        last_sync: Instant::now(),
+        capacity: config.segment_max_bytes,
+    };
+    Ok(Log::assemble(dir.to_owned(), io, config, vec![seg], writer))
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| StorageError::io("stat", path, e))
+}
+
+fn recover(
+    dir: &Path,
+    io: &Io,
+    config: LogConfig,
+    bases: &[Offset],
+    point: Option<RecoveryPoint>,
+    clean: bool,
+) -> Result<Log> {
+    // Where to start scanning: the checkpoint if it names a segment we have and fits in it;
+    // otherwise the last two segments (a crash can leave at most the newest one unsealed, plus
+    // the one before it untrimmed if the crash hit a roll).
+    let trusted = point.filter(|p| {
+        bases.binary_search(&p.segment_base).is_ok()
+            && file_len(&segment_path(dir, p.segment_base, "log")).is_ok_and(|l| p.position <= l)
+    });
+    let (start_index, start_pos, start_next, start_max_ts) = match trusted {
+        Some(p) => (
+            bases.binary_search(&p.segment_base).unwrap_or(0),
+            p.position,
+            p.next_offset,
+            p.max_timestamp_ms,
+        ),
+        None => {
+            let i = bases.len().saturating_sub(2);
+            (i, 0, bases[i], i64::MIN)
+        }
+    };
+
+    let mut segments = Vec::with_capacity(bases.len());
+    let mut sealed_bytes = 0;
+    for &base in &bases[..start_index] {
+        let len = file_len(&segment_path(dir, base, "log"))?;
+        sealed_bytes += len;
+        segments.push(Arc::new(Segment::existing(dir, base, len)));
+    }
+
+    let interval = config.index_interval_bytes;
+    let mut next_offset = start_next;
+    let mut max_ts = start_max_ts;
+    let mut active = None;
+    let mut cut_rest = false;
+    for (i, &base) in bases.iter().enumerate().skip(start_index) {
+        let path = segment_path(dir, base, "log");
+        if cut_rest || (i > start_index && base != next_offset) {
+            // Past a cut, or not following on: these segments hold nothing we can trust.
+            tracing::warn!(segment = %path.display(), "removing segment after the recovered end");
+            Segment::existing(dir, base, 0).remove_files()?;
+            continue;
+        }
+        let seg = Segment::existing(dir, base, 0);
+        let (mut idx, pos) = if i == start_index && start_pos > 0 {
+            let mut idx = seg.load_indexes_raw()?;
+            let keep_o = idx
+                .offsets
+                .entries()
+                .partition_point(|e| u64::from(e.position) < start_pos);
+            idx.offsets.truncate(keep_o);
+            let rel_next = start_next - base;
+            let keep_t = idx
+                .times
+                .entries()
+                .partition_point(|e| u64::from(e.rel_offset) < rel_next);
+            idx.times.truncate(keep_t);
+            (idx, start_pos)
+        } else {
+            (seg.empty_indexes(), 0)
+        };
+        let mut indexer = Indexer::resume(interval, max_ts);
+        let is_last = i + 1 == bases.len();
+        let (end, next, clean_stop, last_base) =
+            if clean && is_last && i == start_index && trusted.is_some() {
+                // A clean shutdown: the checkpoint is the exact end.
+                (start_pos, start_next, true, None)
+            } else {
+                let (end, next, clean_stop) =
+                    seg.recover_from(&mut idx, &mut indexer, pos, next_offset)?;
+                (end, next, clean_stop, Some(()))
+            };
+        let file_len = file_len(&path)?;
+        if !clean_stop {
+            tracing::warn!(
+                segment = %path.display(),
+                position = end,
+                "cutting a torn or corrupt tail"
+            );
+            cut_rest = true;
+        }
+        if last_base.is_some() && end < file_len {
+            // Drop whatever follows the last good batch and re-extend with zeroes: stale bytes
+            // past the cut must never be read back as batches. No reader exists yet.
+            let file = io.open_rw(&path, false)?;
+            io.set_len(&file, &path, end)?;
+            io.set_len(&file, &path, file_len.max(config.segment_max_bytes))?;
+            io.sync_data(&file, &path)?;
+        }
+        next_offset = next;
+        max_ts = indexer.max_timestamp_ms();
+        let seg = Arc::new(Segment::existing(dir, base, end));
+        seg.note_timestamp(max_ts);
+        seg.set_indexes(idx);
+        if let Some((prev, prev_end, prev_indexer)) = active.replace((seg.clone(), end, indexer)) {
+            seal_recovered(io, &prev, prev_end, &prev_indexer)?;
+            sealed_bytes += prev_end;
+        }
+        segments.push(seg);
+    }
+    let Some((seg, end, indexer)) = active else {
+        // Every segment from the checkpoint on was unusable: start a new one where the log ends.
+        let base = next_offset;
+        let fresh = Arc::new(Segment::create(io, dir, base, config.segment_max_bytes)?);
+        segments.push(fresh.clone());
+        let log = finish(
+            dir,
+            io,
+            config,
+            segments,
+            fresh,
+            0,
+            base,
+            Indexer::new(interval),
+            sealed_bytes,
+        )?;
+        log.flush()?;
+        return Ok(log);
+    };
+    let log = finish(
+        dir,
+        io,
+        config,
+        segments,
+        seg,
+        end,
+        next_offset,
+        indexer,
+        sealed_bytes,
+    )?;
+    if !clean {
+        // Make what recovery found durable and record it, so the next crash scans from here.
+        log.flush()?;
+    }
+    Ok(log)
+}
+
+/// A segment that recovery found complete but that is not the last: trim, index, seal.
+fn seal_recovered(io: &Io, seg: &Segment, end: u64, indexer: &Indexer) -> Result<()> {
+    let file = seg.file()?;
+    io.set_len(&file, seg.path(), end)?;
+    io.sync_data(&file, seg.path())?;
+    seg.indexes_mut(|idx| {
+        indexer.seal(idx);
+        idx.persist(io)
+    })
+    .transpose()?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    dir: &Path,
+    io: &Io,
+    config: LogConfig,
+    segments: Vec<Arc<Segment>>,
+    active: Arc<Segment>,
+    size: u64,
+    next_offset: Offset,
+    indexer: Indexer,
+    sealed_bytes: u64,
+) -> Result<Log> {
+    let capacity = active.file_len()?.max(size);
+    let writer = Writer {
+        active: active.clone(),
+        size,
+        next_offset,
+        indexer,
+        first_append_ms: (size > 0).then(super::log::now_ms),
+        since_checkpoint: 0,
+        sealed_bytes,
+        last_sync: Instant::now(),
+        capacity,
+    };
+    Ok(Log::assemble(
+        dir.to_owned(),
+        io.clone(),
+        config,
+        segments,
+        writer,
+    ))
+}

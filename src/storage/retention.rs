@@ -1,0 +1,153 @@
+//! Removing data: retention deletes whole sealed segments, oldest first; truncation cuts the log
+//! back to an offset (what a replica does when it diverged from its leader).
+
+use super::{
+    Offset, Result,
+    checkpoint::{self, RecoveryPoint},
+    fs,
+    log::{Log, lock, now_ms},
+    segment::{Indexer, Segment, segment_path},
+};
+use std::sync::{Arc, PoisonError};
+
+impl Log {
+    /// Deletes sealed segments past retention (by age of their newest record, and by the log's
+    /// total size), oldest first. The active segment is never deleted. Returns how many went.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let config = self.config();
+        if config.retention_ms.is_none() && config.retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let mut w = lock(&self.writer);
+        let segs = self.segments();
+        let mut total = w.sealed_bytes + w.size;
+        let mut doomed = 0;
+        let mut freed = 0;
+        for (i, seg) in segs.iter().enumerate() {
+            let Some(next) = segs.get(i + 1).map(|s| s.base_offset) else {
+                break;
+            };
+            let size = seg.readable_end();
+            let too_old = match config.retention_ms {
+                Some(ms) => seg.max_timestamp_ms(&self.io, next)? < now_ms - ms as i64,
+                None => false,
+            };
+            let too_big = config
+                .retention_bytes
+                .is_some_and(|limit| total - size >= limit);
+            if !too_old && !too_big {
+                break;
+            }
+            total -= size;
+            freed += size;
+            doomed += 1;
+        }
+        if doomed == 0 {
+            return Ok(0);
+        }
+        self.segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..doomed);
+        w.sealed_bytes -= freed;
+        drop(w);
+        for seg in &segs[..doomed] {
+            tracing::info!(segment = %seg.path().display(), "retention: deleting segment");
+            seg.remove_files()?;
+        }
+        self.io.sync_dir(&self.dir)?;
+        Ok(doomed)
+    }
+
+    /// Removes every batch holding an offset >= `offset`. Returns the new next offset (below
+    /// `offset` when `offset` falls inside a batch: the whole batch goes). Cutting below the
+    /// earliest offset empties the log, which then continues from its earliest offset.
+    ///
+    /// Readers that already hold data past the cut keep it; the old bytes are never overwritten
+    /// in place (the cut segment is rewritten to a new file and renamed over the old one).
+    pub fn truncate(&self, offset: Offset) -> Result<Offset> {
+        self.check_poisoned()?;
+        let config = self.config();
+        let mut w = lock(&self.writer);
+        if offset >= w.next_offset {
+            return Ok(w.next_offset);
+        }
+        // Make what is written readable, so the cut point is found among all of it.
+        self.checkpoint_locked(&mut w)?;
+        let segs = self.segments();
+        let i = segs
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        let seg = segs[i].clone();
+        let seg_next = segs.get(i + 1).map_or(w.next_offset, |s| s.base_offset);
+        let (cut, new_next) = if offset <= seg.base_offset {
+            (0, seg.base_offset)
+        } else {
+            seg.position_of(&self.io, offset, seg_next)?
+                .unwrap_or((seg.readable_end(), seg_next))
+        };
+        let base = seg.base_offset;
+
+        // 1. A checkpoint that makes recovery rescan segment i from its start, so a crash in
+        //    the middle of the steps below can never join a shortened segment to later ones.
+        checkpoint::write(
+            &self.io,
+            &self.dir,
+            &RecoveryPoint {
+                segment_base: base,
+                position: 0,
+                next_offset: base,
+                max_timestamp_ms: i64::MIN,
+            },
+        )?;
+        // 2. Later segments go.
+        for later in &segs[i + 1..] {
+            later.remove_files()?;
+        }
+        self.io.sync_dir(&self.dir)?;
+        // 3. The kept prefix of segment i goes to a new file that replaces the old one.
+        let capacity = config.segment_max_bytes.max(cut);
+        let path = segment_path(&self.dir, base, "log");
+        let tmp = fs::tmp_path(&path);
+        let prefix = seg.bytes_until(cut)?;
+        {
+            let file = self.io.open_rw(&tmp, true)?;
+            file.set_len(0)
+                .map_err(|e| super::StorageError::io("resize", &tmp, e))?;
+            self.io.write_all_at(&file, &tmp, &prefix, 0)?;
+            self.io.set_len(&file, &tmp, capacity)?;
+            self.io.sync_data(&file, &tmp)?;
+        }
+        self.io.rename(&tmp, &path)?;
+        self.io.sync_dir(&self.dir)?;
+        // 4. Index the kept prefix afresh and continue appending after it.
+        let new = Arc::new(Segment::existing(&self.dir, base, 0));
+        let mut idx = new.empty_indexes();
+        let mut indexer = Indexer::new(config.index_interval_bytes);
+        let (end, next, _) = new.recover_from(&mut idx, &mut indexer, 0, base)?;
+        debug_assert_eq!((end, next), (cut, new_next));
+        idx.offsets.rewrite(&self.io)?;
+        idx.times.rewrite(&self.io)?;
+        new.set_indexes(idx);
+        new.set_readable_end(end);
+        new.note_timestamp(indexer.max_timestamp_ms());
+        {
+            let mut list = self
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            list.truncate(i);
+            list.push(new.clone());
+        }
+        w.sealed_bytes = segs[..i].iter().map(|s| s.readable_end()).sum();
+        w.active = new;
+        w.size = end;
+        w.capacity = capacity;
+        w.next_offset = next;
+        w.indexer = indexer;
+        w.first_append_ms = (end > 0).then(now_ms);
+        self.reset_durable(next);
+        self.checkpoint_locked(&mut w)?;
+        Ok(next)
+    }
+}

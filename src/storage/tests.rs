@@ -1,0 +1,191 @@
+//! Unit tests of the log: append, read, roll, reopen, recovery of a torn tail.
+
+use super::*;
+use crate::record::{BatchBuilder, Frame, decode_frame, validate_batch};
+use std::path::Path;
+
+fn batch(values: &[&[u8]], ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::default();
+    for v in values {
+        b.push_parts(ts, None, v, []);
+    }
+    b.finish(0)
+}
+
+fn append(log: &Log, values: &[&[u8]], ts: i64) -> Appended {
+    let bytes = batch(values, ts);
+    let v = validate_batch(&bytes, 1 << 20).unwrap();
+    log.append(&v[0]).unwrap()
+}
+
+fn small() -> LogConfig {
+    LogConfig {
+        segment_max_bytes: 4096,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
+
+/// Every record value from `from` to the high watermark.
+fn read_all(log: &Log, from: Offset) -> Vec<(Offset, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < log.next_offset() {
+        let chunk = log.read(at, 1000).unwrap();
+        let mut rest = &chunk.batches[..];
+        while let Frame::Batch(b) = decode_frame(rest) {
+            for r in b.records() {
+                let r = r.unwrap();
+                if r.offset >= at {
+                    out.push((r.offset, r.value.to_vec()));
+                }
+            }
+            rest = &rest[b.bytes().len()..];
+        }
+        assert!(rest.is_empty());
+        assert!(
+            chunk.next_offset > at,
+            "no progress reading at {at}: {chunk:?} {:?}",
+            log.stats()
+        );
+        at = chunk.next_offset;
+    }
+    out
+}
+
+fn open(dir: &Path) -> Log {
+    Log::open(dir, small()).unwrap()
+}
+
+#[test]
+fn appends_get_consecutive_offsets_and_read_back_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    for i in 0..200u32 {
+        let v = format!("value-{i}");
+        let a = append(&log, &[v.as_bytes(), b"second"], i64::from(i));
+        assert_eq!(a.base_offset, u64::from(i) * 2);
+        assert_eq!(a.next_offset, u64::from(i) * 2 + 2);
+    }
+    assert!(log.stats().segments > 1, "4 KiB segments must have rolled");
+    let all = read_all(&log, 0);
+    assert_eq!(all.len(), 400);
+    assert!(all.iter().enumerate().all(|(i, (o, _))| *o == i as u64));
+    assert_eq!(all[10].1, b"value-5");
+    // Reading from the middle of a batch starts at that batch.
+    let from_odd = read_all(&log, 7);
+    assert_eq!(from_odd[0].0, 7);
+    assert!(matches!(
+        log.read(401, 10),
+        Err(StorageError::OffsetOutOfRange {
+            requested: 401,
+            earliest: 0,
+            next: 400
+        })
+    ));
+    assert_eq!(log.read(400, 10).unwrap().batches.len(), 0);
+}
+
+#[test]
+fn a_clean_reopen_and_a_crash_reopen_keep_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    for i in 0..50 {
+        append(&log, &[b"x", b"x", b"x"], i);
+    }
+    log.close().unwrap();
+    let log = open(dir.path());
+    assert_eq!(log.next_offset(), 150);
+    for i in 0..50 {
+        append(&log, &[b"y"], i);
+    }
+    drop(log); // no close: like a crash after the appends returned
+    let log = open(dir.path());
+    assert_eq!(log.next_offset(), 200);
+    assert_eq!(read_all(&log, 0).len(), 200);
+    let a = append(&log, &[b"z"], 1);
+    assert_eq!(a.base_offset, 200);
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    for i in 0..10 {
+        append(&log, &[b"abcdefgh"], i);
+    }
+    let size = log.stats().bytes;
+    drop(log);
+    // Append half a batch by hand after the last whole one.
+    let seg = dir.path().join(format!("{:020}.log", 0));
+    let half = batch(&[b"torn"], 1);
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &half[..half.len() / 2], size).unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.next_offset(), 10);
+    let a = append(&log, &[b"after"], 2);
+    assert_eq!(a.base_offset, 10);
+    assert_eq!(read_all(&log, 0).last().unwrap().1, b"after");
+}
+
+#[test]
+fn timestamps_find_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    for i in 0..100 {
+        append(&log, &[b"a", b"b"], i * 10);
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(5).unwrap(), Some(2));
+    assert_eq!(log.offset_for_timestamp(500).unwrap(), Some(100));
+    assert_eq!(log.offset_for_timestamp(990).unwrap(), Some(198));
+    assert_eq!(log.offset_for_timestamp(991).unwrap(), None);
+}
+
+#[test]
+fn retention_by_size_drops_the_oldest_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            retention_bytes: Some(8192),
+            retention_ms: None,
+            ..small()
+        },
+    )
+    .unwrap();
+    for i in 0..300 {
+        append(&log, &[&[1u8; 100]], i);
+    }
+    let before = log.stats();
+    let gone = log.apply_retention(0).unwrap();
+    assert!(gone > 0);
+    let after = log.stats();
+    assert!(after.bytes <= 8192 + 4096, "{after:?}");
+    assert!(after.earliest_offset > before.earliest_offset);
+    assert!(matches!(
+        log.read(0, 10),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        read_all(&log, after.earliest_offset).len() as u64,
+        300 - after.earliest_offset
+    );
+}
+
+#[test]
+fn truncation_removes_the_batch_holding_the_offset_and_everything_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    for i in 0..100 {
+        append(&log, &[b"a", b"b", b"c"], i);
+    }
+    assert_eq!(log.truncate(151).unwrap(), 150);
+    assert_eq!(log.next_offset(), 150);
+    assert_eq!(append(&log, &[b"new"], 1).base_offset, 150);
+    drop(log);
+    let log = open(dir.path());
+    let all = read_all(&log, 0);
+    assert_eq!(all.len(), 151);
+    assert_eq!(all[150].1, b"new");
+}
