@@ -113,6 +113,12 @@ impl BatchHeader {
 /// Records are not walked: [`BatchView::records`] checks them as it goes, and
 /// [`super::validate_batch`] checks them all up front for batches from clients.
 pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
+    decode_frame_with(buf, batch_crc)
+}
+
+/// [`decode_frame`] with the CRC of the whole batch computed by `crc` (so that a caller can keep
+/// partial CRCs it needs later).
+pub(crate) fn decode_frame_with(buf: &[u8], crc: impl FnOnce(&[u8]) -> u32) -> Frame<'_> {
     if buf.len() < BATCH_HEADER_BYTES {
         if buf.iter().all(|&b| b == 0) {
             return Frame::Zeroed;
@@ -143,7 +149,7 @@ pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
     }
     let bytes = &buf[..len];
     let stored = read_u32(bytes, field::CRC);
-    let computed = batch_crc(bytes);
+    let computed = crc(bytes);
     if stored != computed {
         return Frame::Corrupt(Corruption::CrcMismatch { stored, computed });
     }

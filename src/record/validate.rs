@@ -1,6 +1,6 @@
 //! Checking a batch that came from a client before it is stored, and restamping its offset.
 
-use super::{BATCH_HEADER_BYTES, BatchHeader, Corruption, Frame, decode_frame, field};
+use super::{BATCH_HEADER_BYTES, BatchHeader, Corruption, Frame, field, frame::decode_frame_with};
 
 /// Why a client's batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +39,8 @@ pub enum FormatError {
 pub struct ValidatedBatch<'a> {
     header: BatchHeader,
     bytes: &'a [u8],
+    /// CRC of the records alone, so restamping need not read them again.
+    body_crc: u32,
 }
 
 impl<'a> ValidatedBatch<'a> {
@@ -67,7 +69,8 @@ impl<'a> ValidatedBatch<'a> {
             .copy_from_slice(&base_offset.to_le_bytes());
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head[field::LENGTH..]);
-        hasher.update(&self.bytes[BATCH_HEADER_BYTES..]);
+        let body_len = (self.bytes.len() - BATCH_HEADER_BYTES) as u64;
+        hasher.combine(&crc32fast::Hasher::new_with_initial_len(self.body_crc, body_len));
         head[field::CRC..field::CRC + 4].copy_from_slice(&hasher.finalize().to_le_bytes());
         head
     }
@@ -82,7 +85,16 @@ pub fn validate_batch(
     let mut out = Vec::new();
     let mut rest = buf;
     while !rest.is_empty() {
-        let view = match decode_frame(rest) {
+        let mut body_crc = 0;
+        let frame = decode_frame_with(rest, |batch| {
+            let mut head = crc32fast::Hasher::new();
+            head.update(&batch[field::LENGTH..BATCH_HEADER_BYTES]);
+            body_crc = crc32fast::hash(&batch[BATCH_HEADER_BYTES..]);
+            let body_len = (batch.len() - BATCH_HEADER_BYTES) as u64;
+            head.combine(&crc32fast::Hasher::new_with_initial_len(body_crc, body_len));
+            head.finalize()
+        });
+        let view = match frame {
             Frame::Batch(v) => v,
             Frame::Incomplete { needed } => {
                 return Err(FormatError::Truncated {
@@ -130,6 +142,7 @@ pub fn validate_batch(
         out.push(ValidatedBatch {
             header,
             bytes: view.bytes(),
+            body_crc,
         });
         rest = &rest[view.bytes().len()..];
     }
@@ -142,7 +155,7 @@ pub fn validate_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::BatchBuilder;
+    use crate::record::{BatchBuilder, decode_frame};
 
     fn batch(values: &[&[u8]]) -> Vec<u8> {
         let mut b = BatchBuilder::default();
@@ -165,6 +178,16 @@ mod tests {
         assert_eq!(view.header().base_offset, 5000);
         let offsets: Vec<u64> = view.records().map(|r| r.unwrap().offset).collect();
         assert_eq!(offsets, vec![5000, 5001]);
+    }
+
+    #[test]
+    fn a_flipped_bit_fails_validation() {
+        let bytes = batch(&[b"abc", b"def"]);
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x04;
+            assert!(validate_batch(&b, 1024).is_err(), "flip at byte {i} passed");
+        }
     }
 
     #[test]
