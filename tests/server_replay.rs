@@ -55,7 +55,7 @@ async fn a_returning_group_resumes_exactly_where_it_committed() {
 
     // The broker restarts (clean shutdown) while the consumer is away.
     drop(client);
-    let status = server.terminate();
+    let status = server.terminate().await;
     assert!(status.success(), "strata exited with {status}");
     let server = Server::start(dir.path());
     let mut client = server.client().await;

@@ -79,7 +79,7 @@ async fn topics_are_managed_and_persist() {
 
     // Restart: topics, config and data are back.
     drop(c);
-    assert!(server.terminate().success());
+    assert!(server.terminate().await.success());
     let server = Server::start(dir.path());
     let mut c = server.client().await;
     let listed = c

@@ -222,6 +222,7 @@ impl Broker {
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
         self.check_open()?;
         read_lock(&self.topics)
             .get(name)

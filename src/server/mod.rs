@@ -26,6 +26,8 @@ pub(crate) type Shutdown = watch::Receiver<bool>;
 /// HTTP/2 flow-control windows: large enough that one stream can carry a replay at disk speed.
 const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// How long shutdown waits for clients to finish and disconnect before it stops regardless.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,7 @@ pub async fn serve(
     let max_request_bytes = broker.config().max_request_bytes;
     let strata = StrataServer::new(service::Service {
         broker,
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
         tasks: tasks_tx,
     })
     .max_decoding_message_size(max_request_bytes)
@@ -96,18 +98,31 @@ pub async fn serve(
         let _ = shutdown_tx.send(true);
     };
 
-    tonic::transport::Server::builder()
+    let mut shutdown_seen = shutdown_rx.clone();
+    let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(strata)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await
-        .map_err(ServeError::Transport)?;
-
-    // Every subscription task has ended once the last clone of the task sender is gone.
-    let _ = tasks_rx.recv().await;
+        .serve_with_incoming_shutdown(incoming, signal);
+    let drained = async {
+        server.await.map_err(ServeError::Transport)?;
+        // Every subscription task has ended once the last clone of the task sender is gone.
+        let _ = tasks_rx.recv().await;
+        Ok::<(), ServeError>(())
+    };
+    // A client that never closes its connection must not keep the broker from exiting.
+    let drain_deadline = async {
+        let _ = shutdown_seen.wait_for(|&stopping| stopping).await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        drained = drained => drained?,
+        () = drain_deadline => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "clients did not disconnect in time; stopping anyway");
+        }
+    }
     tracing::info!("server stopped");
     Ok(())
 }

@@ -88,15 +88,20 @@ impl Server {
         child.wait().expect("reap strata");
     }
 
-    /// SIGTERM, then wait for the process to exit.
-    pub fn terminate(mut self) -> ExitStatus {
+    /// SIGTERM, then wait for the process to exit. Waits on a blocking thread so that the test's
+    /// runtime keeps driving client connections, which the broker's graceful shutdown waits for.
+    pub async fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        child.wait().expect("reap strata")
+        tokio::task::spawn_blocking(move || {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -TERM failed");
+            child.wait().expect("reap strata")
+        })
+        .await
+        .expect("wait for strata")
     }
 }
 
@@ -199,7 +204,8 @@ pub async fn produce_values(
     resp.results[0].base_offset
 }
 
-/// A start position at an offset.
+/// A start position at an offset (as the request field wants it).
+#[allow(clippy::unnecessary_wraps)]
 pub fn at_offset(offset: u64) -> Option<StartPosition> {
     Some(StartPosition {
         position: Some(Position::Offset(offset)),
@@ -207,6 +213,7 @@ pub fn at_offset(offset: u64) -> Option<StartPosition> {
 }
 
 /// A start position at a group's committed offset.
+#[allow(clippy::unnecessary_wraps)]
 pub fn at_group(group: &str) -> Option<StartPosition> {
     Some(StartPosition {
         position: Some(Position::Group(group.into())),
