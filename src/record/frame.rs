@@ -98,14 +98,17 @@ impl BatchHeader {
         })
     }
 
-    /// The offset of the last record in the batch.
+    /// The offset of the last record in the batch. Saturates for a header whose offsets do not
+    /// fit in a u64, which [`decode_frame`] refuses but [`BatchHeader::parse`] does not check.
     pub fn last_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.record_count.saturating_sub(1))
+        self.base_offset
+            .saturating_add(u64::from(self.record_count.saturating_sub(1)))
     }
 
-    /// One past the last offset in the batch.
+    /// One past the last offset in the batch (saturating, as [`BatchHeader::last_offset`]).
     pub fn next_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.record_count)
+        self.base_offset
+            .saturating_add(u64::from(self.record_count))
     }
 }
 
@@ -141,7 +144,7 @@ pub(crate) fn decode_frame_with(buf: &[u8], crc: impl FnOnce(&[u8]) -> u32) -> F
     }
     let length = read_u32(buf, field::LENGTH);
     let len = length as usize;
-    if len < BATCH_HEADER_BYTES || len > MAX_BATCH_BYTES {
+    if !(BATCH_HEADER_BYTES..=MAX_BATCH_BYTES).contains(&len) {
         return Frame::Corrupt(Corruption::BadLength(length));
     }
     if buf.len() < len {
@@ -158,7 +161,13 @@ pub(crate) fn decode_frame_with(buf: &[u8], crc: impl FnOnce(&[u8]) -> u32) -> F
             needed: BATCH_HEADER_BYTES,
         };
     };
-    if header.record_count == 0 {
+    // A batch holds at least one record, and all its offsets (and the one after) fit in a u64.
+    if header.record_count == 0
+        || header
+            .base_offset
+            .checked_add(u64::from(header.record_count))
+            .is_none()
+    {
         return Frame::Corrupt(Corruption::BadRecords);
     }
     Frame::Batch(BatchView { header, bytes })
@@ -292,7 +301,7 @@ impl<'a> Records<'a> {
             return None;
         }
         let view = RecordView {
-            offset: self.base_offset + u64::from(offset_delta),
+            offset: self.base_offset.checked_add(u64::from(offset_delta))?,
             timestamp_ms,
             key,
             value,
@@ -321,5 +330,50 @@ impl<'a> Iterator for Records<'a> {
             self.remaining = 0;
             Some(Err(Corruption::BadRecords))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::BatchBuilder;
+
+    fn two_records(base: u64) -> Vec<u8> {
+        let mut b = BatchBuilder::default();
+        b.push_parts(1, None, b"a", []);
+        b.push_parts(2, None, b"b", []);
+        b.finish(base)
+    }
+
+    #[test]
+    fn a_batch_whose_offsets_overflow_u64_is_corrupt_not_a_panic() {
+        assert_eq!(
+            decode_frame(&two_records(u64::MAX - 1)),
+            Frame::Corrupt(Corruption::BadRecords)
+        );
+        let fits = two_records(u64::MAX - 2);
+        let Frame::Batch(b) = decode_frame(&fits) else {
+            panic!("offsets up to u64::MAX - 1 fit")
+        };
+        assert_eq!(b.header().next_offset(), u64::MAX);
+
+        // A record whose offset delta runs past u64::MAX, under a valid CRC.
+        let mut bytes = two_records(u64::MAX - 2);
+        let delta_at = BATCH_HEADER_BYTES + 4;
+        bytes[delta_at..delta_at + 4].copy_from_slice(&7u32.to_le_bytes());
+        let crc = batch_crc(&bytes);
+        bytes[..4].copy_from_slice(&crc.to_le_bytes());
+        let Frame::Batch(b) = decode_frame(&bytes) else {
+            panic!("the header is still valid")
+        };
+        assert_eq!(
+            b.records().next(),
+            Some(Err(Corruption::BadRecords)),
+            "the record's offset does not fit"
+        );
+
+        // Headers parsed without checks saturate rather than overflow.
+        let h = BatchHeader::parse(&two_records(u64::MAX - 1)).unwrap();
+        assert_eq!((h.last_offset(), h.next_offset()), (u64::MAX, u64::MAX));
     }
 }
