@@ -83,7 +83,8 @@ impl BatchBuilder {
         self.buf.len()
     }
 
-    /// Appends a record. Header names longer than u16::MAX bytes are cut to fit.
+    /// Appends a record. Header names longer than u16::MAX bytes are cut to fit, at a character
+    /// boundary so that the name stays UTF-8 (validation refuses names that are not).
     pub fn push(&mut self, record: &Record) {
         self.push_parts(
             record.timestamp_ms,
@@ -92,11 +93,12 @@ impl BatchBuilder {
             record
                 .headers
                 .iter()
-                .map(|h| (h.name.as_bytes(), h.value.as_ref())),
+                .map(|h| (name_that_fits(&h.name), h.value.as_ref())),
         );
     }
 
-    /// Appends a record from borrowed parts.
+    /// Appends a record from borrowed parts. Header names longer than u16::MAX bytes are cut to
+    /// fit, byte-wise.
     pub fn push_parts<'h>(
         &mut self,
         timestamp_ms: i64,
@@ -167,6 +169,16 @@ impl BatchBuilder {
     }
 }
 
+/// The longest prefix of `name` that fits a header name's u16 length and ends on a character
+/// boundary.
+fn name_that_fits(name: &str) -> &[u8] {
+    let mut len = name.len().min(usize::from(u16::MAX));
+    while !name.is_char_boundary(len) {
+        len -= 1;
+    }
+    &name.as_bytes()[..len]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +221,30 @@ mod tests {
         assert_eq!(recs[1].offset, 101);
         assert_eq!(recs[1].key, None);
         assert_eq!(recs[1].timestamp_ms, 41);
+    }
+
+    #[test]
+    fn a_header_name_cut_to_fit_stays_utf8_and_validates() {
+        // 32,768 two-byte characters: 65,536 bytes, one more than a name can hold.
+        let name = "é".repeat(32_768);
+        let mut b = BatchBuilder::default();
+        b.push(&Record {
+            headers: vec![Header {
+                name,
+                value: Bytes::from_static(b"v"),
+            }],
+            ..Record::default()
+        });
+        let bytes = b.finish(0);
+        let batches = crate::record::validate_batch(&bytes, 1 << 20)
+            .expect("a batch the builder made validates");
+        let Frame::Batch(view) = decode_frame(batches[0].bytes()) else {
+            panic!("not a batch")
+        };
+        let rec = view.records().next().unwrap().unwrap();
+        let (cut, _) = rec.headers().next().unwrap();
+        assert_eq!(cut.len(), 65_534);
+        assert!(std::str::from_utf8(cut).is_ok());
     }
 
     #[test]
