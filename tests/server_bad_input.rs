@@ -198,7 +198,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
     expect_code(
         c.produce(records("good", vec![vec![0; 1024 * 1024 + 1]]))
             .await,
-        Code::OutOfRange, // tonic's code for a message over the server's decoding limit
+        Code::ResourceExhausted,
         "too large",
     );
     c.alter_topic_config(AlterTopicConfigRequest {

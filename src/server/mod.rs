@@ -8,6 +8,7 @@
 
 mod convert;
 mod fetch;
+mod limits;
 mod service;
 pub mod status;
 mod subscribe;
@@ -102,6 +103,9 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .layer(tower::util::MapResponseLayer::new(
+            limits::oversized_request_is_resource_exhausted,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(strata)
