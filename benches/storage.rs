@@ -2,6 +2,8 @@
 //! concurrent appenders under `Always`, the group-commit case), under each fsync policy, and
 //! sequential read. Run with `cargo bench --bench storage`; figures go to docs/PERFORMANCE.md next
 //! to `../shared/tools/disk-limit` run in the same session.
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::{
@@ -54,7 +56,10 @@ fn config(fsync: FsyncPolicy) -> LogConfig {
 fn policies() -> [(&'static str, FsyncPolicy); 3] {
     [
         ("always", FsyncPolicy::Always),
-        ("interval_100ms", FsyncPolicy::Interval(Duration::from_millis(100))),
+        (
+            "interval_100ms",
+            FsyncPolicy::Interval(Duration::from_millis(100)),
+        ),
         ("never", FsyncPolicy::Never),
     ]
 }
