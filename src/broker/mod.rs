@@ -580,6 +580,31 @@ fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: &TopicConfig)
     })
 }
 
+/// A create writes `topic.json` (through `topic.json.tmp`) before any partition directory, so a
+/// topic directory without `topic.json` holding nothing else is a create that crashed before its
+/// commit point: it was never acknowledged and is removed. Anything more is not ours to delete.
+fn remove_interrupted_create(dir: &Path) -> Result<()> {
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| BrokerError::io("list", dir, e))?
+        .filter_map(std::result::Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    let tmp = format!("{TOPIC_FILE}.tmp");
+    if entries
+        .iter()
+        .any(|name| name.to_str() != Some(tmp.as_str()))
+    {
+        return Err(BrokerError::BadStateFile {
+            path: dir.join(TOPIC_FILE),
+            reason: "missing, but the directory holds other files; restore topic.json or move \
+                     the directory out of the data directory"
+                .into(),
+        });
+    }
+    tracing::warn!(dir = %dir.display(), "removing an interrupted topic create (no topic.json)");
+    std::fs::remove_dir_all(dir).map_err(|e| BrokerError::io("remove", dir, e))
+}
+
 /// Opens every topic under `topics_dir`, the partitions of all topics in parallel.
 fn open_topics(topics_dir: &Path) -> Result<BTreeMap<String, Arc<Topic>>> {
     let mut files = Vec::new();
@@ -592,9 +617,7 @@ fn open_topics(topics_dir: &Path) -> Result<BTreeMap<String, Arc<Topic>>> {
             continue;
         }
         if !dir.join(TOPIC_FILE).exists() {
-            // A create that crashed before its metadata file: never acknowledged, holds no data.
-            tracing::warn!(dir = %dir.display(), "removing a topic directory without topic.json (an interrupted create)");
-            std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::io("remove", &dir, e))?;
+            remove_interrupted_create(&dir)?;
             continue;
         }
         let file = TopicFile::read(&dir)?;
