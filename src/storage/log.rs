@@ -220,9 +220,15 @@ impl Log {
             self.roll_locked(w, config, len)?;
         }
         if w.size + len > w.capacity {
-            // The active segment is empty but too small for this batch (segment_max_bytes shrank
-            // or the batch is huge): give the batch a segment of its own size.
-            self.roll_locked(w, config, len)?;
+            if w.size == 0 {
+                // The active segment is empty but too small for this batch (the batch is larger
+                // than segment_max_bytes, or segment_max_bytes grew): enlarge it in place. A roll
+                // here would start a second segment at the same base offset, the same file.
+                self.grow_empty_active_locked(w, config, len)?;
+            } else {
+                // A segment recovery found trimmed (a crash hit its roll) and that is full.
+                self.roll_locked(w, config, len)?;
+            }
         }
         let base = w.next_offset;
         let head = batch.restamped_header(base);
@@ -359,6 +365,36 @@ impl Log {
         w.indexer = Indexer::new(config.index_interval_bytes);
         w.first_append_ms = None;
         self.checkpoint_locked(w)
+    }
+
+    /// Replaces the empty active segment by one preallocated to hold at least `min_capacity`
+    /// bytes, at the same base offset (and path). The caller holds the writer.
+    fn grow_empty_active_locked(
+        &self,
+        w: &mut Writer,
+        config: &LogConfig,
+        min_capacity: u64,
+    ) -> Result<()> {
+        debug_assert_eq!(w.size, 0);
+        debug_assert_eq!(w.active.base_offset, w.next_offset);
+        let capacity = config.segment_max_bytes.max(min_capacity);
+        let grown = Arc::new(Segment::create(
+            &self.io,
+            &self.dir,
+            w.active.base_offset,
+            capacity,
+        )?);
+        if let Some(last) = self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_mut()
+        {
+            *last = grown.clone();
+        }
+        w.active = grown;
+        w.capacity = capacity;
+        Ok(())
     }
 
     /// Syncs the active segment and its indexes, then records the recovery point. The caller

@@ -189,3 +189,37 @@ fn truncation_removes_the_batch_holding_the_offset_and_everything_after() {
     assert_eq!(all.len(), 151);
     assert_eq!(all[150].1, b"new");
 }
+
+#[test]
+fn a_batch_larger_than_an_empty_segment_grows_it_instead_of_rolling_onto_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            retention_bytes: Some(1),
+            retention_ms: None,
+            ..small()
+        },
+    )
+    .unwrap();
+    let big = [7u8; 5000];
+    assert_eq!(append(&log, &[&big], 1).base_offset, 0);
+    log.roll().unwrap();
+    assert_eq!(append(&log, &[&big], 2).base_offset, 1);
+    assert_eq!(append(&log, &[b"small"], 3).base_offset, 2);
+    let files = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("log".as_ref()))
+        .count();
+    assert_eq!(log.stats().segments, 3);
+    assert_eq!(files, 3);
+    // Retention must not take the empty segment's stand-in for a sealed one and delete the
+    // file the active segment writes to.
+    log.apply_retention(0).unwrap();
+    assert_eq!(log.earliest_offset(), 2);
+    assert_eq!(read_all(&log, 2).len(), 1);
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.next_offset(), 3);
+    assert_eq!(read_all(&log, 2), vec![(2, b"small".to_vec())]);
+}
