@@ -54,7 +54,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
         let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") {
+        if Path::new(name).extension().is_some_and(|ext| ext == "tmp") {
             fs::remove_if_exists(&entry.path())?;
         } else if let Some(stem) = name.strip_suffix(".log")
             && stem.len() == 20
@@ -111,17 +111,16 @@ fn recover(
         bases.binary_search(&p.segment_base).is_ok()
             && file_len(&segment_path(dir, p.segment_base, "log")).is_ok_and(|l| p.position <= l)
     });
-    let (start_index, start_pos, start_next, start_max_ts) = match trusted {
-        Some(p) => (
+    let (start_index, start_pos, start_next, start_max_ts) = if let Some(p) = trusted {
+        (
             bases.binary_search(&p.segment_base).unwrap_or(0),
             p.position,
             p.next_offset,
             p.max_timestamp_ms,
-        ),
-        None => {
-            let i = bases.len().saturating_sub(2);
-            (i, 0, bases[i], i64::MIN)
-        }
+        )
+    } else {
+        let i = bases.len().saturating_sub(2);
+        (i, 0, bases[i], i64::MIN)
     };
 
     let mut segments = Vec::with_capacity(bases.len());
@@ -266,7 +265,7 @@ fn finish(
 ) -> Result<Log> {
     let capacity = active.file_len()?.max(size);
     let writer = Writer {
-        active: active.clone(),
+        active,
         size,
         next_offset,
         indexer,
