@@ -1,0 +1,538 @@
+//! Property test: random sequences of appends, reads, rolls, reopens, retention, truncation and
+//! timestamp lookups on a small-segment log agree with a plain in-memory model of the log.
+#![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
+
+use proptest::prelude::*;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+use strata::{
+    record::{BATCH_HEADER_BYTES, BatchBuilder, Frame, decode_frame, validate_batch},
+    storage::{FsyncPolicy, Log, LogConfig, Offset, StorageError},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelRecord {
+    timestamp_ms: i64,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct ModelBatch {
+    base: Offset,
+    records: Vec<ModelRecord>,
+}
+
+impl ModelBatch {
+    fn next(&self) -> Offset {
+        self.base + self.records.len() as u64
+    }
+
+    fn bytes(&self) -> u64 {
+        let records: usize = self
+            .records
+            .iter()
+            .map(|r| 28 + r.key.as_ref().map_or(0, Vec::len) + r.value.len())
+            .sum();
+        (BATCH_HEADER_BYTES + records) as u64
+    }
+
+    fn max_timestamp_ms(&self) -> i64 {
+        self.records.iter().map(|r| r.timestamp_ms).max().unwrap()
+    }
+}
+
+/// The log as it should be: the batches from the earliest offset on, back to back.
+#[derive(Debug, Default)]
+struct Model {
+    earliest: Offset,
+    next: Offset,
+    batches: Vec<ModelBatch>,
+}
+
+impl Model {
+    fn records(&self) -> impl Iterator<Item = (Offset, &ModelRecord)> {
+        self.batches
+            .iter()
+            .flat_map(|b| (b.base..).zip(b.records.iter()))
+    }
+
+    /// Index of the batch holding `offset`.
+    fn batch_index(&self, offset: Offset) -> Option<usize> {
+        let i = self.batches.partition_point(|b| b.next() <= offset);
+        (i < self.batches.len() && self.batches[i].base <= offset).then_some(i)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RecordSpec {
+    timestamp_ms: i64,
+    key_len: Option<usize>,
+    value_len: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// One call to `append_batches` with these batches.
+    Append(Vec<Vec<RecordSpec>>),
+    Read {
+        at: u64,
+        max_bytes: usize,
+    },
+    ReadAll {
+        max_bytes: usize,
+    },
+    Roll,
+    Reopen {
+        close_first: bool,
+    },
+    Tick,
+    Retention {
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        now_ms: i64,
+    },
+    Truncate {
+        at: u64,
+    },
+    OffsetForTimestamp {
+        timestamp_ms: i64,
+    },
+}
+
+fn record_spec() -> impl Strategy<Value = RecordSpec> {
+    (
+        -50..5_000i64,
+        proptest::option::of(0..16usize),
+        prop_oneof![12 => 0..300usize, 2 => 300..2_000usize, 1 => 3_000..6_000usize],
+    )
+        .prop_map(|(timestamp_ms, key_len, value_len)| RecordSpec {
+            timestamp_ms,
+            key_len,
+            value_len,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let batch = proptest::collection::vec(record_spec(), 1..6);
+    prop_oneof![
+        12 => proptest::collection::vec(batch, 1..3).prop_map(Op::Append),
+        4 => (any::<u64>(), prop_oneof![Just(1usize), 1..10_000usize])
+            .prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        1 => prop_oneof![Just(1usize), 1..20_000usize].prop_map(|max_bytes| Op::ReadAll { max_bytes }),
+        2 => Just(Op::Roll),
+        2 => any::<bool>().prop_map(|close_first| Op::Reopen { close_first }),
+        1 => Just(Op::Tick),
+        2 => (
+            proptest::option::of(0..3_000u64),
+            proptest::option::of(0..40_000u64),
+            3_000..6_000i64,
+        )
+            .prop_map(|(retention_ms, retention_bytes, now_ms)| Op::Retention {
+                retention_ms,
+                retention_bytes,
+                now_ms,
+            }),
+        1 => any::<u64>().prop_map(|at| Op::Truncate { at }),
+        2 => (-100..5_100i64).prop_map(|timestamp_ms| Op::OffsetForTimestamp { timestamp_ms }),
+    ]
+}
+
+fn fsync_policy() -> impl Strategy<Value = FsyncPolicy> {
+    prop_oneof![
+        Just(FsyncPolicy::Always),
+        Just(FsyncPolicy::Never),
+        Just(FsyncPolicy::Interval(Duration::ZERO)),
+        Just(FsyncPolicy::Interval(Duration::from_secs(3600))),
+    ]
+}
+
+fn config() -> impl Strategy<Value = LogConfig> {
+    (
+        prop_oneof![Just(4096u64), Just(8192), Just(16_384)],
+        prop_oneof![Just(64u32), Just(256), Just(4096)],
+        prop_oneof![Just(512u64), Just(4096), Just(1 << 30)],
+        fsync_policy(),
+    )
+        .prop_map(
+            |(segment_max_bytes, index_interval_bytes, checkpoint_interval_bytes, fsync)| {
+                LogConfig {
+                    segment_max_bytes,
+                    segment_max_ms: None,
+                    retention_ms: None,
+                    retention_bytes: None,
+                    fsync,
+                    index_interval_bytes,
+                    checkpoint_interval_bytes,
+                    faults: None,
+                }
+            },
+        )
+}
+
+/// Picks an offset around the model's range, a little outside it on both sides.
+fn pick_offset(model: &Model, at: u64) -> Offset {
+    let lo = model.earliest.saturating_sub(2);
+    let hi = model.next + 2;
+    lo + at % (hi - lo + 1)
+}
+
+/// Base offsets of the segment files in `dir`, in order.
+fn segment_bases(dir: &Path) -> Vec<Offset> {
+    let mut bases: Vec<Offset> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log").map(|s| s.parse().unwrap())
+        })
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+/// A batch decoded from a read, owned.
+#[derive(Debug)]
+struct ReadBatch {
+    base: Offset,
+    first_timestamp_ms: i64,
+    max_timestamp_ms: i64,
+    len: u64,
+    records: Vec<(Offset, ModelRecord)>,
+}
+
+fn decode_all(mut bytes: &[u8]) -> Vec<ReadBatch> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let Frame::Batch(b) = decode_frame(bytes) else {
+            panic!("a read returned bytes that are not whole batches")
+        };
+        let h = *b.header();
+        let records = b
+            .records()
+            .map(|r| {
+                let r = r.expect("records of a read batch decode");
+                (
+                    r.offset,
+                    ModelRecord {
+                        timestamp_ms: r.timestamp_ms,
+                        key: r.key.map(<[u8]>::to_vec),
+                        value: r.value.to_vec(),
+                    },
+                )
+            })
+            .collect();
+        out.push(ReadBatch {
+            base: h.base_offset,
+            first_timestamp_ms: h.first_timestamp_ms,
+            max_timestamp_ms: h.max_timestamp_ms,
+            len: u64::from(h.length),
+            records,
+        });
+        bytes = &bytes[b.bytes().len()..];
+    }
+    out
+}
+
+/// Reads at `offset` and checks the answer against the model. Returns where the next read
+/// should start.
+fn check_read(log: &Log, model: &Model, offset: Offset, max_bytes: usize) -> Offset {
+    let result = log.read(offset, max_bytes);
+    if offset < model.earliest || offset > model.next {
+        match result {
+            Err(StorageError::OffsetOutOfRange {
+                requested,
+                earliest,
+                next,
+            }) => {
+                assert_eq!(
+                    (requested, earliest, next),
+                    (offset, model.earliest, model.next)
+                );
+            }
+            other => panic!("read at {offset} outside {model:?}: {other:?}"),
+        }
+        return offset;
+    }
+    let chunk = result.unwrap_or_else(|e| panic!("read at {offset}: {e}"));
+    assert_eq!(chunk.high_watermark, model.next, "high watermark");
+    assert_eq!(chunk.earliest_offset, model.earliest, "earliest offset");
+    if offset == model.next {
+        assert!(chunk.batches.is_empty(), "a read at the end returned data");
+        assert_eq!(chunk.next_offset, offset);
+        return offset;
+    }
+    let got = decode_all(&chunk.batches);
+    assert!(!got.is_empty(), "a read at {offset} below {} was empty", model.next);
+    let first = model.batch_index(offset).unwrap();
+    let mut total = 0;
+    for (i, b) in got.iter().enumerate() {
+        let want = &model.batches[first + i];
+        assert_eq!(b.base, want.base, "batch {i} of the read at {offset}");
+        assert_eq!(b.len, want.bytes());
+        assert_eq!(b.first_timestamp_ms, want.records[0].timestamp_ms);
+        assert_eq!(b.max_timestamp_ms, want.max_timestamp_ms());
+        let want_records: Vec<(Offset, ModelRecord)> =
+            (want.base..).zip(want.records.iter().cloned()).collect();
+        assert_eq!(b.records, want_records, "records of batch at {}", b.base);
+        total += b.len;
+    }
+    assert!(
+        total <= (max_bytes as u64).max(got[0].len),
+        "a read of at most {max_bytes} bytes returned {total}"
+    );
+    let last = got.last().unwrap();
+    assert_eq!(chunk.next_offset, last.base + last.records.len() as u64);
+    chunk.next_offset
+}
+
+/// Reads from the earliest offset to the end, and checks every record is there.
+fn check_read_all(log: &Log, model: &Model, max_bytes: usize) {
+    let mut at = model.earliest;
+    while at < model.next {
+        let next = check_read(log, model, at, max_bytes);
+        assert!(next > at, "no progress reading at {at}");
+        at = next;
+    }
+}
+
+fn check_offsets(log: &Log, model: &Model, dir: &Path) {
+    assert_eq!(log.next_offset(), model.next, "next offset");
+    assert_eq!(log.earliest_offset(), model.earliest, "earliest offset");
+    let stats = log.stats();
+    assert_eq!(
+        stats.bytes,
+        model.batches.iter().map(ModelBatch::bytes).sum::<u64>(),
+        "stored bytes"
+    );
+    // Segments start at batch boundaries, the first at the earliest offset, the last at or
+    // below the next offset.
+    let bases = segment_bases(dir);
+    assert_eq!(stats.segments as usize, bases.len(), "segment files {bases:?}");
+    assert_eq!(bases.first(), Some(&model.earliest), "segment files {bases:?}");
+    for &base in &bases {
+        assert!(
+            base == model.next || model.batches.iter().any(|b| b.base == base),
+            "segment {base} does not start at a batch boundary"
+        );
+    }
+}
+
+/// Which sealed segments retention must delete: the oldest ones, while each is past the time
+/// limit or the rest of the log is still at least the size limit.
+fn expected_retention(
+    model: &Model,
+    bases: &[Offset],
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    now_ms: i64,
+) -> usize {
+    let mut total: u64 = model.batches.iter().map(ModelBatch::bytes).sum();
+    let mut doomed = 0;
+    for w in bases.windows(2) {
+        let in_segment = || {
+            model
+                .batches
+                .iter()
+                .filter(move |b| b.base >= w[0] && b.base < w[1])
+        };
+        let size: u64 = in_segment().map(ModelBatch::bytes).sum();
+        let max_ts = in_segment()
+            .map(ModelBatch::max_timestamp_ms)
+            .max()
+            .unwrap_or(i64::MIN);
+        let too_old = retention_ms.is_some_and(|ms| max_ts < now_ms - ms as i64);
+        let too_big = retention_bytes.is_some_and(|limit| total - size >= limit);
+        if !too_old && !too_big {
+            break;
+        }
+        total -= size;
+        doomed += 1;
+    }
+    doomed
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    config: LogConfig,
+    log: Option<Log>,
+    model: Model,
+    /// Makes every record's value unique.
+    counter: u64,
+}
+
+impl Harness {
+    fn new(config: LogConfig) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(&Self::log_dir(dir.path()), config.clone()).unwrap();
+        Harness {
+            dir,
+            config,
+            log: Some(log),
+            model: Model::default(),
+            counter: 0,
+        }
+    }
+
+    fn log_dir(root: &Path) -> PathBuf {
+        root.join("partition-0")
+    }
+
+    fn path(&self) -> PathBuf {
+        Self::log_dir(self.dir.path())
+    }
+
+    fn log(&self) -> &Log {
+        self.log.as_ref().unwrap()
+    }
+
+    fn record(&mut self, spec: &RecordSpec) -> ModelRecord {
+        self.counter += 1;
+        let mut value = self.counter.to_le_bytes().to_vec();
+        value.resize(8 + spec.value_len, (self.counter % 251) as u8);
+        ModelRecord {
+            timestamp_ms: spec.timestamp_ms,
+            key: spec.key_len.map(|n| vec![b'k'; n]),
+            value,
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Append(batches) => self.append(batches),
+            Op::Read { at, max_bytes } => {
+                let offset = pick_offset(&self.model, *at);
+                check_read(self.log(), &self.model, offset, *max_bytes);
+            }
+            Op::ReadAll { max_bytes } => check_read_all(self.log(), &self.model, *max_bytes),
+            Op::Roll => self.log().roll().unwrap(),
+            Op::Reopen { close_first } => {
+                let log = self.log.take().unwrap();
+                if *close_first {
+                    log.close().unwrap();
+                } else {
+                    drop(log);
+                }
+                self.log = Some(Log::open(&self.path(), self.config.clone()).unwrap());
+                check_offsets(self.log(), &self.model, &self.path());
+                check_read_all(self.log(), &self.model, 4096);
+            }
+            Op::Tick => self.log().tick(0).unwrap(),
+            Op::Retention {
+                retention_ms,
+                retention_bytes,
+                now_ms,
+            } => self.retention(*retention_ms, *retention_bytes, *now_ms),
+            Op::Truncate { at } => self.truncate(*at),
+            Op::OffsetForTimestamp { timestamp_ms } => {
+                let want = self
+                    .model
+                    .records()
+                    .find(|(_, r)| r.timestamp_ms >= *timestamp_ms)
+                    .map(|(o, _)| o);
+                assert_eq!(
+                    self.log().offset_for_timestamp(*timestamp_ms).unwrap(),
+                    want,
+                    "offset for timestamp {timestamp_ms}"
+                );
+            }
+        }
+        check_offsets(self.log(), &self.model, &self.path());
+    }
+
+    fn append(&mut self, batches: &[Vec<RecordSpec>]) {
+        let mut bytes = Vec::new();
+        let mut model_batches = Vec::new();
+        for specs in batches {
+            let records: Vec<ModelRecord> = specs.iter().map(|s| self.record(s)).collect();
+            let mut b = BatchBuilder::default();
+            for r in &records {
+                b.push_parts(r.timestamp_ms, r.key.as_deref(), &r.value, []);
+            }
+            bytes.extend(b.finish(0));
+            model_batches.push(records);
+        }
+        let valid = validate_batch(&bytes, 1 << 20).unwrap();
+        let appended = self.log().append_batches(&valid).unwrap();
+        assert_eq!(appended.len(), model_batches.len());
+        for (a, records) in appended.iter().zip(model_batches) {
+            assert_eq!(a.base_offset, self.model.next, "offsets are consecutive");
+            let batch = ModelBatch {
+                base: a.base_offset,
+                records,
+            };
+            assert_eq!(a.next_offset, batch.next());
+            self.model.next = batch.next();
+            self.model.batches.push(batch);
+        }
+        // An append is readable as soon as it returns.
+        let last = self.model.batches.last().unwrap().base;
+        check_read(self.log(), &self.model, last, 1);
+    }
+
+    fn retention(&mut self, retention_ms: Option<u64>, retention_bytes: Option<u64>, now_ms: i64) {
+        let bases = segment_bases(&self.path());
+        let want = if retention_ms.is_none() && retention_bytes.is_none() {
+            0
+        } else {
+            expected_retention(&self.model, &bases, retention_ms, retention_bytes, now_ms)
+        };
+        let log = self.log();
+        log.set_config(LogConfig {
+            retention_ms,
+            retention_bytes,
+            ..self.config.clone()
+        });
+        let deleted = log.apply_retention(now_ms).unwrap();
+        log.set_config(self.config.clone());
+        assert_eq!(deleted, want, "segments deleted by retention of {bases:?}");
+        let earliest = log.earliest_offset();
+        assert!(earliest >= self.model.earliest, "earliest moved back");
+        assert_eq!(earliest, bases[want]);
+        self.model.earliest = earliest;
+        self.model.batches.retain(|b| b.base >= earliest);
+    }
+
+    fn truncate(&mut self, at: u64) {
+        let offset = pick_offset(&self.model, at);
+        let want = if offset >= self.model.next {
+            self.model.next
+        } else {
+            self.model
+                .batch_index(offset)
+                .map_or(self.model.earliest, |i| self.model.batches[i].base)
+        };
+        let got = self.log().truncate(offset).unwrap();
+        assert_eq!(got, want, "truncate({offset})");
+        self.model.batches.retain(|b| b.base < want);
+        self.model.next = want;
+        // Appends continue from there.
+        assert_eq!(self.log().next_offset(), want);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        max_shrink_iters: 2_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_log_agrees_with_a_model(
+        config in config(),
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        let mut h = Harness::new(config);
+        for op in &ops {
+            h.apply(op);
+        }
+        check_read_all(h.log(), &h.model, 1 << 20);
+        // Whatever happened, a crash-like reopen keeps every record.
+        drop(h.log.take());
+        let log = Log::open(&h.path(), h.config.clone()).unwrap();
+        check_offsets(&log, &h.model, &h.path());
+        check_read_all(&log, &h.model, 1 << 20);
+    }
+}
