@@ -27,6 +27,8 @@ pub(crate) type Shutdown = watch::Receiver<bool>;
 /// HTTP/2 flow-control windows: large enough that one stream can carry a replay at disk speed.
 const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// The largest HTTP/2 frame the server accepts: big produce requests arrive in few frames.
+const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// How long shutdown waits for clients to finish and disconnect before it stops regardless.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -103,6 +105,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .layer(tower::util::MapResponseLayer::new(
             limits::oversized_request_is_resource_exhausted,
         ))
