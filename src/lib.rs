@@ -10,7 +10,10 @@
 //!   offsets and the signals that wake waiting readers. Synchronous, shared behind an `Arc`.
 //! - [`server`]: the async gRPC edge (tonic): `serve(listener, broker, shutdown)`, long-poll
 //!   fetches, push subscriptions, and the one table that maps errors to gRPC status codes.
-//! - [`cli`]: the `strata` command line (`strata serve`); `main.rs` only calls it.
+//! - [`client`]: the Rust client: a batching [`client::Producer`], a [`client::Consumer`] that
+//!   owns its positions, and [`client::Admin`]. Needs only [`proto`] and [`record`].
+//! - [`cli`]: the `strata` command line (`serve`, `topic`, `produce`, `consume`, `group`);
+//!   `main.rs` only calls it.
 //!
 //! A record's path: a producer encodes records into a batch ([`record::BatchBuilder`]) and sends
 //! it in a gRPC `Produce`; the [`server`] hands it to the [`broker`] on a blocking thread, which
@@ -22,6 +25,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod record;
 pub mod server;
 pub mod storage;

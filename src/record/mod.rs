@@ -3,13 +3,16 @@
 //! A batch is a 48-byte header followed by its records; a CRC-32 covers every byte of the batch
 //! after the CRC field itself, base offset and length included. The storage engine stores batches
 //! exactly as produced (only the base offset and CRC are rewritten), and the client decodes them.
+//! Key routing ([`partition_for_key`]) is here too, so that broker and client agree on it.
 
 mod builder;
 mod frame;
+mod partitioner;
 mod validate;
 
 pub use builder::{BatchBuilder, Header, Record};
 pub use frame::{BatchHeader, BatchView, Corruption, Frame, RecordView, Records, decode_frame};
+pub use partitioner::{murmur2, partition_for_key};
 pub use validate::{FormatError, ValidatedBatch, validate_batch};
 
 /// The size of a batch header in bytes.

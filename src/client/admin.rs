@@ -1,0 +1,339 @@
+//! `Admin`: topic and consumer-group calls, with plain Rust types in and out.
+
+use super::{Channel, ClientError, raw};
+use crate::proto::{self, strata_client::StrataClient};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// When a topic's acknowledged appends reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// An append is acknowledged once it is on disk (concurrent appends share fsyncs).
+    Always,
+    /// The broker fsyncs every `fsync_interval_ms`; a crash can lose that window.
+    Interval,
+    /// The OS writes back when it likes.
+    Never,
+}
+
+impl FsyncPolicy {
+    fn to_proto(self) -> proto::FsyncPolicy {
+        match self {
+            FsyncPolicy::Always => proto::FsyncPolicy::Always,
+            FsyncPolicy::Interval => proto::FsyncPolicy::Interval,
+            FsyncPolicy::Never => proto::FsyncPolicy::Never,
+        }
+    }
+
+    fn from_proto(raw: i32) -> Option<FsyncPolicy> {
+        match proto::FsyncPolicy::try_from(raw) {
+            Ok(proto::FsyncPolicy::Always) => Some(FsyncPolicy::Always),
+            Ok(proto::FsyncPolicy::Interval) => Some(FsyncPolicy::Interval),
+            Ok(proto::FsyncPolicy::Never) => Some(FsyncPolicy::Never),
+            Ok(proto::FsyncPolicy::Unspecified) | Err(_) => None,
+        }
+    }
+}
+
+/// A topic's settings. In a create, unset fields take the broker's defaults; in an alter, they
+/// keep their value. In a [`TopicInfo`] every field is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TopicSettings {
+    /// Sealed segments whose newest record is older than this are deleted; -1 keeps forever.
+    pub retention_ms: Option<i64>,
+    /// Oldest sealed segments are deleted while a partition holds more; -1 is no limit.
+    pub retention_bytes: Option<i64>,
+    /// A segment rolls before it would grow past this many bytes.
+    pub segment_max_bytes: Option<u64>,
+    /// A segment rolls once its first record is this old (ms); -1 never rolls by age.
+    pub segment_max_ms: Option<i64>,
+    /// Durability of an acknowledged append.
+    pub fsync: Option<FsyncPolicy>,
+    /// The fsync period under [`FsyncPolicy::Interval`].
+    pub fsync_interval_ms: Option<u64>,
+    /// The largest record (key, value, headers and framing) the topic accepts, in bytes.
+    pub max_record_bytes: Option<u32>,
+}
+
+impl TopicSettings {
+    fn to_proto(&self) -> proto::TopicConfig {
+        proto::TopicConfig {
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            segment_max_bytes: self.segment_max_bytes,
+            segment_max_ms: self.segment_max_ms,
+            fsync_policy: self.fsync.map(|f| f.to_proto().into()),
+            fsync_interval_ms: self.fsync_interval_ms,
+            max_record_bytes: self.max_record_bytes,
+        }
+    }
+
+    fn from_proto(c: Option<proto::TopicConfig>) -> TopicSettings {
+        let c = c.unwrap_or_default();
+        TopicSettings {
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+            segment_max_bytes: c.segment_max_bytes,
+            segment_max_ms: c.segment_max_ms,
+            fsync: c.fsync_policy.and_then(FsyncPolicy::from_proto),
+            fsync_interval_ms: c.fsync_interval_ms,
+            max_record_bytes: c.max_record_bytes,
+        }
+    }
+}
+
+/// A topic's name, partition count and effective settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    /// The topic's name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// The effective settings, every field set.
+    pub config: TopicSettings,
+}
+
+impl From<proto::TopicInfo> for TopicInfo {
+    fn from(t: proto::TopicInfo) -> Self {
+        TopicInfo {
+            name: t.name,
+            partitions: t.partitions,
+            config: TopicSettings::from_proto(t.config),
+        }
+    }
+}
+
+/// The state of one partition's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    /// Partition number.
+    pub partition: u32,
+    /// The first offset still stored.
+    pub earliest_offset: u64,
+    /// The offset the next record will get (everything below is readable).
+    pub next_offset: u64,
+    /// Bytes of record batches stored.
+    pub bytes: u64,
+    /// Number of segment files.
+    pub segments: u32,
+}
+
+/// A topic and the state of each of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicDescription {
+    /// Name, partition count and settings.
+    pub topic: TopicInfo,
+    /// One entry per partition, in partition order.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A consumer group's progress in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The group's committed offset (the next record it will read).
+    pub committed_offset: u64,
+    /// The partition's next offset.
+    pub next_offset: u64,
+    /// Records the group has yet to read.
+    pub lag: u64,
+}
+
+/// Topic and consumer-group administration.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: StrataClient<Channel>,
+}
+
+impl Admin {
+    /// Admin calls over `channel` (see [`super::connect`]).
+    pub fn new(channel: Channel) -> Admin {
+        Admin {
+            client: raw(channel),
+        }
+    }
+
+    /// Creates a topic; unset settings take the broker's defaults. ALREADY_EXISTS if taken.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: &TopicSettings,
+    ) -> Result<TopicInfo, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .create_topic(proto::CreateTopicRequest {
+                name: name.to_string(),
+                partitions,
+                config: Some(settings.to_proto()),
+            })
+            .await?
+            .into_inner();
+        Ok(topic_or_name(resp.topic, name))
+    }
+
+    /// Deletes a topic and its data. NOT_FOUND if there is no such topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        self.client
+            .clone()
+            .delete_topic(proto::DeleteTopicRequest {
+                name: name.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .list_topics(proto::ListTopicsRequest {})
+            .await?
+            .into_inner();
+        Ok(resp.topics.into_iter().map(TopicInfo::from).collect())
+    }
+
+    /// A topic's settings and the offsets, size and segments of each partition.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .describe_topic(proto::DescribeTopicRequest {
+                name: name.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(TopicDescription {
+            topic: topic_or_name(resp.topic, name),
+            partitions: resp
+                .partitions
+                .into_iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition,
+                    earliest_offset: p.earliest_offset,
+                    next_offset: p.next_offset,
+                    bytes: p.bytes,
+                    segments: p.segments,
+                })
+                .collect(),
+        })
+    }
+
+    /// Changes the settings that are set in `settings`; returns the topic with its new settings.
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        settings: &TopicSettings,
+    ) -> Result<TopicInfo, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .alter_topic_config(proto::AlterTopicConfigRequest {
+                name: name.to_string(),
+                config: Some(settings.to_proto()),
+            })
+            .await?
+            .into_inner();
+        Ok(topic_or_name(resp.topic, name))
+    }
+
+    /// Every consumer group that has committed an offset, sorted.
+    pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .list_groups(proto::ListGroupsRequest {})
+            .await?
+            .into_inner();
+        Ok(resp.groups)
+    }
+
+    /// A group's committed offset, the next offset and the lag, per topic-partition.
+    /// NOT_FOUND if the group has committed nothing.
+    pub async fn describe_group(&self, group: &str) -> Result<Vec<GroupLag>, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .describe_group(proto::DescribeGroupRequest {
+                group: group.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(resp
+            .partitions
+            .into_iter()
+            .map(|p| GroupLag {
+                topic: p.topic,
+                partition: p.partition,
+                committed_offset: p.committed_offset,
+                next_offset: p.next_offset,
+                lag: p.lag,
+            })
+            .collect())
+    }
+
+    /// A group's committed offsets in a topic, by partition; partitions without a commit are
+    /// absent.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<BTreeMap<u32, u64>, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .fetch_committed_offsets(proto::FetchCommittedOffsetsRequest {
+                group: group.to_string(),
+                topic: topic.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(resp
+            .offsets
+            .into_iter()
+            .map(|o| (o.partition, o.offset))
+            .collect())
+    }
+
+    /// Commits a group's offsets in a topic (partition -> next offset to read), all or nothing.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<u32, u64>,
+    ) -> Result<(), ClientError> {
+        self.client
+            .clone()
+            .commit_offsets(proto::CommitOffsetsRequest {
+                group: group.to_string(),
+                offsets: offsets
+                    .iter()
+                    .map(|(&partition, &offset)| proto::PartitionOffset {
+                        topic: topic.to_string(),
+                        partition,
+                        offset,
+                    })
+                    .collect(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The topic in a response; a broker that left it out still gets its name shown.
+fn topic_or_name(topic: Option<proto::TopicInfo>, name: &str) -> TopicInfo {
+    topic.map_or_else(
+        || TopicInfo {
+            name: name.to_string(),
+            partitions: 0,
+            config: TopicSettings::default(),
+        },
+        TopicInfo::from,
+    )
+}

@@ -1,0 +1,529 @@
+//! `Consumer`: follows a topic's partitions through push subscriptions and owns its position in
+//! each.
+//!
+//! The position of a partition is the offset of the next record to hand out; it moves as records
+//! are returned, not as they arrive. Each partition has its own `Subscribe` stream starting at the
+//! position (all streams share the one HTTP/2 connection), so a seek reopens one stream and
+//! nothing else. Every batch is CRC-checked as it is decoded; records are slices of the received
+//! buffer, not copies. A consumer in a group starts at the group's committed offsets and commits
+//! its positions on [`Consumer::commit`] or on an interval.
+
+use super::{Channel, ClientError, raw};
+use crate::proto::{
+    self, StartPosition, SubscribeResponse, start_position::Position, strata_client::StrataClient,
+};
+use crate::record::{Corruption, Frame, decode_frame};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    pin::Pin,
+    time::Duration,
+};
+use tokio::time::Instant;
+use tokio_stream::StreamMap;
+
+/// Where to move a partition's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    /// This offset (it must lie between the partition's earliest and next offsets).
+    Offset(u64),
+    /// The earliest offset still stored.
+    Earliest,
+    /// The partition's next offset: only records appended from now on.
+    Latest,
+    /// The first record with a timestamp at or after this (ms since the Unix epoch); latest if
+    /// there is none.
+    Timestamp(i64),
+}
+
+/// What a [`Consumer`] follows and how it commits.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer group whose committed offsets the consumer starts at and commits to.
+    pub group: Option<String>,
+    /// The partitions to follow; empty: all of the topic's.
+    pub partitions: Vec<u32>,
+    /// Where to start in a partition the group has no committed offset for (or without a group).
+    pub start: Seek,
+    /// Commit the positions this often (checked whenever the consumer is used or waits); `None`:
+    /// only on [`Consumer::commit`]. Needs a group.
+    pub auto_commit: Option<Duration>,
+    /// Bytes per pushed message at most (at least one whole batch); 0: the broker's default.
+    pub max_bytes: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            group: None,
+            partitions: Vec::new(),
+            start: Seek::Earliest,
+            auto_commit: None,
+            max_bytes: 0,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// A member of `group` that commits every second and starts at the earliest offset where the
+    /// group has committed nothing.
+    pub fn group(group: impl Into<String>) -> Self {
+        ConsumerConfig {
+            group: Some(group.into()),
+            auto_commit: Some(Duration::from_secs(1)),
+            ..ConsumerConfig::default()
+        }
+    }
+
+    /// Follows only these partitions.
+    #[must_use]
+    pub fn partitions(mut self, partitions: Vec<u32>) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// Sets where to start without a committed offset.
+    #[must_use]
+    pub fn start(mut self, start: Seek) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Sets the auto-commit interval (`None`: commit only on [`Consumer::commit`]).
+    #[must_use]
+    pub fn auto_commit(mut self, every: Option<Duration>) -> Self {
+        self.auto_commit = every;
+        self
+    }
+}
+
+/// A record as consumed. Key, value and header values share the received buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The key, if any.
+    pub key: Option<Bytes>,
+    /// The payload.
+    pub value: Bytes,
+    /// Headers, in order.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+type Subscription =
+    Pin<Box<dyn Stream<Item = Option<Result<SubscribeResponse, tonic::Status>>> + Send>>;
+
+/// Follows one topic. Not `Clone`: a consumer is the one owner of its positions.
+pub struct Consumer {
+    client: StrataClient<Channel>,
+    topic: String,
+    config: ConsumerConfig,
+    /// Next offset to hand out, per followed partition.
+    positions: BTreeMap<u32, u64>,
+    /// The partition's next offset as last seen.
+    high_watermarks: BTreeMap<u32, u64>,
+    /// What the group has committed, as far as this consumer knows.
+    committed: BTreeMap<u32, u64>,
+    /// Per partition: a stream of pushed messages, then `None` when the broker ends it.
+    streams: StreamMap<u32, Subscription>,
+    /// Decoded records not yet handed out, in arrival order.
+    buffered: VecDeque<ConsumerRecord>,
+    next_commit: Option<Instant>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("topic", &self.topic)
+            .field("group", &self.config.group)
+            .field("positions", &self.positions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Starts following `topic`: at the group's committed offsets (clamped to what is still
+    /// stored), else at `config.start`.
+    pub async fn new(
+        channel: Channel,
+        topic: &str,
+        config: ConsumerConfig,
+    ) -> Result<Consumer, ClientError> {
+        let mut client = raw(channel);
+        let described = client
+            .describe_topic(proto::DescribeTopicRequest {
+                name: topic.to_string(),
+            })
+            .await?
+            .into_inner();
+        let all: BTreeMap<u32, proto::PartitionInfo> = described
+            .partitions
+            .into_iter()
+            .map(|p| (p.partition, p))
+            .collect();
+        let wanted: Vec<u32> = if config.partitions.is_empty() {
+            all.keys().copied().collect()
+        } else {
+            config.partitions.clone()
+        };
+        let committed = match &config.group {
+            Some(group) => client
+                .fetch_committed_offsets(proto::FetchCommittedOffsetsRequest {
+                    group: group.clone(),
+                    topic: topic.to_string(),
+                })
+                .await?
+                .into_inner()
+                .offsets
+                .into_iter()
+                .map(|o| (o.partition, o.offset))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let mut consumer = Consumer {
+            client,
+            topic: topic.to_string(),
+            next_commit: config.auto_commit.map(|every| Instant::now() + every),
+            config,
+            positions: BTreeMap::new(),
+            high_watermarks: BTreeMap::new(),
+            committed,
+            streams: StreamMap::new(),
+            buffered: VecDeque::new(),
+        };
+        for partition in wanted {
+            let Some(info) = all.get(&partition) else {
+                return Err(ClientError::NoSuchPartition {
+                    topic: consumer.topic.clone(),
+                    partition,
+                    partitions: all.len() as u32,
+                });
+            };
+            let position = match consumer.committed.get(&partition) {
+                // Retention may have removed what the group had not read yet.
+                Some(&c) => c.clamp(info.earliest_offset, info.next_offset),
+                None => {
+                    consumer
+                        .resolve(partition, consumer.config.start, Some(info))
+                        .await?
+                }
+            };
+            consumer.positions.insert(partition, position);
+            consumer.high_watermarks.insert(partition, info.next_offset);
+        }
+        let opened = futures_util::future::try_join_all(
+            consumer
+                .positions
+                .iter()
+                .map(|(&p, &offset)| consumer.subscribe(p, offset)),
+        )
+        .await?;
+        for (partition, stream) in opened {
+            consumer.streams.insert(partition, stream);
+        }
+        Ok(consumer)
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The group, if any.
+    pub fn group(&self) -> Option<&str> {
+        self.config.group.as_deref()
+    }
+
+    /// The next offset this consumer will hand out in `partition`, if it follows it.
+    pub fn position(&self, partition: u32) -> Option<u64> {
+        self.positions.get(&partition).copied()
+    }
+
+    /// The position in every followed partition.
+    pub fn positions(&self) -> &BTreeMap<u32, u64> {
+        &self.positions
+    }
+
+    /// The partition's next offset as the broker last reported it.
+    pub fn high_watermark(&self, partition: u32) -> Option<u64> {
+        self.high_watermarks.get(&partition).copied()
+    }
+
+    /// The next record, waiting for one if none is buffered. `Ok(None)` once every subscription
+    /// has ended (each end is first reported as an error). Commits on the auto-commit interval.
+    pub async fn next(&mut self) -> Result<Option<ConsumerRecord>, ClientError> {
+        loop {
+            self.commit_if_due().await?;
+            if let Some(record) = self.buffered.pop_front() {
+                self.positions.insert(record.partition, record.offset + 1);
+                return Ok(Some(record));
+            }
+            if self.streams.is_empty() {
+                return Ok(None);
+            }
+            let due = self.next_commit.filter(|_| self.has_uncommitted());
+            let event = match due {
+                Some(at) => tokio::select! {
+                    event = self.streams.next() => event,
+                    () = tokio::time::sleep_until(at) => continue,
+                },
+                None => self.streams.next().await,
+            };
+            let Some((partition, event)) = event else {
+                return Ok(None);
+            };
+            match event {
+                Some(Ok(message)) => self.accept(&message)?,
+                Some(Err(status)) => {
+                    self.streams.remove(&partition);
+                    return Err(ClientError::Status(status));
+                }
+                None => {
+                    self.streams.remove(&partition);
+                    return Err(ClientError::SubscriptionEnded {
+                        topic: self.topic.clone(),
+                        partition,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits for at least one record and returns every record already received.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let Some(first) = self.next().await? else {
+            return Ok(Vec::new());
+        };
+        let mut records = Vec::with_capacity(1 + self.buffered.len());
+        records.push(first);
+        while let Some(record) = self.buffered.pop_front() {
+            self.positions.insert(record.partition, record.offset + 1);
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// The records as a stream; it ends once every subscription has ended.
+    pub fn into_stream(self) -> impl Stream<Item = Result<ConsumerRecord, ClientError>> {
+        futures_util::stream::unfold(self, |mut consumer| async move {
+            match consumer.next().await {
+                Ok(Some(record)) => Some((Ok(record), consumer)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), consumer)),
+            }
+        })
+    }
+
+    /// Moves the position in `partition`; the next record handed out from it is at the new
+    /// position. Records already received from it are dropped.
+    pub async fn seek(&mut self, partition: u32, to: Seek) -> Result<u64, ClientError> {
+        if !self.positions.contains_key(&partition) {
+            return Err(ClientError::NoSuchPartition {
+                topic: self.topic.clone(),
+                partition,
+                partitions: self.positions.len() as u32,
+            });
+        }
+        let offset = self.resolve(partition, to, None).await?;
+        let (_, stream) = self.subscribe(partition, offset).await?;
+        self.buffered.retain(|r| r.partition != partition);
+        self.streams.insert(partition, stream);
+        self.positions.insert(partition, offset);
+        Ok(offset)
+    }
+
+    /// [`Consumer::seek`] in every followed partition.
+    pub async fn seek_all(&mut self, to: Seek) -> Result<(), ClientError> {
+        let partitions: Vec<u32> = self.positions.keys().copied().collect();
+        for partition in partitions {
+            self.seek(partition, to).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the positions of the partitions that moved since the last commit to the group.
+    /// A record handed out is committed; one still buffered is not.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let Some(group) = self.config.group.clone() else {
+            return Err(ClientError::NoGroup);
+        };
+        let changed: Vec<proto::PartitionOffset> = self
+            .positions
+            .iter()
+            .filter(|(p, o)| self.committed.get(p) != Some(o))
+            .map(|(&partition, &offset)| proto::PartitionOffset {
+                topic: self.topic.clone(),
+                partition,
+                offset,
+            })
+            .collect();
+        if let Some(every) = self.config.auto_commit {
+            self.next_commit = Some(Instant::now() + every);
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .commit_offsets(proto::CommitOffsetsRequest {
+                group,
+                offsets: changed.clone(),
+            })
+            .await?;
+        for o in changed {
+            self.committed.insert(o.partition, o.offset);
+        }
+        Ok(())
+    }
+
+    fn has_uncommitted(&self) -> bool {
+        self.config.group.is_some()
+            && self
+                .positions
+                .iter()
+                .any(|(p, o)| self.committed.get(p) != Some(o))
+    }
+
+    async fn commit_if_due(&mut self) -> Result<(), ClientError> {
+        match self.next_commit {
+            Some(at) if at <= Instant::now() && self.config.group.is_some() => self.commit().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The offset a seek lands on. `info` is the partition's state if the caller has it.
+    async fn resolve(
+        &mut self,
+        partition: u32,
+        to: Seek,
+        info: Option<&proto::PartitionInfo>,
+    ) -> Result<u64, ClientError> {
+        let position = match to {
+            Seek::Offset(offset) => return Ok(offset),
+            Seek::Earliest => Position::Earliest(proto::Empty {}),
+            Seek::Latest => Position::Latest(proto::Empty {}),
+            Seek::Timestamp(ts) => Position::TimestampMs(ts),
+        };
+        if let (Some(info), Seek::Earliest | Seek::Latest) = (info, to) {
+            return Ok(if to == Seek::Earliest {
+                info.earliest_offset
+            } else {
+                info.next_offset
+            });
+        }
+        // A fetch that returns at once resolves the position; its one batch is dropped.
+        let resp = self
+            .client
+            .fetch(proto::FetchRequest {
+                topic: self.topic.clone(),
+                partition,
+                start: Some(StartPosition {
+                    position: Some(position),
+                }),
+                max_bytes: 1,
+                max_wait_ms: 0,
+                min_bytes: 0,
+                decode: false,
+            })
+            .await?
+            .into_inner();
+        Ok(resp.start_offset)
+    }
+
+    /// Opens the subscription of one partition at `offset`; returns once the broker has resolved
+    /// it, so every record appended afterwards will be pushed.
+    fn subscribe(
+        &self,
+        partition: u32,
+        offset: u64,
+    ) -> impl Future<Output = Result<(u32, Subscription), ClientError>> + use<> {
+        let mut client = self.client.clone();
+        let request = proto::SubscribeRequest {
+            topic: self.topic.clone(),
+            partitions: vec![partition],
+            start: Some(StartPosition {
+                position: Some(Position::Offset(offset)),
+            }),
+            max_bytes: self.config.max_bytes,
+        };
+        async move {
+            let stream = client.subscribe(request).await?.into_inner();
+            let stream: Subscription = Box::pin(
+                stream
+                    .map(Some)
+                    .chain(futures_util::stream::once(async { None })),
+            );
+            Ok((partition, stream))
+        }
+    }
+
+    /// Decodes a pushed message into the buffer, checking every batch's CRC and skipping records
+    /// below the partition's position.
+    fn accept(&mut self, message: &SubscribeResponse) -> Result<(), ClientError> {
+        let partition = message.partition;
+        let Some(&position) = self.positions.get(&partition) else {
+            return Ok(());
+        };
+        // Records already buffered for the partition come before this message's.
+        let from = self
+            .buffered
+            .iter()
+            .rev()
+            .find(|r| r.partition == partition)
+            .map_or(position, |r| r.offset + 1);
+        self.high_watermarks
+            .insert(partition, message.high_watermark);
+        let buf = &message.batches;
+        let mut at = 0;
+        while at < buf.len() {
+            let batch = match decode_frame(&buf[at..]) {
+                Frame::Batch(batch) => batch,
+                other => {
+                    return Err(self.corrupt(partition, from, &other));
+                }
+            };
+            for record in batch.records() {
+                let record = record.map_err(|reason| ClientError::Corrupt {
+                    topic: self.topic.clone(),
+                    partition,
+                    offset: batch.header().base_offset,
+                    reason,
+                })?;
+                if record.offset < from {
+                    continue;
+                }
+                self.buffered.push_back(ConsumerRecord {
+                    partition,
+                    offset: record.offset,
+                    timestamp_ms: record.timestamp_ms,
+                    key: record.key.map(|k| buf.slice_ref(k)),
+                    value: buf.slice_ref(record.value),
+                    headers: record
+                        .headers()
+                        .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), buf.slice_ref(v)))
+                        .collect(),
+                });
+            }
+            at += batch.bytes().len();
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, partition: u32, offset: u64, frame: &Frame<'_>) -> ClientError {
+        let reason = match frame {
+            Frame::Corrupt(c) => *c,
+            // A message always holds whole batches; a cut or zeroed one is as bad as a bad CRC.
+            Frame::Incomplete { .. } | Frame::Zeroed | Frame::Batch(_) => Corruption::BadRecords,
+        };
+        ClientError::Corrupt {
+            topic: self.topic.clone(),
+            partition,
+            offset,
+            reason,
+        }
+    }
+}

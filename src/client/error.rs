@@ -1,0 +1,134 @@
+//! `ClientError`, the client's one error type. A broker refusal keeps its `tonic::Status`.
+
+use crate::record::Corruption;
+use std::sync::Arc;
+use tonic::{Code, Status};
+
+/// Everything a client call can fail with.
+///
+/// It is `Clone` so that one failed produce request can fail every record it carried; sources
+/// that are not `Clone` are kept behind an `Arc`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The broker URL does not parse.
+    #[error("'{url}' is not a broker URL (expected e.g. http://127.0.0.1:50051): {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// No connection to the broker could be made.
+    #[error("cannot connect to the broker at {url}")]
+    Connect {
+        /// The broker's URL.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: Arc<tonic::transport::Error>,
+    },
+    /// The broker answered with an error status, or the call failed in transport.
+    #[error("{}", describe_status(.0))]
+    Status(#[from] Status),
+    /// The broker sent bytes that are not a valid batch (checked by CRC on the client).
+    #[error("topic '{topic}' partition {partition}: corrupt batch at offset {offset}: {reason}")]
+    Corrupt {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The position the bad bytes were read at.
+        offset: u64,
+        /// What is wrong with them.
+        reason: Corruption,
+    },
+    /// A record larger than a batch may be.
+    #[error("a record of {bytes} bytes is larger than the producer's max_batch_bytes ({max})")]
+    RecordTooLarge {
+        /// The record's encoded size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A partition outside the topic's partitions.
+    #[error("topic '{topic}' has partitions 0..{partitions}; partition {partition} does not exist")]
+    NoSuchPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// The topic's partition count.
+        partitions: u32,
+    },
+    /// The broker ended a subscription without an error (it is shutting down).
+    #[error(
+        "the broker ended the subscription to topic '{topic}' partition {partition} (is it shutting down?)"
+    )]
+    SubscriptionEnded {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// A commit by a consumer that is in no group.
+    #[error("the consumer has no group to commit to")]
+    NoGroup,
+    /// The producer was closed before the record was sent.
+    #[error("the producer is closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// The broker's status, when the error is one.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            ClientError::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The gRPC code of the broker's status, when the error is one.
+    pub fn code(&self) -> Option<Code> {
+        self.status().map(Status::code)
+    }
+
+    /// True when the broker could not be reached at all (not running, wrong address).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } => true,
+            ClientError::Status(s) => {
+                s.code() == Code::Unavailable && s.message().contains("connect")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `Status`'s own `Display` is its debug dump; this is the broker's sentence after a short name
+/// of the code.
+fn describe_status(status: &Status) -> String {
+    let kind = match status.code() {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "too large",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "not implemented by this broker",
+        Code::Internal => "internal error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
+    };
+    if status.message().is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {}", status.message())
+    }
+}

@@ -1,0 +1,547 @@
+//! `Producer`: batches records per partition and sends encoded batches, one request in flight per
+//! partition and every partition concurrently.
+//!
+//! A record goes into its partition's open batch (a [`BatchBuilder`]). The batch is sealed when it
+//! reaches `max_batch_bytes`, when it has waited `linger`, or on [`Producer::flush`]. Each
+//! partition has at most one produce request in flight, which keeps its records in the order they
+//! were sent; what accumulates meanwhile goes out in the next request, several batches at once,
+//! so a slow fsync makes requests larger rather than the producer slower. Partitions send
+//! concurrently over the one HTTP/2 connection.
+
+use super::{Channel, ClientError, raw};
+use crate::proto::{self, strata_client::StrataClient};
+use crate::record::{BATCH_HEADER_BYTES, BatchBuilder, RECORD_OVERHEAD_BYTES, partition_for_key};
+use bytes::{Bytes, BytesMut};
+use std::{
+    collections::VecDeque,
+    future::{Future, IntoFuture},
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use tokio::sync::{Semaphore, SetOnce};
+
+/// How a [`Producer`] batches and how much it may hold.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// How long a batch waits for more records before it is sent. Zero: as soon as the
+    /// partition has no request in flight.
+    pub linger: Duration,
+    /// A batch is sent once it holds this many bytes (header included). A record must fit in
+    /// one batch.
+    pub max_batch_bytes: usize,
+    /// The most bytes of batches one produce request carries (below the broker's
+    /// `max_request_bytes`, 64 MiB by default).
+    pub max_request_bytes: usize,
+    /// The most bytes of records sent but not yet acknowledged; [`Producer::send`] waits for
+    /// room beyond that. At least `max_batch_bytes`.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::from_millis(2),
+            max_batch_bytes: 1024 * 1024,
+            max_request_bytes: 16 * 1024 * 1024,
+            max_buffered_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// Optional key: records with the same key go to the same partition (unless `partition` is
+    /// set), by the broker's partitioner.
+    pub key: Option<Bytes>,
+    /// The payload.
+    pub value: Bytes,
+    /// Application headers, in order; names may repeat.
+    pub headers: Vec<(String, Bytes)>,
+    /// Milliseconds since the Unix epoch; `None`: the producer's clock when it is sent.
+    pub timestamp_ms: Option<i64>,
+    /// The partition; `None`: by key, or (keyless) the partition the producer is filling.
+    pub partition: Option<u32>,
+}
+
+impl ProducerRecord {
+    /// A keyless record with this value.
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            value: value.into(),
+            ..ProducerRecord::default()
+        }
+    }
+
+    /// Sets the key.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sends to this partition, whatever the key.
+    #[must_use]
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the timestamp (ms since the Unix epoch).
+    #[must_use]
+    pub fn timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+
+    /// Bytes the record takes in a batch.
+    pub fn encoded_len(&self) -> usize {
+        RECORD_OVERHEAD_BYTES
+            + self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| 6 + n.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// Where an acknowledged record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RecordMetadata {
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset in it.
+    pub offset: u64,
+}
+
+/// The pending outcome of one sent record: await it (or call [`Delivery::wait`]) for its
+/// offset, once the broker has acknowledged it as durably as the topic's fsync policy says.
+#[derive(Debug)]
+pub struct Delivery {
+    slot: Arc<Slot>,
+    partition: u32,
+    index: u32,
+}
+
+impl Delivery {
+    /// The partition the record was routed to.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Waits for the broker's acknowledgement of the record's batch.
+    pub async fn wait(self) -> Result<RecordMetadata, ClientError> {
+        let base = self.slot.result.wait().await.clone()?;
+        Ok(RecordMetadata {
+            partition: self.partition,
+            offset: base + u64::from(self.index),
+        })
+    }
+}
+
+impl IntoFuture for Delivery {
+    type Output = Result<RecordMetadata, ClientError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
+/// The outcome of one batch: its base offset, or why it failed.
+#[derive(Debug, Default)]
+struct Slot {
+    result: SetOnce<Result<u64, ClientError>>,
+}
+
+impl Slot {
+    fn set(&self, result: Result<u64, ClientError>) {
+        // Each batch is answered once, by the one request that carried it.
+        let _ = self.result.set(result);
+    }
+}
+
+/// A producer bound to one topic. Cheap to clone: clones share batches and connection.
+///
+/// Records are sent only by the runtime the producer was created on; call [`Producer::flush`]
+/// (or [`Producer::close`]) before the program exits so that nothing is left in a batch.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: StrataClient<Channel>,
+    topic: String,
+    partitions: u32,
+    config: ProducerConfig,
+    queues: Vec<Mutex<Queue>>,
+    /// Permits are bytes of records sent but not yet acknowledged.
+    buffer: Semaphore,
+    /// The partition keyless records fill, until its batch is full.
+    sticky: AtomicU32,
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    open: Option<OpenBatch>,
+    sealed: VecDeque<SealedBatch>,
+    /// A request for this partition is in flight (its drain task runs).
+    sending: bool,
+    /// The newest batch's outcome: when it is set, every earlier batch's is too.
+    newest: Option<Arc<Slot>>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct OpenBatch {
+    id: u64,
+    builder: BatchBuilder,
+    slot: Arc<Slot>,
+    opened: Instant,
+    permits: usize,
+}
+
+#[derive(Debug)]
+struct SealedBatch {
+    bytes: Bytes,
+    slot: Arc<Slot>,
+    permits: usize,
+}
+
+impl Producer {
+    /// A producer for `topic` over `channel`. Reads the topic's partition count once, so the
+    /// topic must exist (NOT_FOUND otherwise).
+    pub async fn new(
+        channel: Channel,
+        topic: &str,
+        config: ProducerConfig,
+    ) -> Result<Producer, ClientError> {
+        let mut client = raw(channel);
+        let described = client
+            .describe_topic(proto::DescribeTopicRequest {
+                name: topic.to_string(),
+            })
+            .await?
+            .into_inner();
+        let partitions = described
+            .topic
+            .map_or(described.partitions.len() as u32, |t| t.partitions)
+            .max(1);
+        let mut config = config;
+        config.max_batch_bytes = config.max_batch_bytes.max(BATCH_HEADER_BYTES + 1);
+        config.max_buffered_bytes = config.max_buffered_bytes.max(config.max_batch_bytes);
+        config.max_request_bytes = config.max_request_bytes.max(config.max_batch_bytes);
+        let buffer = Semaphore::new(config.max_buffered_bytes.min(Semaphore::MAX_PERMITS));
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                client,
+                topic: topic.to_string(),
+                partitions,
+                config,
+                queues: (0..partitions).map(|_| Mutex::default()).collect(),
+                buffer,
+                sticky: AtomicU32::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The topic's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    /// Adds a record to its partition's batch. Waits only while `max_buffered_bytes` are
+    /// unacknowledged; the returned [`Delivery`] resolves once the batch is acknowledged.
+    pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let len = record.encoded_len();
+        if len + BATCH_HEADER_BYTES > inner.config.max_batch_bytes {
+            return Err(ClientError::RecordTooLarge {
+                bytes: len,
+                max: inner.config.max_batch_bytes - BATCH_HEADER_BYTES,
+            });
+        }
+        let partition = inner.route(&record)?;
+        let wanted = u32::try_from(len).unwrap_or(u32::MAX);
+        inner
+            .buffer
+            .acquire_many(wanted)
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .forget();
+        Ok(inner.enqueue(partition, &record, wanted as usize))
+    }
+
+    /// Sends everything batched so far and waits until the broker has answered for every record
+    /// sent before this call. Failures are reported by each record's [`Delivery`].
+    pub async fn flush(&self) {
+        let inner = &self.inner;
+        let mut newest = Vec::new();
+        for partition in 0..inner.partitions {
+            let start = {
+                let mut q = inner.queue(partition);
+                q.seal();
+                newest.extend(q.newest.clone());
+                q.start_sending()
+            };
+            if start {
+                inner.spawn_drain(partition);
+            }
+        }
+        for slot in newest {
+            slot.result.wait().await;
+        }
+    }
+
+    /// Flushes, then refuses further sends (on every clone).
+    pub async fn close(&self) {
+        self.flush().await;
+        self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+impl Queue {
+    /// Seals the open batch, if any.
+    fn seal(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.sealed.push_back(SealedBatch {
+                bytes: Bytes::from(open.builder.finish(0)),
+                slot: open.slot,
+                permits: open.permits,
+            });
+        }
+    }
+
+    /// True when a drain task must be started (and marks one as running).
+    fn start_sending(&mut self) -> bool {
+        let start = !self.sending && !self.sealed.is_empty();
+        self.sending |= start;
+        start
+    }
+}
+
+impl Inner {
+    fn queue(&self, partition: u32) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves the queue consistent (each step is one push or
+        // take), so a poisoned lock is used as it is.
+        self.queues[partition as usize]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn route(&self, record: &ProducerRecord) -> Result<u32, ClientError> {
+        match (record.partition, &record.key) {
+            (Some(p), _) if p < self.partitions => Ok(p),
+            (Some(p), _) => Err(ClientError::NoSuchPartition {
+                topic: self.topic.clone(),
+                partition: p,
+                partitions: self.partitions,
+            }),
+            (None, Some(key)) => Ok(partition_for_key(key, self.partitions)),
+            (None, None) => Ok(self.sticky.load(Ordering::Relaxed) % self.partitions),
+        }
+    }
+
+    fn enqueue(self: &Arc<Self>, partition: u32, record: &ProducerRecord, len: usize) -> Delivery {
+        let max = self.config.max_batch_bytes;
+        let linger = self.config.linger;
+        let mut guard = self.queue(partition);
+        let q = &mut *guard;
+        if q.open
+            .as_ref()
+            .is_some_and(|o| o.builder.encoded_len() + len > max)
+        {
+            q.seal();
+            self.next_sticky(partition);
+        }
+        // A new batch gets an id, by which its linger timer knows whether it is still open.
+        let mut new_batch = None;
+        let open = match &mut q.open {
+            Some(open) => open,
+            empty @ None => {
+                let id = q.next_id;
+                q.next_id += 1;
+                new_batch = Some(id);
+                let slot = Arc::<Slot>::default();
+                q.newest = Some(slot.clone());
+                empty.insert(OpenBatch {
+                    id,
+                    builder: BatchBuilder::with_capacity(max.min(64 * 1024)),
+                    slot,
+                    opened: Instant::now(),
+                    permits: 0,
+                })
+            }
+        };
+        let index = open.builder.len();
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        open.builder.push_parts(
+            timestamp_ms,
+            record.key.as_deref(),
+            &record.value,
+            record
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_ref())),
+        );
+        open.permits += len;
+        let delivery = Delivery {
+            slot: open.slot.clone(),
+            partition,
+            index,
+        };
+        if open.builder.encoded_len() >= max {
+            q.seal();
+            self.next_sticky(partition);
+        } else if linger.is_zero() && !q.sending {
+            q.seal();
+        }
+        let start = q.start_sending();
+        let still_open = q.open.is_some();
+        drop(guard);
+        if let Some(id) = new_batch.filter(|_| still_open && !linger.is_zero()) {
+            self.arm_linger(partition, id);
+        }
+        if start {
+            self.spawn_drain(partition);
+        }
+        delivery
+    }
+
+    /// Keyless records move on to the next partition once the current one's batch is full.
+    fn next_sticky(&self, partition: u32) {
+        let next = (partition + 1) % self.partitions;
+        let _ = self
+            .sticky
+            .compare_exchange(partition, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn arm_linger(self: &Arc<Self>, partition: u32, id: u64) {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(inner.config.linger).await;
+            let start = {
+                let mut q = inner.queue(partition);
+                // While a request is in flight the batch keeps growing; the drain task takes it.
+                if q.open.as_ref().is_some_and(|o| o.id == id) && !q.sending {
+                    q.seal();
+                }
+                q.start_sending()
+            };
+            if start {
+                inner.spawn_drain(partition);
+            }
+        });
+    }
+
+    fn spawn_drain(self: &Arc<Self>, partition: u32) {
+        tokio::spawn(Arc::clone(self).drain(partition));
+    }
+
+    /// Sends the partition's sealed batches, a request at a time, until none is left.
+    async fn drain(self: Arc<Self>, partition: u32) {
+        let mut client = self.client.clone();
+        loop {
+            let batches = {
+                let mut q = self.queue(partition);
+                if q.open
+                    .as_ref()
+                    .is_some_and(|o| o.opened.elapsed() >= self.config.linger)
+                {
+                    q.seal();
+                }
+                let mut taken = Vec::new();
+                let mut bytes = 0;
+                while let Some(next) = q.sealed.front() {
+                    if !taken.is_empty() && bytes + next.bytes.len() > self.config.max_request_bytes
+                    {
+                        break;
+                    }
+                    bytes += next.bytes.len();
+                    taken.extend(q.sealed.pop_front());
+                }
+                if taken.is_empty() {
+                    q.sending = false;
+                    return;
+                }
+                taken
+            };
+            let body = request_body(&batches);
+            let result = client
+                .produce(proto::ProduceRequest {
+                    topic: self.topic.clone(),
+                    partition: Some(partition),
+                    records: Vec::new(),
+                    batch: body,
+                })
+                .await;
+            match result {
+                Ok(resp) => {
+                    let results = resp.into_inner().results;
+                    for (i, batch) in batches.iter().enumerate() {
+                        batch
+                            .slot
+                            .set(results.get(i).map(|r| r.base_offset).ok_or_else(|| {
+                                ClientError::Status(tonic::Status::internal(format!(
+                                    "the broker acknowledged {} batches of the {} sent",
+                                    results.len(),
+                                    batches.len()
+                                )))
+                            }));
+                    }
+                }
+                Err(status) => {
+                    let err = ClientError::Status(status);
+                    for batch in &batches {
+                        batch.slot.set(Err(err.clone()));
+                    }
+                }
+            }
+            let permits: usize = batches.iter().map(|b| b.permits).sum();
+            self.buffer.add_permits(permits);
+        }
+    }
+}
+
+/// The batches back to back; one batch goes without a copy.
+fn request_body(batches: &[SealedBatch]) -> Bytes {
+    if let [one] = batches {
+        return one.bytes.clone();
+    }
+    let mut body = BytesMut::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
+    for b in batches {
+        body.extend_from_slice(&b.bytes);
+    }
+    body.freeze()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
