@@ -264,7 +264,11 @@ fn check_read(log: &Log, model: &Model, offset: Offset, max_bytes: usize) -> Off
         return offset;
     }
     let got = decode_all(&chunk.batches);
-    assert!(!got.is_empty(), "a read at {offset} below {} was empty", model.next);
+    assert!(
+        !got.is_empty(),
+        "a read at {offset} below {} was empty",
+        model.next
+    );
     let first = model.batch_index(offset).unwrap();
     let mut total = 0;
     for (i, b) in got.iter().enumerate() {
@@ -309,8 +313,16 @@ fn check_offsets(log: &Log, model: &Model, dir: &Path) {
     // Segments start at batch boundaries, the first at the earliest offset, the last at or
     // below the next offset.
     let bases = segment_bases(dir);
-    assert_eq!(stats.segments as usize, bases.len(), "segment files {bases:?}");
-    assert_eq!(bases.first(), Some(&model.earliest), "segment files {bases:?}");
+    assert_eq!(
+        stats.segments as usize,
+        bases.len(),
+        "segment files {bases:?}"
+    );
+    assert_eq!(
+        bases.first(),
+        Some(&model.earliest),
+        "segment files {bases:?}"
+    );
     for &base in &bases {
         assert!(
             base == model.next || model.batches.iter().any(|b| b.base == base),
