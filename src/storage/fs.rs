@@ -74,6 +74,19 @@ impl Io {
             .map_err(err)
     }
 
+    /// Allocates disk blocks for `[offset, offset + len)` of a file, so that later writes there
+    /// skip the filesystem's block allocation (and a full disk shows up here, before any write).
+    /// Filesystems without `fallocate` are left sparse.
+    pub(crate) fn allocate(&self, file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
+        let err = |e| StorageError::io("allocate", path, e);
+        self.check(FileOp::Create, path, 0).map_err(err)?;
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
+            Err(e) => Err(err(e.into())),
+        }
+    }
+
     /// Sets a file's length (preallocating sparse space, or trimming a sealed segment).
     pub(crate) fn set_len(&self, file: &File, path: &Path, len: u64) -> Result<()> {
         let err = |e| StorageError::io("resize", path, e);

@@ -69,9 +69,16 @@ pub(crate) struct Writer {
     /// Bytes of every sealed segment.
     pub sealed_bytes: u64,
     pub last_sync: Instant,
-    /// The active segment file's (preallocated) length.
+    /// The active segment file's (preallocated, sparse) length.
     pub capacity: u64,
+    /// Bytes of the active segment with disk blocks allocated ahead of the writes.
+    pub allocated: u64,
 }
+
+/// Blocks are allocated ahead of the write position by the segment's size so far, within these
+/// bounds: a busy segment allocates in large steps, an idle partition's segment stays small.
+const ALLOCATE_AHEAD_MIN: u64 = 64 * 1024;
+const ALLOCATE_AHEAD_MAX: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct SyncState {
@@ -235,6 +242,14 @@ impl Log {
         let file = w.active.file()?;
         let path = w.active.path().to_owned();
         let pos = w.size;
+        let end = pos + len;
+        if end > w.allocated {
+            let ahead = pos.clamp(ALLOCATE_AHEAD_MIN, ALLOCATE_AHEAD_MAX);
+            let target = (end + ahead).min(w.capacity).max(end);
+            self.io
+                .allocate(&file, &path, w.allocated, target - w.allocated)?;
+            w.allocated = target;
+        }
         let body = &batch.bytes()[BATCH_HEADER_BYTES..];
         if body.len() <= 64 * 1024 {
             // One syscall for small batches.
@@ -361,6 +376,7 @@ impl Log {
         w.sealed_bytes += w.size;
         w.active = new;
         w.capacity = capacity;
+        w.allocated = 0;
         w.size = 0;
         w.indexer = Indexer::new(config.index_interval_bytes);
         w.first_append_ms = None;
@@ -394,6 +410,7 @@ impl Log {
         }
         w.active = grown;
         w.capacity = capacity;
+        w.allocated = 0;
         Ok(())
     }
 

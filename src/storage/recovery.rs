@@ -86,6 +86,7 @@ fn create_fresh(dir: &Path, io: Io, config: LogConfig, base: Offset) -> Result<L
         sealed_bytes: 0,
         last_sync: Instant::now(),
         capacity: config.segment_max_bytes,
+        allocated: 0,
     };
     Ok(Log::assemble(dir.to_owned(), io, config, vec![seg], writer))
 }
@@ -274,6 +275,7 @@ fn finish(
         sealed_bytes,
         last_sync: Instant::now(),
         capacity,
+        allocated: size,
     };
     Ok(Log::assemble(
         dir.to_owned(),

@@ -143,6 +143,7 @@ impl Log {
         w.active = new;
         w.size = end;
         w.capacity = capacity;
+        w.allocated = end;
         w.next_offset = next;
         w.indexer = indexer;
         w.first_append_ms = (end > 0).then(now_ms);
