@@ -1,16 +1,35 @@
-//! The `strata` command line. `strata serve` runs the broker; the `topic`, `produce`, `consume`,
-//! `group` and `bench` commands come with the client.
+//! The `strata` command line, `noun verb`: `serve` runs the broker; `topic`, `produce`, `consume`
+//! and `group` are clients of a running broker (`--broker`, `--output text|json`); `completions`
+//! prints a shell completion script.
 
+mod common;
+mod consume;
+mod group;
+mod produce;
 mod serve;
+mod topic;
 
+pub use common::{ClientArgs, Output};
+pub use consume::ConsumeArgs;
+pub use group::{GroupArgs, GroupCommand};
+pub use produce::ProduceArgs;
 pub use serve::ServeArgs;
+pub use topic::{CreateArgs, TopicArgs, TopicCommand};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Strata: a durable append-only log broker.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about, propagate_version = true)]
+#[command(
+    name = "strata",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:\n  strata serve\n  strata topic create orders -p 3\n  \
+        echo 'hello' | strata produce orders\n  strata consume orders -g billing\n  \
+        strata group describe billing"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -21,13 +40,62 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker: serve gRPC on --listen, storing in --data-dir, until SIGINT or SIGTERM.
+    #[command(after_help = "Examples:\n  strata serve\n  \
+        strata serve --data-dir /var/lib/strata --listen 0.0.0.0:50051\n  \
+        strata serve --config strata.toml\n\n\
+        A --config file holds the same settings as the flags (flags and their environment \
+        variables win), e.g.:\n  data-dir = \"/var/lib/strata\"\n  listen = \"127.0.0.1:50051\"\n  \
+        max-partitions-per-topic = 1024")]
     Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic(TopicArgs),
+    /// Produce records to a topic, one per input line.
+    Produce(ProduceArgs),
+    /// Print a topic's records, optionally as a consumer group.
+    Consume(ConsumeArgs),
+    /// List consumer groups and show their lag.
+    Group(GroupArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  strata completions bash > ~/.local/share/bash-completion/completions/strata\n  \
+        strata completions zsh > ~/.zfunc/_strata\n  \
+        strata completions fish > ~/.config/fish/completions/strata.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
-        Command::Serve(args) => serve::run(&args),
+        Command::Serve(mut args) => {
+            if let Some(serve) = matches.subcommand_matches("serve")
+                && let Err(message) = args.apply_config_file(serve)
+            {
+                let _ = writeln_stderr(&format!("error: {message}"));
+                return ExitCode::from(2);
+            }
+            serve::run(&args)
+        }
+        Command::Topic(args) => common::run(topic::run(args)),
+        Command::Produce(args) => common::run(produce::run(args)),
+        Command::Consume(args) => common::run(consume::run(args)),
+        Command::Group(args) => common::run(group::run(args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
+}
+
+fn writeln_stderr(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stderr().lock(), "{text}")
 }

@@ -2,7 +2,8 @@
 
 use crate::broker::{Broker, BrokerConfig, error_chain};
 use crate::server;
-use clap::Args;
+use clap::{ArgMatches, Args, parser::ValueSource};
+use serde::Deserialize;
 use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +25,70 @@ pub struct ServeArgs {
     /// The most bytes one fetch or pushed message carries.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_fetch_bytes: usize,
+    /// A TOML file with any of these settings (keys as the flags: `data-dir = "..."`); flags
+    /// and environment variables win over it.
+    #[arg(long, value_name = "FILE", env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The settings a `--config` file may hold: the flags' names, kebab- or snake-case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ServeFile {
+    #[serde(alias = "data_dir")]
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    #[serde(alias = "max_partitions_per_topic")]
+    max_partitions_per_topic: Option<u32>,
+    #[serde(alias = "max_request_bytes")]
+    max_request_bytes: Option<usize>,
+    #[serde(alias = "max_fetch_bytes")]
+    max_fetch_bytes: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Reads `--config`, if given, into every setting not given as a flag or environment
+    /// variable. `matches` are the `serve` subcommand's, which tell where each value came from.
+    pub fn apply_config_file(&mut self, matches: &ArgMatches) -> Result<(), String> {
+        let Some(path) = &self.config else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+        let file: ServeFile =
+            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let defaulted = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                None | Some(ValueSource::DefaultValue)
+            )
+        };
+        if let Some(v) = file.data_dir.filter(|_| defaulted("data_dir")) {
+            self.data_dir = v;
+        }
+        if let Some(v) = file.listen.filter(|_| defaulted("listen")) {
+            self.listen = v;
+        }
+        if let Some(v) = file
+            .max_partitions_per_topic
+            .filter(|_| defaulted("max_partitions_per_topic"))
+        {
+            self.max_partitions_per_topic = v;
+        }
+        if let Some(v) = file
+            .max_request_bytes
+            .filter(|_| defaulted("max_request_bytes"))
+        {
+            self.max_request_bytes = v;
+        }
+        if let Some(v) = file
+            .max_fetch_bytes
+            .filter(|_| defaulted("max_fetch_bytes"))
+        {
+            self.max_fetch_bytes = v;
+        }
+        Ok(())
+    }
 }
 
 /// Runs the broker until SIGINT or SIGTERM. Prints `listening on ADDR` on stdout once it accepts

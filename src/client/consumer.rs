@@ -249,22 +249,66 @@ impl Consumer {
         &self.positions
     }
 
+    /// True when records are received but not yet handed out (the next call will not wait).
+    pub fn has_buffered(&self) -> bool {
+        !self.buffered.is_empty()
+    }
+
     /// The partition's next offset as the broker last reported it.
     pub fn high_watermark(&self, partition: u32) -> Option<u64> {
         self.high_watermarks.get(&partition).copied()
     }
 
-    /// The next record, waiting for one if none is buffered. `Ok(None)` once every subscription
-    /// has ended (each end is first reported as an error). Commits on the auto-commit interval.
+    /// The next record, waiting for one if none is buffered. `Ok(None)` once no partition is
+    /// followed (every subscription has ended, each end first reported as an error, or every
+    /// partition is paused). Commits on the auto-commit interval.
     pub async fn next(&mut self) -> Result<Option<ConsumerRecord>, ClientError> {
+        if !self.fill().await? {
+            return Ok(None);
+        }
+        let record = self.buffered.pop_front();
+        if let Some(r) = &record {
+            self.positions.insert(r.partition, r.offset + 1);
+        }
+        Ok(record)
+    }
+
+    /// The record [`Consumer::next`] would return, without moving the position.
+    pub async fn peek(&mut self) -> Result<Option<&ConsumerRecord>, ClientError> {
+        if !self.fill().await? {
+            return Ok(None);
+        }
+        Ok(self.buffered.front())
+    }
+
+    /// Stops following `partition`: its subscription closes and the records received from it
+    /// but not handed out are dropped. Its position stays, and is still committed.
+    pub fn pause(&mut self, partition: u32) {
+        self.streams.remove(&partition);
+        self.buffered.retain(|r| r.partition != partition);
+    }
+
+    /// Follows a paused partition again, from its position.
+    pub async fn resume(&mut self, partition: u32) -> Result<(), ClientError> {
+        let Some(&position) = self.positions.get(&partition) else {
+            return Err(self.no_such_partition(partition));
+        };
+        if !self.streams.contains_key(&partition) {
+            let (_, stream) = self.subscribe(partition, position).await?;
+            self.streams.insert(partition, stream);
+        }
+        Ok(())
+    }
+
+    /// Waits until a record is buffered; false when nothing is followed any more.
+    async fn fill(&mut self) -> Result<bool, ClientError> {
         loop {
             self.commit_if_due().await?;
-            if let Some(record) = self.buffered.pop_front() {
-                self.positions.insert(record.partition, record.offset + 1);
-                return Ok(Some(record));
+            if !self.buffered.is_empty() {
+                return Ok(true);
             }
             if self.streams.is_empty() {
-                return Ok(None);
+                return Ok(false);
             }
             let due = self.next_commit.filter(|_| self.has_uncommitted());
             let event = match due {
@@ -275,7 +319,7 @@ impl Consumer {
                 None => self.streams.next().await,
             };
             let Some((partition, event)) = event else {
-                return Ok(None);
+                return Ok(false);
             };
             match event {
                 Some(Ok(message)) => self.accept(&message)?,
@@ -291,6 +335,14 @@ impl Consumer {
                     });
                 }
             }
+        }
+    }
+
+    fn no_such_partition(&self, partition: u32) -> ClientError {
+        ClientError::NoSuchPartition {
+            topic: self.topic.clone(),
+            partition,
+            partitions: self.positions.len() as u32,
         }
     }
 
@@ -320,14 +372,10 @@ impl Consumer {
     }
 
     /// Moves the position in `partition`; the next record handed out from it is at the new
-    /// position. Records already received from it are dropped.
+    /// position. Records already received from it are dropped; a paused partition is resumed.
     pub async fn seek(&mut self, partition: u32, to: Seek) -> Result<u64, ClientError> {
         if !self.positions.contains_key(&partition) {
-            return Err(ClientError::NoSuchPartition {
-                topic: self.topic.clone(),
-                partition,
-                partitions: self.positions.len() as u32,
-            });
+            return Err(self.no_such_partition(partition));
         }
         let offset = self.resolve(partition, to, None).await?;
         let (_, stream) = self.subscribe(partition, offset).await?;

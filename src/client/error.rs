@@ -27,9 +27,10 @@ pub enum ClientError {
         #[source]
         source: Arc<tonic::transport::Error>,
     },
-    /// The broker answered with an error status, or the call failed in transport.
+    /// The broker answered with an error status, or the call failed in transport. The status is
+    /// kept whole; its message is the broker's sentence and its causes, so it is not a `source`.
     #[error("{}", describe_status(.0))]
-    Status(#[from] Status),
+    Status(Status),
     /// The broker sent bytes that are not a valid batch (checked by CRC on the client).
     #[error("topic '{topic}' partition {partition}: corrupt batch at offset {offset}: {reason}")]
     Corrupt {
@@ -76,6 +77,12 @@ pub enum ClientError {
     /// The producer was closed before the record was sent.
     #[error("the producer is closed")]
     Closed,
+}
+
+impl From<Status> for ClientError {
+    fn from(status: Status) -> Self {
+        ClientError::Status(status)
+    }
 }
 
 impl ClientError {

@@ -1,0 +1,210 @@
+//! `strata consume`: print a topic's records, from a position or where a group left off.
+
+use super::common::{ClientArgs, Failure, Output};
+use crate::client::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
+use clap::Args;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Options of `strata consume`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Without --follow it stops once it has printed every record that was in \
+    the topic when it started. With -g it starts where the group left off (the earliest offset \
+    if the group has committed nothing) and commits what it printed, so the next run continues \
+    from there.\n\n\
+    Examples:\n  strata consume orders\n  strata consume orders -n 10 --from 100\n  \
+    strata consume orders -g billing -f\n  strata consume orders --from @1767225600000 --output json\n  \
+    strata consume orders -p 0 -p 2 --from latest -f"
+)]
+pub struct ConsumeArgs {
+    /// The topic to read.
+    pub topic: String,
+    /// Read as this consumer group: start at its committed offsets and commit as records are
+    /// printed.
+    #[arg(short, long)]
+    pub group: Option<String>,
+    /// Where to start: earliest, latest, an OFFSET, or @UNIX_MS (the first record at or after
+    /// that time). With -g, only where the group has committed nothing, unless given explicitly.
+    #[arg(long, value_name = "POSITION", value_parser = parse_from)]
+    pub from: Option<Seek>,
+    /// Read only this partition; repeat for several (default: all).
+    #[arg(short, long = "partition", value_name = "PARTITION")]
+    pub partitions: Vec<u32>,
+    /// Stop after this many records.
+    #[arg(short = 'n', long = "max", value_name = "MAX")]
+    pub max: Option<u64>,
+    /// Keep waiting for new records until Ctrl-C (committing what was printed before exiting).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Broker and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// A record as `--output json` prints it.
+#[derive(Debug, Serialize)]
+struct JsonRecord<'a> {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<std::borrow::Cow<'a, str>>,
+    value: std::borrow::Cow<'a, str>,
+    headers: Vec<JsonHeader<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonHeader<'a> {
+    name: &'a str,
+    value: std::borrow::Cow<'a, str>,
+}
+
+fn parse_from(text: &str) -> Result<Seek, String> {
+    match text {
+        "earliest" | "beginning" | "start" => Ok(Seek::Earliest),
+        "latest" | "end" => Ok(Seek::Latest),
+        t => {
+            if let Some(ms) = t.strip_prefix('@') {
+                ms.parse().map(Seek::Timestamp).map_err(|_| {
+                    format!("'{t}': @ must be followed by milliseconds since the Unix epoch")
+                })
+            } else {
+                t.parse().map(Seek::Offset).map_err(|_| {
+                    format!("'{t}' is not a position (earliest, latest, an offset, or @UNIX_MS)")
+                })
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(args: ConsumeArgs) -> Result<(), Failure> {
+    let client = &args.client;
+    let topic = args.topic.as_str();
+    let channel = client.connect().await?;
+    let config = match &args.group {
+        Some(g) => ConsumerConfig::group(g.clone()),
+        None => ConsumerConfig::default(),
+    }
+    .partitions(args.partitions.clone())
+    .start(args.from.unwrap_or(Seek::Earliest));
+    let mut consumer = Consumer::new(channel, topic, config)
+        .await
+        .map_err(|e| client.fail(&e, Some(topic)))?;
+    if let (Some(_), Some(from)) = (&args.group, args.from) {
+        consumer
+            .seek_all(from)
+            .await
+            .map_err(|e| client.fail(&e, Some(topic)))?;
+    }
+    // Without --follow, stop at what the topic held when we started.
+    let ends: BTreeMap<u32, u64> = consumer
+        .positions()
+        .keys()
+        .map(|&p| (p, consumer.high_watermark(p).unwrap_or(0)))
+        .collect();
+
+    if !args.follow {
+        for (&p, &pos) in &consumer.positions().clone() {
+            if pos >= ends.get(&p).copied().unwrap_or(0) {
+                consumer.pause(p);
+            }
+        }
+    }
+
+    let mut out = client.printer();
+    let mut printed = 0u64;
+    let stop = interrupted();
+    tokio::pin!(stop);
+    let result = loop {
+        if args.max.is_some_and(|max| printed >= max) {
+            break Ok(());
+        }
+        if !args.follow
+            && consumer
+                .positions()
+                .iter()
+                .all(|(p, pos)| *pos >= ends.get(p).copied().unwrap_or(0))
+        {
+            break Ok(());
+        }
+        let peeked = tokio::select! {
+            peeked = consumer.peek() => peeked.map(|r| r.map(|r| (r.partition, r.offset))),
+            () = &mut stop => break Ok(()),
+        };
+        match peeked {
+            Ok(Some((partition, offset))) => {
+                if !args.follow && offset >= ends.get(&partition).copied().unwrap_or(0) {
+                    // Appended after we started: it is the next run's.
+                    consumer.pause(partition);
+                    continue;
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(client.fail(&e, Some(topic))),
+        }
+        match consumer.next().await {
+            Ok(Some(record)) => {
+                print(&mut out, args.client.output, &record)?;
+                printed += 1;
+                if !consumer.has_buffered() {
+                    out.flush()?;
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(client.fail(&e, Some(topic))),
+        }
+    };
+    out.flush()?;
+    if consumer.group().is_some() {
+        consumer
+            .commit()
+            .await
+            .map_err(|e| client.fail(&e, Some(topic)))?;
+    }
+    result
+}
+
+fn print(
+    out: &mut super::common::Printer,
+    output: Output,
+    r: &ConsumerRecord,
+) -> Result<(), Failure> {
+    match output {
+        Output::Text => out.bytes_line(&r.value),
+        Output::Json => out.json(&JsonRecord {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp: r.timestamp_ms,
+            key: r.key.as_deref().map(String::from_utf8_lossy),
+            value: String::from_utf8_lossy(&r.value),
+            headers: r
+                .headers
+                .iter()
+                .map(|(name, value)| JsonHeader {
+                    name,
+                    value: String::from_utf8_lossy(value),
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
