@@ -2,6 +2,8 @@
 //! waits for the address it prints, and talks to it with the generated gRPC client.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod cli;
+
 use bytes::Bytes;
 use std::{
     io::{BufRead, BufReader},

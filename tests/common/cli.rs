@@ -1,0 +1,107 @@
+//! Test support for the `strata` client commands: run the real binary against a [`Server`] and
+//! capture what it prints.
+
+use super::Server;
+use std::{
+    io::Write,
+    process::{Command, ExitStatus, Stdio},
+};
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+pub struct Run {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with both outputs unless the command succeeded; returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "strata failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Panics unless the command failed with exit code 1; returns stderr.
+    #[track_caller]
+    pub fn failed(&self) -> &str {
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "expected a failure:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stderr
+    }
+
+    /// stdout's lines, each parsed as one JSON object.
+    #[track_caller]
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.ok()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// stdout's lines.
+    #[track_caller]
+    pub fn lines(&self) -> Vec<String> {
+        self.ok().lines().map(str::to_string).collect()
+    }
+}
+
+/// Runs `strata ARGS` with `STRATA_BROKER` set to `broker` (if any) and `stdin` as its input.
+pub fn run(broker: Option<&str>, args: &[&str], stdin: &[u8]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args(args)
+        .env_remove("STRATA_BROKER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(url) = broker {
+        command.env("STRATA_BROKER", url);
+    }
+    let mut child = command.spawn().expect("start the strata binary");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    // Written from a thread so that a command that does not read its input cannot block us.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().expect("wait for strata");
+    let _ = writer.join();
+    Run {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl Server {
+    /// The broker's URL, as `--broker` takes it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs a client command against this server, with empty input.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        run(Some(&self.url()), args, b"")
+    }
+
+    /// Runs a client command against this server, feeding it `stdin`.
+    pub fn cli_with_input(&self, args: &[&str], stdin: &str) -> Run {
+        run(Some(&self.url()), args, stdin.as_bytes())
+    }
+}
