@@ -42,6 +42,14 @@ pub enum Corruption {
     /// The header's record count or timestamps do not fit its records, or a record's lengths run
     /// past the batch.
     BadRecords,
+    /// In a sequence of batches (a segment), the batch here does not start at the offset after
+    /// the previous batch: it starts at `found`, or (`None`) no batch starts here at all.
+    OutOfSequence {
+        /// The base offset the batch should have.
+        expected: u64,
+        /// The base offset it has.
+        found: Option<u64>,
+    },
 }
 
 impl fmt::Display for Corruption {
@@ -57,6 +65,20 @@ impl fmt::Display for Corruption {
                 )
             }
             Corruption::BadRecords => write!(f, "records do not match the batch header"),
+            Corruption::OutOfSequence {
+                expected,
+                found: Some(found),
+            } => write!(
+                f,
+                "a batch of offset {found} where the batch of offset {expected} should start"
+            ),
+            Corruption::OutOfSequence {
+                expected,
+                found: None,
+            } => write!(
+                f,
+                "no batch where the batch of offset {expected} should start"
+            ),
         }
     }
 }

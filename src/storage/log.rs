@@ -487,6 +487,15 @@ impl Log {
                     next: hw,
                 })
             }
+            // A truncation below `offset` between the lookup and the read: the offset is gone,
+            // not damaged.
+            Err(StorageError::Corrupt { .. }) if self.next_offset() <= offset => {
+                Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    earliest: self.earliest_offset(),
+                    next: self.next_offset(),
+                })
+            }
             Err(e) => Err(e),
         }
     }

@@ -9,7 +9,7 @@ use super::{
     checkpoint::{self, CLEAN_SHUTDOWN_FILE, RecoveryPoint},
     fs::{self, Io},
     log::{Log, Writer},
-    segment::{Indexer, Segment, segment_path},
+    segment::{Indexer, Scan, Segment, segment_path},
 };
 use std::{path::Path, sync::Arc, time::Instant};
 
@@ -109,7 +109,8 @@ fn recover(
     // otherwise the last two segments (a crash can leave at most the newest one unsealed, plus
     // the one before it untrimmed if the crash hit a roll).
     let trusted = point.filter(|p| {
-        bases.binary_search(&p.segment_base).is_ok()
+        p.next_offset >= p.segment_base
+            && bases.binary_search(&p.segment_base).is_ok()
             && file_len(&segment_path(dir, p.segment_base, "log")).is_ok_and(|l| p.position <= l)
     });
     let (start_index, start_pos, start_next, start_max_ts) = if let Some(p) = trusted {
@@ -134,20 +135,21 @@ fn recover(
 
     let interval = config.index_interval_bytes;
     let mut next_offset = start_next;
-    let mut max_ts = start_max_ts;
     let mut active = None;
-    let mut cut_rest = false;
     for (i, &base) in bases.iter().enumerate().skip(start_index) {
         let path = segment_path(dir, base, "log");
-        if cut_rest || (i > start_index && base != next_offset) {
-            // Past a cut, or not following on: these segments hold nothing we can trust.
+        if i > start_index && base != next_offset {
+            // Not following on (left behind by a cut or an unfinished truncation): these
+            // segments hold nothing we can trust.
             tracing::warn!(segment = %path.display(), "removing segment after the recovered end");
             Segment::existing(dir, base, 0).remove_files()?;
             continue;
         }
         let seg = Segment::existing(dir, base, 0);
-        let (mut idx, pos) = if i == start_index && start_pos > 0 {
-            let mut idx = seg.load_indexes_raw()?;
+        let mut from_checkpoint = i == start_index && start_pos > 0;
+        let mut idx = seg.empty_indexes();
+        if from_checkpoint {
+            idx = seg.load_indexes_raw()?;
             let keep_o = idx
                 .offsets
                 .entries()
@@ -159,31 +161,61 @@ fn recover(
                 .entries()
                 .partition_point(|e| u64::from(e.rel_offset) < rel_next);
             idx.times.truncate(keep_t);
-            (idx, start_pos)
-        } else {
-            (seg.empty_indexes(), 0)
-        };
-        let mut indexer = Indexer::resume(interval, max_ts);
-        let is_last = i + 1 == bases.len();
-        let (end, next, clean_stop, last_base) =
-            if clean && is_last && i == start_index && trusted.is_some() {
-                // A clean shutdown: the checkpoint is the exact end.
-                (start_pos, start_next, true, None)
-            } else {
-                let (end, next, clean_stop) =
-                    seg.recover_from(&mut idx, &mut indexer, pos, next_offset)?;
-                (end, next, clean_stop, Some(()))
-            };
-        let file_len = file_len(&path)?;
-        if !clean_stop {
-            tracing::warn!(
-                segment = %path.display(),
-                position = end,
-                "cutting a torn or corrupt tail"
-            );
-            cut_rest = true;
+            if !seg.indexes_fit(&idx, start_pos, rel_next)? {
+                // The indexes of the part the checkpoint vouches for are damaged: rescan the
+                // segment from its start, which rebuilds them.
+                tracing::warn!(segment = %path.display(), "index missing or stale; rebuilding");
+                from_checkpoint = false;
+                idx = seg.empty_indexes();
+                next_offset = base;
+            }
         }
-        if last_base.is_some() && end < file_len {
+        let (pos, mut indexer) = if from_checkpoint {
+            (start_pos, Indexer::resume(interval, start_max_ts))
+        } else {
+            (0, Indexer::new(interval))
+        };
+        let is_last = i + 1 == bases.len();
+        let (end, next, scanned) = if clean && is_last && from_checkpoint && trusted.is_some() {
+            // A clean shutdown: the checkpoint is the exact end.
+            (start_pos, start_next, false)
+        } else {
+            let mut scan = seg.recover_from(&mut idx, &mut indexer, pos, next_offset, false)?;
+            if let Some(&following) = bases.get(i + 1)
+                && scan.next_offset < following
+            {
+                // A later segment exists, and a segment is synced before the next one is
+                // created: this one is complete, so what stopped the scan is damage, not a
+                // torn write. Keep all of it (reads of the damaged batches fail) and index on
+                // past the damage.
+                tracing::error!(
+                    segment = %path.display(),
+                    position = scan.end,
+                    "damaged batch in a sealed segment; keeping the segment and the ones after it"
+                );
+                let rest =
+                    seg.recover_from(&mut idx, &mut indexer, scan.end, scan.next_offset, true)?;
+                scan = Scan {
+                    end: if rest.clean {
+                        rest.end
+                    } else {
+                        file_len(&path)?
+                    },
+                    next_offset: following,
+                    clean: true,
+                };
+            }
+            if !scan.clean {
+                tracing::warn!(
+                    segment = %path.display(),
+                    position = scan.end,
+                    "cutting a torn or corrupt tail"
+                );
+            }
+            (scan.end, scan.next_offset, true)
+        };
+        let file_len = file_len(&path)?;
+        if scanned && end < file_len {
             // Drop whatever follows the last good batch and re-extend with zeroes: stale bytes
             // past the cut must never be read back as batches. No reader exists yet.
             let file = io.open_rw(&path, false)?;
@@ -192,9 +224,8 @@ fn recover(
             io.sync_data(&file, &path)?;
         }
         next_offset = next;
-        max_ts = indexer.max_timestamp_ms();
         let seg = Arc::new(Segment::existing(dir, base, end));
-        seg.note_timestamp(max_ts);
+        seg.note_timestamp(indexer.max_timestamp_ms());
         seg.set_indexes(idx);
         if let Some((prev, prev_end, prev_indexer)) = active.replace((seg.clone(), end, indexer)) {
             seal_recovered(io, &prev, prev_end, &prev_indexer)?;

@@ -84,7 +84,6 @@ impl Log {
             (0, seg.base_offset)
         } else {
             seg.position_of(&self.io, offset, seg_next)?
-                .unwrap_or((seg.readable_end(), seg_next))
         };
         let base = seg.base_offset;
 
@@ -124,13 +123,17 @@ impl Log {
         let new = Arc::new(Segment::existing(&self.dir, base, 0));
         let mut idx = new.empty_indexes();
         let mut indexer = Indexer::new(config.index_interval_bytes);
-        let (end, next, _) = new.recover_from(&mut idx, &mut indexer, 0, base)?;
+        let scan = new.recover_from(&mut idx, &mut indexer, 0, base, false)?;
+        let (end, next) = (scan.end, scan.next_offset);
         debug_assert_eq!((end, next), (cut, new_next));
         idx.offsets.rewrite(&self.io)?;
         idx.times.rewrite(&self.io)?;
         new.set_indexes(idx);
         new.set_readable_end(end);
         new.note_timestamp(indexer.max_timestamp_ms());
+        // Lower the high watermark before the new segment is visible, so that a read that finds
+        // the new segment short of its offset can tell it was truncated away.
+        self.reset_durable(next);
         {
             let mut list = self
                 .segments

@@ -9,7 +9,9 @@ use super::{
     fs::Io,
     index::{IndexFile, OffsetEntry, TimeEntry, offset_index_is_sane, time_index_is_sane},
 };
-use crate::record::{BATCH_HEADER_BYTES, BATCH_MAGIC, BatchHeader, Frame, decode_frame};
+use crate::record::{
+    BATCH_HEADER_BYTES, BATCH_MAGIC, BatchHeader, Corruption, Frame, decode_frame,
+};
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
 use std::{
@@ -17,7 +19,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, MutexGuard, OnceLock, PoisonError,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
 };
 
@@ -125,6 +127,12 @@ impl Indexer {
         self.since_time_entry = self.since_time_entry.saturating_add(len);
     }
 
+    /// Damaged bytes were skipped: the next batch gets an offset index entry, so that reads of
+    /// it do not walk through the damage.
+    pub(crate) fn skip_gap(&mut self) {
+        self.since_offset_entry = self.interval_bytes;
+    }
+
     /// Called when the segment is sealed: the time index's last entry carries the segment's
     /// largest timestamp, so retention and timestamp lookups need not scan it.
     pub(crate) fn seal(&self, idx: &mut Indexes) {
@@ -168,6 +176,8 @@ pub(crate) struct Segment {
     max_timestamp_ms: AtomicI64,
     /// Loaded on first use for sealed segments.
     indexes: Mutex<Option<Indexes>>,
+    /// The indexes were rebuilt since the segment was opened (at most once on a read).
+    rebuilt: AtomicBool,
 }
 
 impl std::fmt::Debug for Segment {
@@ -225,6 +235,7 @@ impl Segment {
             readable_end: AtomicU64::new(readable_end),
             max_timestamp_ms: AtomicI64::new(i64::MIN),
             indexes: Mutex::new(indexes),
+            rebuilt: AtomicBool::new(false),
         }
     }
 
@@ -318,32 +329,75 @@ impl Segment {
         let size = self.readable_end();
         let offsets = next_offset.saturating_sub(self.base_offset);
         let idx = Indexes::load(&self.dir, self.base_offset)?;
-        let sane = offset_index_is_sane(idx.offsets.entries(), size, offsets)
-            && time_index_is_sane(idx.times.entries(), offsets)
-            && match idx.offsets.last() {
-                None => size == 0 || idx.times.last().is_some(),
-                Some(e) => self
-                    .header_at(u64::from(e.position), size)?
-                    .is_some_and(|h| h.base_offset == self.base_offset + u64::from(e.rel_offset)),
-            };
-        if sane {
+        if self.indexes_fit(&idx, size, offsets)? {
             if let Some(t) = idx.times.last() {
                 self.note_timestamp(t.timestamp_ms);
             }
             return Ok(idx);
         }
         tracing::warn!(segment = %self.path.display(), "index missing or stale; rebuilding");
+        self.rebuilt.store(true, Ordering::Release);
+        self.rebuild_indexes(io)
+    }
+
+    /// Whether `idx` plausibly indexes the first `size` bytes (`offsets` records) of this segment:
+    /// entries in order and in range, and the last offset entry at a batch of its offset. This is
+    /// cheap, so it cannot check every entry: reads check each entry they use (`find_batch`).
+    pub(crate) fn indexes_fit(&self, idx: &Indexes, size: u64, offsets: u64) -> Result<bool> {
+        Ok(offset_index_is_sane(idx.offsets.entries(), size, offsets)
+            && time_index_is_sane(idx.times.entries(), offsets)
+            && match idx.offsets.last() {
+                None => size == 0 || idx.times.last().is_some(),
+                Some(e) => self
+                    .header_at(u64::from(e.position), size)?
+                    .is_some_and(|h| h.base_offset == self.base_offset + u64::from(e.rel_offset)),
+            })
+    }
+
+    /// Builds both indexes afresh from the readable batches (CRC-checked) and writes them. A
+    /// damaged batch is left out and indexing carries on at the next whole batch after it, so
+    /// that one bad batch does not hide the rest of the segment from readers.
+    fn rebuild_indexes(&self, io: &Io) -> Result<Indexes> {
         let mut idx = Indexes::empty(&self.dir, self.base_offset);
-        let mut indexer = Indexer::new(4096);
-        let mut pos = 0;
-        while let Some(h) = self.header_at(pos, size)? {
-            indexer.on_batch(&mut idx, self.base_offset, &h, pos, u64::from(h.length));
-            pos += u64::from(h.length);
+        let mut indexer = Indexer::new(REBUILT_INDEX_INTERVAL_BYTES);
+        if let Some(map) = self.mapped()? {
+            let end = (self.readable_end() as usize).min(map.len());
+            let scan = scan_batches(
+                &map[..end],
+                self.base_offset,
+                &mut idx,
+                &mut indexer,
+                0,
+                self.base_offset,
+                true,
+            );
+            if !scan.clean {
+                tracing::error!(
+                    segment = %self.path.display(),
+                    position = scan.end,
+                    "damaged batches up to the segment's end are left out of its index"
+                );
+            }
         }
         indexer.seal(&mut idx);
         self.note_timestamp(indexer.max_timestamp_ms());
         idx.rewrite(io)?;
         Ok(idx)
+    }
+
+    /// Rebuilds the indexes unless this segment already did since it was opened; returns whether
+    /// it did. Bounds the cost of reading a damaged batch again and again.
+    fn rebuild_indexes_once(&self, io: &Io) -> Result<bool> {
+        if self.rebuilt.swap(true, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        tracing::warn!(
+            segment = %self.path.display(),
+            "an index entry leads to no batch of its offset; rebuilding the index"
+        );
+        let mut guard = lock(&self.indexes);
+        *guard = Some(self.rebuild_indexes(io)?);
+        Ok(true)
     }
 
     /// The plausible batch header at `pos` (magic and length fit inside `end`), without a CRC
@@ -353,24 +407,103 @@ impl Segment {
             return Ok(None);
         };
         let end = end.min(map.len() as u64) as usize;
-        let pos = pos as usize;
-        let Some(bytes) = map.get(pos..end) else {
-            return Ok(None);
-        };
-        let Some(h) = BatchHeader::parse(bytes) else {
-            return Ok(None);
-        };
-        let magic = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        let len = h.length as usize;
-        if magic != BATCH_MAGIC || len < BATCH_HEADER_BYTES || len > bytes.len() {
-            return Ok(None);
+        Ok(plausible_header(&map[..end], pos as usize))
+    }
+
+    /// Finds the batch holding `offset` (the segment holds offsets up to `next_offset`) in the
+    /// first `end` bytes of `map`, by walking batch headers from the closest index entry. Returns
+    /// its position and header; the CRC is not checked.
+    fn find_batch(
+        &self,
+        io: &Io,
+        map: &[u8],
+        end: usize,
+        offset: Offset,
+        next_offset: Offset,
+    ) -> Result<(usize, BatchHeader)> {
+        let rel = offset.saturating_sub(self.base_offset) as u32;
+        let entry = self.with_indexes(io, next_offset, |idx| idx.offsets.floor(rel))?;
+        match self.walk(&map[..end], offset, entry) {
+            Ok(found) => return Ok(found),
+            // The index entry leads to no batch of its offset: the index is stale, or the batch
+            // there is damaged. A rebuilt index tells which (it leaves damaged batches out).
+            Err(broken) if broken.prev.is_none() && entry.is_some() => {
+                if !self.rebuild_indexes_once(io)? {
+                    return Err(self.damage(&map[..end], broken));
+                }
+            }
+            Err(broken) => return Err(self.damage(&map[..end], broken)),
         }
-        Ok(Some(h))
+        let entry = self.with_indexes(io, next_offset, |idx| idx.offsets.floor(rel))?;
+        self.walk(&map[..end], offset, entry)
+            .map_err(|broken| self.damage(&map[..end], broken))
+    }
+
+    /// Walks batch headers from `entry` (or the segment's start) to the one holding `offset`.
+    /// Each header must start at the offset after the one before: a header that does not, or
+    /// bytes that are no header, break the walk rather than lead it astray.
+    fn walk(
+        &self,
+        bytes: &[u8],
+        offset: Offset,
+        entry: Option<OffsetEntry>,
+    ) -> Result<(usize, BatchHeader), Broken> {
+        let (mut pos, mut expected) = entry.map_or((0, self.base_offset), |e| {
+            (
+                e.position as usize,
+                self.base_offset + u64::from(e.rel_offset),
+            )
+        });
+        let mut prev = None;
+        loop {
+            match plausible_header(bytes, pos) {
+                Some(h) if h.base_offset == expected => {
+                    if h.next_offset() > offset {
+                        return Ok((pos, h));
+                    }
+                    prev = Some((pos, expected));
+                    expected = h.next_offset();
+                    pos += h.length as usize;
+                }
+                _ => {
+                    return Err(Broken {
+                        at: pos,
+                        expected,
+                        prev,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The error for a walk that broke: the batch before the break when that one fails its
+    /// checks (its own length or record count sent the walk astray), else the bytes at the break.
+    fn damage(&self, bytes: &[u8], broken: Broken) -> StorageError {
+        if let Some((prev, prev_offset)) = broken.prev
+            && let Frame::Corrupt(reason) = decode_frame(&bytes[prev..])
+        {
+            return self.corrupt(prev, prev_offset, reason);
+        }
+        let reason = match bytes.get(broken.at..).map(decode_frame) {
+            Some(Frame::Corrupt(c)) => c,
+            Some(Frame::Batch(b)) => Corruption::OutOfSequence {
+                expected: broken.expected,
+                found: Some(b.header().base_offset),
+            },
+            Some(Frame::Incomplete { needed }) => {
+                Corruption::BadLength(needed.min(u32::MAX as usize) as u32)
+            }
+            Some(Frame::Zeroed) | None => Corruption::OutOfSequence {
+                expected: broken.expected,
+                found: None,
+            },
+        };
+        self.corrupt(broken.at, broken.expected, reason)
     }
 
     /// Whole batches from the one holding `offset`, at most `max_bytes` (but at least one).
-    /// Returns the bytes and one past the last offset returned; `None` if `offset` is not below
-    /// the readable end.
+    /// Returns the bytes and one past the last offset returned. `next_offset` is one past the
+    /// segment's last record, and `offset` must be below it.
     pub(crate) fn read(
         &self,
         io: &Io,
@@ -378,43 +511,34 @@ impl Segment {
         max_bytes: usize,
         next_offset: Offset,
     ) -> Result<Option<(Bytes, Offset)>> {
-        let end = self.readable_end();
-        let rel = offset.saturating_sub(self.base_offset) as u32;
-        let start = self
-            .with_indexes(io, next_offset, |idx| idx.offsets.floor(rel))?
-            .map_or(0, |e| u64::from(e.position));
         let Some(map) = self.mapped()? else {
             return Ok(None);
         };
-        let end = (end as usize).min(map.len());
-        // Find the batch holding `offset` by its headers alone.
-        let mut pos = start as usize;
-        loop {
-            if pos >= end {
-                return Ok(None);
-            }
-            let Some(h) = self.header_at(pos as u64, end as u64)? else {
-                return Err(self.corrupt(pos, offset, &map[pos..end]));
-            };
-            if h.next_offset() > offset {
-                break;
-            }
-            pos += h.length as usize;
-        }
-        let first = pos;
-        let mut last_next = offset;
+        let end = (self.readable_end() as usize).min(map.len());
+        let (first, header) = self.find_batch(io, &map, end, offset, next_offset)?;
+        let mut pos = first;
+        let mut expected = header.base_offset;
         while pos < end {
             match decode_frame(&map[pos..end]) {
-                Frame::Batch(b) => {
+                Frame::Batch(b) if b.header().base_offset == expected => {
                     let len = b.bytes().len();
                     if pos > first && pos - first + len > max_bytes {
                         break;
                     }
-                    last_next = b.header().next_offset();
+                    expected = b.header().next_offset();
                     pos += len;
                 }
                 _ if pos > first => break,
-                _ => return Err(self.corrupt(pos, offset, &map[pos..end])),
+                _ => {
+                    return Err(self.damage(
+                        &map[..end],
+                        Broken {
+                            at: pos,
+                            expected,
+                            prev: None,
+                        },
+                    ));
+                }
             }
         }
         let bytes = Bytes::from_owner(MapSlice {
@@ -422,17 +546,10 @@ impl Segment {
             start: first,
             end: pos,
         });
-        Ok(Some((bytes, last_next)))
+        Ok(Some((bytes, expected)))
     }
 
-    fn corrupt(&self, pos: usize, offset: Offset, bytes: &[u8]) -> StorageError {
-        let reason = match decode_frame(bytes) {
-            Frame::Corrupt(c) => c,
-            Frame::Incomplete { needed } => {
-                crate::record::Corruption::BadLength(needed.min(u32::MAX as usize) as u32)
-            }
-            Frame::Zeroed | Frame::Batch(_) => crate::record::Corruption::BadMagic(0),
-        };
+    fn corrupt(&self, pos: usize, offset: Offset, reason: Corruption) -> StorageError {
         StorageError::Corrupt {
             segment: self.path.clone(),
             position: pos as u64,
@@ -440,7 +557,6 @@ impl Segment {
             reason,
         }
     }
-
     /// The first offset at or after `from` whose record timestamp is >= `timestamp_ms`.
     pub(crate) fn offset_for_timestamp(
         &self,
@@ -487,33 +603,32 @@ impl Segment {
     }
 
     /// Scans batches from `pos`, checking each CRC and that offsets follow on from
-    /// `next_offset`, and indexes them. Stops at the first byte that is not such a batch and
-    /// returns (end position, next offset, whether the stop was clean zeroes or the file's end).
+    /// `next_offset`, and indexes them. Stops at the first byte that is not such a batch, or
+    /// with `past_damage` carries on at the next whole batch after it. See [`Scan`].
     pub(crate) fn recover_from(
         &self,
         idx: &mut Indexes,
         indexer: &mut Indexer,
-        mut pos: u64,
-        mut next_offset: Offset,
-    ) -> Result<(u64, Offset, bool)> {
+        pos: u64,
+        next_offset: Offset,
+        past_damage: bool,
+    ) -> Result<Scan> {
         let Some(map) = self.mapped()? else {
-            return Ok((0, next_offset, true));
+            return Ok(Scan {
+                end: 0,
+                next_offset,
+                clean: true,
+            });
         };
-        loop {
-            let Some(rest) = map.get(pos as usize..) else {
-                return Ok((pos, next_offset, true));
-            };
-            match decode_frame(rest) {
-                Frame::Batch(b) if b.header().base_offset == next_offset => {
-                    let len = b.bytes().len() as u64;
-                    indexer.on_batch(idx, self.base_offset, b.header(), pos, len);
-                    pos += len;
-                    next_offset = b.header().next_offset();
-                }
-                Frame::Zeroed => return Ok((pos, next_offset, true)),
-                _ => return Ok((pos, next_offset, false)),
-            }
-        }
+        Ok(scan_batches(
+            &map,
+            self.base_offset,
+            idx,
+            indexer,
+            pos as usize,
+            next_offset,
+            past_damage,
+        ))
     }
 
     /// Installs indexes built by recovery or an append path.
@@ -543,25 +658,26 @@ impl Segment {
         Ok(map.get(..end as usize).unwrap_or(&map[..]).to_vec())
     }
 
-    /// The position of the batch holding `offset`, by headers alone.
+    /// The position and base offset of the batch holding `offset`, by headers alone.
     pub(crate) fn position_of(
         &self,
         io: &Io,
         offset: Offset,
         next_offset: Offset,
-    ) -> Result<Option<(u64, Offset)>> {
-        let end = self.readable_end();
-        let rel = offset.saturating_sub(self.base_offset) as u32;
-        let mut pos = self
-            .with_indexes(io, next_offset, |idx| idx.offsets.floor(rel))?
-            .map_or(0, |e| u64::from(e.position));
-        while let Some(h) = self.header_at(pos, end)? {
-            if h.next_offset() > offset {
-                return Ok(Some((pos, h.base_offset)));
-            }
-            pos += u64::from(h.length);
-        }
-        Ok(None)
+    ) -> Result<(u64, Offset)> {
+        let Some(map) = self.mapped()? else {
+            return Err(self.damage(
+                &[],
+                Broken {
+                    at: 0,
+                    expected: self.base_offset,
+                    prev: None,
+                },
+            ));
+        };
+        let end = (self.readable_end() as usize).min(map.len());
+        let (pos, h) = self.find_batch(io, &map, end, offset, next_offset)?;
+        Ok((pos as u64, h.base_offset))
     }
 
     /// File length on disk.
@@ -577,5 +693,113 @@ impl Segment {
             super::fs::remove_if_exists(&segment_path(&self.dir, self.base_offset, ext))?;
         }
         Ok(())
+    }
+}
+
+/// Bytes between two offset index entries of a rebuilt index.
+const REBUILT_INDEX_INTERVAL_BYTES: u32 = 4096;
+
+/// Where a walk of batch headers stopped short of the offset it looked for.
+#[derive(Debug, Clone, Copy)]
+struct Broken {
+    /// The position with no batch of the expected offset.
+    at: usize,
+    /// The offset the batch there should start at.
+    expected: Offset,
+    /// The batch walked over before (position, base offset), if any.
+    prev: Option<(usize, Offset)>,
+}
+
+/// What a recovery or rebuild scan found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scan {
+    /// One past the last whole batch indexed.
+    pub end: u64,
+    /// One past its last offset.
+    pub next_offset: Offset,
+    /// The scan stopped at zeroes or at the end of the bytes (not at damage).
+    pub clean: bool,
+}
+
+/// The header at `pos` if its magic is right and its length fits in `bytes`; no CRC check.
+fn plausible_header(bytes: &[u8], pos: usize) -> Option<BatchHeader> {
+    let b = bytes.get(pos..)?;
+    let h = BatchHeader::parse(b)?;
+    let magic = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+    let len = h.length as usize;
+    (magic == BATCH_MAGIC && len >= BATCH_HEADER_BYTES && len <= b.len() && h.record_count > 0)
+        .then_some(h)
+}
+
+/// Indexes the whole, CRC-checked batches of `bytes` from `pos`, each at the offset after the
+/// one before, starting with `next_offset`. Stops at zeroes, at the end of `bytes`, or at the
+/// first byte that is no such batch; with `past_damage`, it skips damage (and zeroes followed by
+/// more data) to the next whole batch with a later offset, and indexes on from there.
+fn scan_batches(
+    bytes: &[u8],
+    base: Offset,
+    idx: &mut Indexes,
+    indexer: &mut Indexer,
+    mut pos: usize,
+    mut next_offset: Offset,
+    past_damage: bool,
+) -> Scan {
+    let mut end = pos;
+    loop {
+        let rest = bytes.get(pos..).unwrap_or_default();
+        let stop = match decode_frame(rest) {
+            Frame::Batch(b) if b.header().base_offset == next_offset => {
+                let len = b.bytes().len();
+                indexer.on_batch(idx, base, b.header(), pos as u64, len as u64);
+                pos += len;
+                end = pos;
+                next_offset = b.header().next_offset();
+                continue;
+            }
+            _ if rest.is_empty() => true,
+            Frame::Zeroed if !past_damage || rest.iter().all(|&b| b == 0) => true,
+            _ => false,
+        };
+        if stop {
+            return Scan {
+                end: end as u64,
+                next_offset,
+                clean: true,
+            };
+        }
+        match past_damage
+            .then(|| resync(bytes, pos + 1, next_offset))
+            .flatten()
+        {
+            Some((at, h)) => {
+                indexer.skip_gap();
+                pos = at;
+                next_offset = h.base_offset;
+            }
+            None => {
+                return Scan {
+                    end: end as u64,
+                    next_offset,
+                    clean: false,
+                };
+            }
+        }
+    }
+}
+
+/// The first whole batch at or after `from` whose base offset is at least `next_offset`: where
+/// a scan carries on after damage.
+fn resync(bytes: &[u8], from: usize, next_offset: Offset) -> Option<(usize, BatchHeader)> {
+    let magic = BATCH_MAGIC.to_le_bytes();
+    let mut at = from;
+    loop {
+        let found = bytes.get(at + 8..)?.windows(4).position(|w| w == magic)?;
+        at += found;
+        if let Frame::Batch(b) = decode_frame(&bytes[at..])
+            && b.header().base_offset >= next_offset
+        {
+            return Some((at, *b.header()));
+        }
+        at += 1;
     }
 }
