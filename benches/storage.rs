@@ -79,7 +79,7 @@ fn append(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(name, format!("batch_{records}")), |b| {
                 b.iter(|| {
                     n += 1;
-                    if n % 4096 == 0 {
+                    if n.is_multiple_of(4096) {
                         log.apply_retention(0).expect("retention");
                     }
                     black_box(log.append(&validated[0]).expect("append"))

@@ -2,6 +2,7 @@
 //! and `group` are clients of a running broker (`--broker`, `--output text|json`); `completions`
 //! prints a shell completion script.
 
+mod bench;
 mod common;
 mod consume;
 mod group;
@@ -9,6 +10,7 @@ mod produce;
 mod serve;
 mod topic;
 
+pub use bench::{BenchArgs, BenchMode, LoadArgs};
 pub use common::{ClientArgs, Output};
 pub use consume::ConsumeArgs;
 pub use group::{GroupArgs, GroupCommand};
@@ -55,6 +57,8 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// List consumer groups and show their lag.
     Group(GroupArgs),
+    /// Load-test a running broker: produce, consume (replay) or end-to-end latency.
+    Bench(BenchArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  strata completions bash > ~/.local/share/bash-completion/completions/strata\n  \
@@ -88,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => common::run(produce::run(args)),
         Command::Consume(args) => common::run(consume::run(args)),
         Command::Group(args) => common::run(group::run(args)),
+        Command::Bench(args) => bench::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
             ExitCode::SUCCESS

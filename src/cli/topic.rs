@@ -298,7 +298,7 @@ pub(crate) fn apply(s: &mut TopicSettings, key: &str, value: &str) -> Result<(),
 }
 
 /// `always`, `never`, `interval` or `interval:MS`.
-fn parse_fsync(value: &str) -> Result<(FsyncPolicy, Option<u64>), String> {
+pub(super) fn parse_fsync(value: &str) -> Result<(FsyncPolicy, Option<u64>), String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "always" => Ok((FsyncPolicy::Always, None)),
         "never" => Ok((FsyncPolicy::Never, None)),
