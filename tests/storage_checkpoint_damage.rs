@@ -92,3 +92,21 @@ fn a_damaged_checkpoint_falls_back_and_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn an_open_that_cannot_use_the_checkpoint_writes_a_new_one_also_after_a_clean_shutdown() {
+    for kind in [Damage::Missing, Damage::Garbage] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), config()).unwrap();
+        let records = fill(&log, 100);
+        log.close().unwrap();
+        damage(dir.path(), kind, &[]);
+        let log = Log::open(dir.path(), config()).unwrap();
+        let bytes = std::fs::read(dir.path().join(CHECKPOINT)).unwrap();
+        assert_ne!(bytes, b"not a checkpoint at all", "{kind:?}");
+        // The next crash recovers from the new checkpoint.
+        drop(log);
+        let log = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(read_all(&log, 0).unwrap(), records, "{kind:?}");
+    }
+}

@@ -263,8 +263,9 @@ fn recover(
         indexer,
         sealed_bytes,
     )?;
-    if !clean {
-        // Make what recovery found durable and record it, so the next crash scans from here.
+    if !clean || trusted.is_none() {
+        // Make what recovery found durable and record it, so the next crash scans from here
+        // (also after a clean shutdown whose checkpoint was unusable).
         log.flush()?;
     }
     Ok(log)
