@@ -1,15 +1,23 @@
 //! Property test: random sequences of appends, reads, rolls, reopens, retention, truncation and
 //! timestamp lookups on a small-segment log agree with a plain in-memory model of the log.
+//! Reopens may lose the checkpoint or the indexes first; any writing operation may have one of
+//! its file operations fail (through the fault seam) and be followed by a crash, after which
+//! the log must hold everything acknowledged and, of the interrupted operation, all or a prefix.
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
 use proptest::prelude::*;
 use std::{
+    io,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 use strata::{
     record::{BATCH_HEADER_BYTES, BatchBuilder, Frame, decode_frame, validate_batch},
-    storage::{FsyncPolicy, Log, LogConfig, Offset, StorageError},
+    storage::{FaultInjector, FileOp, FsyncPolicy, Log, LogConfig, Offset, StorageError},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,8 +95,10 @@ enum Op {
     Roll,
     Reopen {
         close_first: bool,
+        damage: Damage,
     },
     Tick,
+    Flush,
     Retention {
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
@@ -100,6 +110,21 @@ enum Op {
     OffsetForTimestamp {
         timestamp_ms: i64,
     },
+    /// `during` with its `at`-th file operation failing, then a crash (the log is dropped where
+    /// it stands) and a reopen.
+    Crash {
+        at: usize,
+        during: Box<Op>,
+    },
+}
+
+/// What happens to the files between closing (or dropping) the log and opening it again.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    None,
+    LoseCheckpoint,
+    DeleteIndexes,
+    GarbleIndexes,
 }
 
 fn record_spec() -> impl Strategy<Value = RecordSpec> {
@@ -123,7 +148,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => prop_oneof![Just(1usize), 1..20_000usize].prop_map(|max_bytes| Op::ReadAll { max_bytes }),
         2 => Just(Op::Roll),
-        2 => any::<bool>().prop_map(|close_first| Op::Reopen { close_first }),
+        2 => (any::<bool>(), damage()).prop_map(|(close_first, damage)| Op::Reopen { close_first, damage }),
         1 => Just(Op::Tick),
         2 => (
             proptest::option::of(0..3_000u64),
@@ -137,6 +162,39 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         1 => any::<u64>().prop_map(|at| Op::Truncate { at }),
         2 => (-100..5_100i64).prop_map(|timestamp_ms| Op::OffsetForTimestamp { timestamp_ms }),
+        3 => (0..24usize, crashing_op()).prop_map(|(at, during)| Op::Crash { at, during: Box::new(during) }),
+    ]
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        6 => Just(Damage::None),
+        1 => Just(Damage::LoseCheckpoint),
+        1 => Just(Damage::DeleteIndexes),
+        1 => Just(Damage::GarbleIndexes),
+    ]
+}
+
+/// Operations that write, for a crash to interrupt.
+fn crashing_op() -> impl Strategy<Value = Op> {
+    let batch = proptest::collection::vec(record_spec(), 1..6);
+    prop_oneof![
+        4 => proptest::collection::vec(batch, 1..3).prop_map(Op::Append),
+        1 => Just(Op::Roll),
+        1 => Just(Op::Tick),
+        1 => Just(Op::Flush),
+        1 => any::<bool>().prop_map(|close_first| Op::Reopen { close_first, damage: Damage::None }),
+        1 => (
+            proptest::option::of(0..3_000u64),
+            proptest::option::of(0..40_000u64),
+            3_000..6_000i64,
+        )
+            .prop_map(|(retention_ms, retention_bytes, now_ms)| Op::Retention {
+                retention_ms,
+                retention_bytes,
+                now_ms,
+            }),
+        1 => any::<u64>().prop_map(|at| Op::Truncate { at }),
     ]
 }
 
@@ -365,9 +423,77 @@ fn expected_retention(
     doomed
 }
 
+/// Damages the files of a closed log.
+fn damage_files(dir: &Path, damage: Damage) {
+    let files = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path());
+    match damage {
+        Damage::None => {}
+        Damage::LoseCheckpoint => std::fs::remove_file(dir.join("recovery-point"))
+            .unwrap_or_else(|e| panic!("no checkpoint to lose: {e}")),
+        Damage::DeleteIndexes | Damage::GarbleIndexes => {
+            for path in files {
+                let ext = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or_default();
+                if ext != "index" && ext != "timeindex" {
+                    continue;
+                }
+                if matches!(damage, Damage::DeleteIndexes) {
+                    std::fs::remove_file(&path).unwrap();
+                } else {
+                    let len = std::fs::metadata(&path).unwrap().len().max(36);
+                    let garbage: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
+                    std::fs::write(&path, garbage).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// What the log may hold after an operation that failed part way and a crash.
+enum Outcome {
+    /// What the model says.
+    Exact,
+    /// A prefix of these batches (planned at the model's next offset) was appended.
+    AppendedPrefix(Vec<ModelBatch>),
+    /// Retention deleted segments up to one of these (the earliest offset is one of them).
+    RetainedFrom(Vec<Offset>),
+    /// Truncation cut the log back to a batch boundary in `low..=high`.
+    TruncatedTo { low: Offset, high: Offset },
+}
+
+/// Fails the file operation with a given number, once.
+#[derive(Default)]
+struct FailNth {
+    seen: AtomicUsize,
+    fail_at: AtomicUsize,
+}
+
+impl FailNth {
+    fn arm(&self, n: usize) {
+        self.fail_at
+            .store(self.seen.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.fail_at.store(usize::MAX, Ordering::SeqCst);
+    }
+}
+
+impl FaultInjector for FailNth {
+    fn before(&self, _op: FileOp, _path: &Path, _len: usize) -> io::Result<Option<usize>> {
+        if self.seen.fetch_add(1, Ordering::SeqCst) == self.fail_at.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected failure"));
+        }
+        Ok(None)
+    }
+}
+
 struct Harness {
     dir: tempfile::TempDir,
     config: LogConfig,
+    faults: Arc<FailNth>,
     log: Option<Log>,
     model: Model,
     /// Makes every record's value unique.
@@ -375,12 +501,19 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(config: LogConfig) -> Harness {
+    fn new(config: &LogConfig) -> Harness {
+        let faults = Arc::new(FailNth::default());
+        faults.disarm();
+        let config = LogConfig {
+            faults: Some(faults.clone() as Arc<dyn FaultInjector>),
+            ..config.clone()
+        };
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(&Self::log_dir(dir.path()), config.clone()).unwrap();
         Harness {
             dir,
             config,
+            faults,
             log: Some(log),
             model: Model::default(),
             counter: 0,
@@ -419,18 +552,24 @@ impl Harness {
             }
             Op::ReadAll { max_bytes } => check_read_all(self.log(), &self.model, *max_bytes),
             Op::Roll => self.log().roll().unwrap(),
-            Op::Reopen { close_first } => {
+            Op::Reopen {
+                close_first,
+                damage,
+            } => {
                 let log = self.log.take().unwrap();
                 if *close_first {
                     log.close().unwrap();
                 } else {
                     drop(log);
                 }
+                damage_files(&self.path(), *damage);
                 self.log = Some(Log::open(&self.path(), self.config.clone()).unwrap());
                 check_offsets(self.log(), &self.model, &self.path());
                 check_read_all(self.log(), &self.model, 4096);
             }
             Op::Tick => self.log().tick(0).unwrap(),
+            Op::Flush => self.log().flush().unwrap(),
+            Op::Crash { at, during } => self.crash(*at, during),
             Op::Retention {
                 retention_ms,
                 retention_bytes,
@@ -453,9 +592,151 @@ impl Harness {
         check_offsets(self.log(), &self.model, &self.path());
     }
 
-    fn append(&mut self, batches: &[Vec<RecordSpec>]) {
+    /// Runs `during` with its `at`-th file operation failing, crashes, reopens, and settles the
+    /// model on what the log may hold.
+    fn crash(&mut self, at: usize, during: &Op) {
+        self.faults.arm(at);
+        let outcome = self.try_apply(during);
+        self.faults.disarm();
+        drop(self.log.take());
+        let log = Log::open(&self.path(), self.config.clone())
+            .unwrap_or_else(|e| panic!("reopening after a crash in {during:?}: {e}"));
+        let next = log.next_offset();
+        match outcome {
+            Outcome::Exact => {}
+            Outcome::AppendedPrefix(batches) => {
+                for b in batches {
+                    if b.next() <= next {
+                        self.model.next = b.next();
+                        self.model.batches.push(b);
+                    }
+                }
+            }
+            Outcome::RetainedFrom(candidates) => {
+                let earliest = log.earliest_offset();
+                assert!(
+                    candidates.contains(&earliest),
+                    "earliest {earliest} after a crash in retention, not one of {candidates:?}"
+                );
+                self.model.earliest = earliest;
+                self.model.batches.retain(|b| b.base >= earliest);
+            }
+            Outcome::TruncatedTo { low, high } => {
+                assert!(
+                    (low..=high).contains(&next)
+                        && (next == high || self.model.batches.iter().any(|b| b.base == next)),
+                    "next offset {next} after a crash in truncation to {low} (from {high})"
+                );
+                self.model.batches.retain(|b| b.base < next);
+                self.model.next = next;
+            }
+        }
+        assert_eq!(
+            next, self.model.next,
+            "acknowledged records lost in a crash in {during:?}"
+        );
+        self.log = Some(log);
+        check_read_all(self.log(), &self.model, 4096);
+    }
+
+    /// Applies a writing operation that may fail; returns what the log may hold afterwards.
+    fn try_apply(&mut self, op: &Op) -> Outcome {
+        match op {
+            Op::Append(batches) => {
+                let (bytes, planned) = self.build(batches);
+                let valid = validate_batch(&bytes, 1 << 20).unwrap();
+                if self.log().append_batches(&valid).is_ok() {
+                    for b in planned {
+                        self.model.next = b.next();
+                        self.model.batches.push(b);
+                    }
+                    Outcome::Exact
+                } else {
+                    Outcome::AppendedPrefix(planned)
+                }
+            }
+            Op::Roll => {
+                let _ = self.log().roll();
+                Outcome::Exact
+            }
+            Op::Tick => {
+                let _ = self.log().tick(0);
+                Outcome::Exact
+            }
+            Op::Flush => {
+                let _ = self.log().flush();
+                Outcome::Exact
+            }
+            Op::Reopen { close_first, .. } => {
+                let log = self.log.take().unwrap();
+                if *close_first {
+                    let _ = log.close();
+                } else {
+                    drop(log);
+                }
+                self.log = Log::open(&self.path(), self.config.clone()).ok();
+                Outcome::Exact
+            }
+            Op::Retention {
+                retention_ms,
+                retention_bytes,
+                now_ms,
+            } => {
+                let bases = segment_bases(&self.path());
+                let want = if retention_ms.is_none() && retention_bytes.is_none() {
+                    0
+                } else {
+                    expected_retention(
+                        &self.model,
+                        &bases,
+                        *retention_ms,
+                        *retention_bytes,
+                        *now_ms,
+                    )
+                };
+                let log = self.log();
+                log.set_config(LogConfig {
+                    retention_ms: *retention_ms,
+                    retention_bytes: *retention_bytes,
+                    ..self.config.clone()
+                });
+                let result = log.apply_retention(*now_ms);
+                log.set_config(self.config.clone());
+                match result {
+                    Ok(deleted) => {
+                        assert_eq!(deleted, want);
+                        self.model.earliest = bases[want];
+                        self.model.batches.retain(|b| b.base >= bases[want]);
+                        Outcome::Exact
+                    }
+                    Err(_) => Outcome::RetainedFrom(bases[..=want].to_vec()),
+                }
+            }
+            Op::Truncate { at } => {
+                let offset = pick_offset(&self.model, *at);
+                let want = self.truncation_point(offset);
+                match self.log().truncate(offset) {
+                    Ok(got) => {
+                        assert_eq!(got, want, "truncate({offset})");
+                        self.model.batches.retain(|b| b.base < want);
+                        self.model.next = want;
+                        Outcome::Exact
+                    }
+                    Err(_) => Outcome::TruncatedTo {
+                        low: want,
+                        high: self.model.next,
+                    },
+                }
+            }
+            other => unreachable!("{other:?} does not write"),
+        }
+    }
+
+    /// The batches of one `append_batches` call, and how the model will see them.
+    fn build(&mut self, batches: &[Vec<RecordSpec>]) -> (Vec<u8>, Vec<ModelBatch>) {
         let mut bytes = Vec::new();
-        let mut model_batches = Vec::new();
+        let mut planned = Vec::new();
+        let mut base = self.model.next;
         for specs in batches {
             let records: Vec<ModelRecord> = specs.iter().map(|s| self.record(s)).collect();
             let mut b = BatchBuilder::default();
@@ -463,17 +744,31 @@ impl Harness {
                 b.push_parts(r.timestamp_ms, r.key.as_deref(), &r.value, []);
             }
             bytes.extend(b.finish(0));
-            model_batches.push(records);
+            let batch = ModelBatch { base, records };
+            base = batch.next();
+            planned.push(batch);
         }
+        (bytes, planned)
+    }
+
+    /// Where `truncate(offset)` must cut the model's log.
+    fn truncation_point(&self, offset: Offset) -> Offset {
+        if offset >= self.model.next {
+            self.model.next
+        } else {
+            self.model
+                .batch_index(offset)
+                .map_or(self.model.earliest, |i| self.model.batches[i].base)
+        }
+    }
+
+    fn append(&mut self, batches: &[Vec<RecordSpec>]) {
+        let (bytes, planned) = self.build(batches);
         let valid = validate_batch(&bytes, 1 << 20).unwrap();
         let appended = self.log().append_batches(&valid).unwrap();
-        assert_eq!(appended.len(), model_batches.len());
-        for (a, records) in appended.iter().zip(model_batches) {
-            assert_eq!(a.base_offset, self.model.next, "offsets are consecutive");
-            let batch = ModelBatch {
-                base: a.base_offset,
-                records,
-            };
+        assert_eq!(appended.len(), planned.len());
+        for (a, batch) in appended.iter().zip(planned) {
+            assert_eq!(a.base_offset, batch.base, "offsets are consecutive");
             assert_eq!(a.next_offset, batch.next());
             self.model.next = batch.next();
             self.model.batches.push(batch);
@@ -508,13 +803,7 @@ impl Harness {
 
     fn truncate(&mut self, at: u64) {
         let offset = pick_offset(&self.model, at);
-        let want = if offset >= self.model.next {
-            self.model.next
-        } else {
-            self.model
-                .batch_index(offset)
-                .map_or(self.model.earliest, |i| self.model.batches[i].base)
-        };
+        let want = self.truncation_point(offset);
         let got = self.log().truncate(offset).unwrap();
         assert_eq!(got, want, "truncate({offset})");
         self.model.batches.retain(|b| b.base < want);
@@ -526,7 +815,7 @@ impl Harness {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: 64,
         max_shrink_iters: 2_000,
         ..ProptestConfig::default()
     })]
@@ -536,7 +825,7 @@ proptest! {
         config in config(),
         ops in proptest::collection::vec(op(), 1..60),
     ) {
-        let mut h = Harness::new(config);
+        let mut h = Harness::new(&config);
         for op in &ops {
             h.apply(op);
         }
