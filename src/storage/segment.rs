@@ -501,9 +501,10 @@ impl Segment {
         self.corrupt(broken.at, broken.expected, reason)
     }
 
-    /// Whole batches from the one holding `offset`, at most `max_bytes` (but at least one).
-    /// Returns the bytes and one past the last offset returned. `next_offset` is one past the
-    /// segment's last record, and `offset` must be below it.
+    /// Whole batches from the one holding `offset`, at most `max_bytes` (but at least one), none
+    /// at or past `next_offset` (one past the segment's last record, or the high watermark).
+    /// Returns the bytes and one past the last offset returned. `offset` must be below
+    /// `next_offset`.
     pub(crate) fn read(
         &self,
         io: &Io,
@@ -518,7 +519,9 @@ impl Segment {
         let (first, header) = self.find_batch(io, &map, end, offset, next_offset)?;
         let mut pos = first;
         let mut expected = header.base_offset;
-        while pos < end {
+        // Up to `next_offset` only: the active segment may already publish batches past the high
+        // watermark the caller read, and a read must not return records past the one it reports.
+        while pos < end && expected < next_offset {
             match decode_frame(&map[pos..end]) {
                 Frame::Batch(b) if b.header().base_offset == expected => {
                     let len = b.bytes().len();

@@ -223,3 +223,34 @@ fn a_batch_larger_than_an_empty_segment_grows_it_instead_of_rolling_onto_itself(
     assert_eq!(log.next_offset(), 3);
     assert_eq!(read_all(&log, 2), vec![(2, b"small".to_vec())]);
 }
+
+#[test]
+fn a_read_never_returns_records_past_the_high_watermark_it_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            fsync: FsyncPolicy::Never,
+            ..small()
+        },
+    )
+    .unwrap();
+    for i in 0..3 {
+        append(&log, &[b"a"], i);
+    }
+    // As a reader sees it when it loads the watermark just before an append publishes its
+    // batch: the segment's readable bytes are already past that watermark.
+    log.high_watermark
+        .store(1, std::sync::atomic::Ordering::Release);
+    let chunk = log.read(0, 1 << 20).unwrap();
+    assert_eq!(chunk.high_watermark, 1);
+    assert_eq!(chunk.next_offset, 1);
+    let Frame::Batch(b) = decode_frame(&chunk.batches) else {
+        panic!("not a batch")
+    };
+    assert_eq!(
+        b.bytes().len(),
+        chunk.batches.len(),
+        "only the batch below the watermark"
+    );
+}
