@@ -66,7 +66,7 @@ fn run(fsync: FsyncPolicy) {
         std::thread::spawn(move || {
             let mut rounds = 0u64;
             while !done.load(Ordering::Acquire) {
-                if rounds % 7 == 0 {
+                if rounds.is_multiple_of(7) {
                     log.roll().unwrap();
                 }
                 log.apply_retention(0).unwrap();
