@@ -80,6 +80,22 @@ pub(crate) struct Writer {
 const ALLOCATE_AHEAD_MIN: u64 = 64 * 1024;
 const ALLOCATE_AHEAD_MAX: u64 = 16 * 1024 * 1024;
 
+impl Writer {
+    /// The active segment has taken appends for `segment_max_ms` by `now_ms`.
+    fn active_segment_too_old(&self, config: &LogConfig, now_ms: i64) -> bool {
+        match (self.first_append_ms, config.segment_max_ms) {
+            (Some(first), Some(max)) => now_ms.saturating_sub(first) >= ms_as_i64(max),
+            _ => false,
+        }
+    }
+}
+
+/// A duration in ms as an i64 for arithmetic with timestamps: a setting too large for an i64
+/// is as good as forever (a plain cast would make it negative, i.e. already past).
+pub(crate) fn ms_as_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
 #[derive(Debug, Default)]
 struct SyncState {
     durable_next: Offset,
@@ -219,10 +235,7 @@ impl Log {
     ) -> Result<Appended> {
         let len = batch.bytes().len() as u64;
         let now = now_ms();
-        let too_old = match (w.first_append_ms, config.segment_max_ms) {
-            (Some(first), Some(max)) => now.saturating_sub(first) >= max as i64,
-            _ => false,
-        };
+        let too_old = w.active_segment_too_old(config, now);
         if w.size > 0 && (w.size + len > config.segment_max_bytes || too_old) {
             self.roll_locked(w, config, len)?;
         }
@@ -574,11 +587,7 @@ impl Log {
         let config = self.config();
         {
             let mut w = lock(&self.writer);
-            let too_old = match (w.first_append_ms, config.segment_max_ms) {
-                (Some(first), Some(max)) => now_ms.saturating_sub(first) >= max as i64,
-                _ => false,
-            };
-            if w.size > 0 && too_old {
+            if w.size > 0 && w.active_segment_too_old(&config, now_ms) {
                 self.roll_locked(&mut w, &config, 0)?;
             }
             let interval_due = match config.fsync {

@@ -5,7 +5,7 @@ use super::{
     Offset, Result,
     checkpoint::{self, RecoveryPoint},
     fs,
-    log::{Log, lock, now_ms},
+    log::{Log, lock, ms_as_i64, now_ms},
     segment::{Indexer, Segment, segment_path},
 };
 use std::sync::{Arc, PoisonError};
@@ -29,7 +29,9 @@ impl Log {
             };
             let size = seg.readable_end();
             let too_old = match config.retention_ms {
-                Some(ms) => seg.max_timestamp_ms(&self.io, next)? < now_ms - ms as i64,
+                Some(ms) => {
+                    seg.max_timestamp_ms(&self.io, next)? < now_ms.saturating_sub(ms_as_i64(ms))
+                }
                 None => false,
             };
             let too_big = config

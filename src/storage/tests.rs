@@ -1,6 +1,6 @@
 //! Unit tests of the log: append, read, roll, reopen, recovery of a torn tail.
 
-use super::*;
+use super::{log::now_ms, *};
 use crate::record::{BatchBuilder, Frame, decode_frame, validate_batch};
 use std::path::Path;
 
@@ -253,4 +253,26 @@ fn a_read_never_returns_records_past_the_high_watermark_it_reports() {
         chunk.batches.len(),
         "only the batch below the watermark"
     );
+}
+
+#[test]
+fn time_limits_too_large_for_an_i64_mean_never_not_already_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            segment_max_ms: Some(u64::MAX),
+            retention_ms: Some(u64::MAX),
+            ..small()
+        },
+    )
+    .unwrap();
+    for i in 0..100 {
+        append(&log, &[&[1u8; 100]], i);
+    }
+    // Rolled by size only (about 30 batches a segment), not at every append by age.
+    assert!(log.stats().segments < 10, "{:?}", log.stats());
+    log.tick(now_ms()).unwrap();
+    assert_eq!(log.apply_retention(now_ms()).unwrap(), 0);
+    assert_eq!(log.earliest_offset(), 0);
 }
