@@ -610,41 +610,53 @@ async fn bench_e2e(args: LoadArgs) -> Result<(), Failure> {
 
 async fn e2e(args: &LoadArgs, topic: &str) -> Result<(u64, Duration, Histogram<u64>), Failure> {
     let mut stream = subscribe(args, topic, Position::Latest(proto::Empty {})).await?;
-    let done = Arc::new(AtomicBool::new(false));
-    let receiver = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut hist = histogram()?;
-            let mut records = 0u64;
-            loop {
-                let msg = tokio::select! {
-                    m = stream.message() => m,
-                    () = tokio::time::sleep(Duration::from_millis(500)), if done.load(Ordering::Relaxed) => break,
-                };
-                let msg = match msg {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(s) => return Err(Failure::new(format!("subscription failed: {s}"))),
-                };
-                let now = now_nanos();
-                walk_batches(&msg.batches, |count, first| {
-                    records += count;
-                    if let Some(stamp) = first.get(..8) {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(stamp);
-                        let sent = u64::from_le_bytes(b);
-                        let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
-                    }
-                })?;
+    // Once the producers are done they publish how many records they sent; the subscriber
+    // stops when it has seen them all.
+    let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(None::<u64>);
+    let receiver = tokio::spawn(async move {
+        let mut hist = histogram()?;
+        let mut records = 0u64;
+        loop {
+            if sent_rx.borrow().is_some_and(|sent| records >= sent) {
+                break;
             }
-            Ok::<_, Failure>((records, hist))
-        })
-    };
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                changed = sent_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let msg = match msg {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(s) => return Err(Failure::new(format!("subscription failed: {s}"))),
+            };
+            let now = now_nanos();
+            walk_batches(&msg.batches, |count, first| {
+                records += count;
+                if let Some(stamp) = first.get(..8) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(stamp);
+                    let sent = u64::from_le_bytes(b);
+                    let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
+                }
+            })?;
+        }
+        Ok::<_, Failure>((records, hist))
+    });
     let (produced, elapsed, _) = produce_load(args, topic, Some(args.rate_mb * 1e6), true).await?;
-    done.store(true, Ordering::Relaxed);
-    let (received, hist) = receiver
+    let _ = sent_tx.send(Some(produced));
+    let joined = tokio::time::timeout(Duration::from_secs(30), receiver)
         .await
-        .map_err(|e| Failure::new(format!("subscriber task: {e}")))??;
+        .map_err(|_| {
+            Failure::new(format!(
+                "the subscriber did not receive all {produced} records within 30 s"
+            ))
+        })?;
+    let (received, hist) = joined.map_err(|e| Failure::new(format!("subscriber task: {e}")))??;
     if received < produced {
         return Err(Failure::new(format!(
             "the subscriber received {received} of {produced} records"
