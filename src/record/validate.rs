@@ -70,7 +70,10 @@ impl<'a> ValidatedBatch<'a> {
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head[field::LENGTH..]);
         let body_len = (self.bytes.len() - BATCH_HEADER_BYTES) as u64;
-        hasher.combine(&crc32fast::Hasher::new_with_initial_len(self.body_crc, body_len));
+        hasher.combine(&crc32fast::Hasher::new_with_initial_len(
+            self.body_crc,
+            body_len,
+        ));
         head[field::CRC..field::CRC + 4].copy_from_slice(&hasher.finalize().to_le_bytes());
         head
     }
