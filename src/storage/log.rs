@@ -90,6 +90,55 @@ impl Writer {
     }
 }
 
+/// The writer's state before a request's first batch: what a failed request is undone to.
+#[derive(Clone, Copy)]
+struct Mark {
+    base_offset: Offset,
+    size: u64,
+    next_offset: Offset,
+    indexer: Indexer,
+    first_append_ms: Option<i64>,
+    since_checkpoint: u64,
+    offset_entries: usize,
+    time_entries: usize,
+    max_timestamp_ms: i64,
+}
+
+impl Mark {
+    fn of(w: &Writer) -> Mark {
+        let (offset_entries, time_entries) = w
+            .active
+            .indexes_mut(|idx| (idx.offsets.entries().len(), idx.times.entries().len()))
+            .unwrap_or_default();
+        Mark {
+            base_offset: w.active.base_offset,
+            size: w.size,
+            next_offset: w.next_offset,
+            indexer: w.indexer,
+            first_append_ms: w.first_append_ms,
+            since_checkpoint: w.since_checkpoint,
+            offset_entries,
+            time_entries,
+            max_timestamp_ms: w.active.max_timestamp(),
+        }
+    }
+
+    /// The state of an active segment that a roll just started.
+    fn empty(w: &Writer, config: &LogConfig) -> Mark {
+        Mark {
+            base_offset: w.active.base_offset,
+            size: 0,
+            next_offset: w.active.base_offset,
+            indexer: Indexer::new(config.index_interval_bytes),
+            first_append_ms: None,
+            since_checkpoint: 0,
+            offset_entries: 0,
+            time_entries: 0,
+            max_timestamp_ms: i64::MIN,
+        }
+    }
+}
+
 /// A duration in ms as an i64 for arithmetic with timestamps: a setting too large for an i64
 /// is as good as forever (a plain cast would make it negative, i.e. already past).
 pub(crate) fn ms_as_i64(ms: u64) -> i64 {
@@ -204,8 +253,21 @@ impl Log {
         let mut out = Vec::with_capacity(batches.len());
         let target = {
             let mut w = lock(&self.writer);
+            self.roll_before_request(&mut w, &config, batches)?;
+            let mut mark = Mark::of(&w);
             for batch in batches {
-                out.push(self.write_batch(&mut w, &config, batch)?);
+                match self.write_batch(&mut w, &config, batch) {
+                    Ok(appended) => out.push(appended),
+                    Err(e) => {
+                        self.undo_request(&mut w, &config, mark);
+                        return Err(e);
+                    }
+                }
+                if w.active.base_offset != mark.base_offset {
+                    // The batch rolled the segment: what came before it is sealed and
+                    // published; the batches in the new segment can still be undone.
+                    mark = Mark::empty(&w, &config);
+                }
             }
             if config.fsync != FsyncPolicy::Always {
                 w.active.publish(w.size);
@@ -264,16 +326,25 @@ impl Log {
             w.allocated = target;
         }
         let body = &batch.bytes()[BATCH_HEADER_BYTES..];
-        if body.len() <= 64 * 1024 {
+        let written = if body.len() <= 64 * 1024 {
             // One syscall for small batches.
             let mut buf = Vec::with_capacity(batch.bytes().len());
             buf.extend_from_slice(&head);
             buf.extend_from_slice(body);
-            self.io.write_all_at(&file, &path, &buf, pos)?;
+            self.io.write_all_at(&file, &path, &buf, pos)
         } else {
-            self.io.write_all_at(&file, &path, &head, pos)?;
             self.io
-                .write_all_at(&file, &path, body, pos + BATCH_HEADER_BYTES as u64)?;
+                .write_all_at(&file, &path, &head, pos)
+                .and_then(|()| {
+                    self.io
+                        .write_all_at(&file, &path, body, pos + BATCH_HEADER_BYTES as u64)
+                })
+        };
+        if let Err(e) = written {
+            // Part of the batch may be in the file: clear it, so that no byte of it is read
+            // back or found by recovery, and the next append starts from clean space.
+            self.clear_written(&file, &path, pos, end);
+            return Err(e);
         }
         let mut header = *batch.header();
         header.base_offset = base;
@@ -291,6 +362,75 @@ impl Log {
             base_offset: base,
             next_offset: w.next_offset,
         })
+    }
+
+    /// Rolls before a request of several batches that does not fit in the active segment but
+    /// fits in a new one, rather than in its middle: a roll seals and publishes what precedes
+    /// it, so a request split by one could not be undone if a later batch of it failed.
+    fn roll_before_request(
+        &self,
+        w: &mut Writer,
+        config: &LogConfig,
+        batches: &[ValidatedBatch<'_>],
+    ) -> Result<()> {
+        let total: u64 = batches.iter().map(|b| b.bytes().len() as u64).sum();
+        if batches.len() > 1
+            && w.size > 0
+            && w.size + total > config.segment_max_bytes.min(w.capacity)
+            && total <= config.segment_max_bytes
+        {
+            self.roll_locked(w, config, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Takes back the batches a failed request wrote: the writer returns to `mark` and their
+    /// bytes are cleared. Nothing of them was published (that happens only once the whole
+    /// request is written), so no reader has seen them.
+    fn undo_request(&self, w: &mut Writer, config: &LogConfig, mark: Mark) {
+        let mark = if w.active.base_offset == mark.base_offset {
+            mark
+        } else {
+            // The failed batch rolled the segment before its write.
+            Mark::empty(w, config)
+        };
+        if w.active.readable_end() > mark.size {
+            return; // published bytes are never taken back (cannot happen: see above)
+        }
+        if w.size > mark.size
+            && let Ok(file) = w.active.file()
+        {
+            let path = w.active.path().to_owned();
+            self.clear_written(&file, &path, mark.size, w.size);
+        }
+        let active = w.active.clone();
+        active.indexes_mut(|idx| {
+            idx.offsets.truncate(mark.offset_entries);
+            idx.times.truncate(mark.time_entries);
+        });
+        active.reset_max_timestamp(mark.max_timestamp_ms);
+        w.size = mark.size;
+        w.next_offset = mark.next_offset;
+        w.indexer = mark.indexer;
+        w.first_append_ms = mark.first_append_ms;
+        w.since_checkpoint = mark.since_checkpoint;
+    }
+
+    /// Overwrites `[from, to)` of the active segment with zeroes and syncs them, after a failed
+    /// write. The space is allocated, so this needs none. If it fails, what the file holds
+    /// there is unknown: the log is poisoned, and recovery at the next open cuts the garbage.
+    fn clear_written(&self, file: &std::fs::File, path: &Path, from: u64, to: u64) {
+        static ZEROES: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut pos = from;
+        let mut result = Ok(());
+        while pos < to && result.is_ok() {
+            let n = (to - pos).min(ZEROES.len() as u64);
+            result = self.io.write_all_at(file, path, &ZEROES[..n as usize], pos);
+            pos += n;
+        }
+        if let Err(e) = result.and_then(|()| self.io.sync_data(file, path)) {
+            self.poison(&e);
+        }
     }
 
     /// Blocks until every offset below `target` is durable, joining or leading a group fsync.

@@ -307,6 +307,17 @@ impl Segment {
         self.max_timestamp_ms.fetch_max(ts, Ordering::AcqRel);
     }
 
+    /// The largest timestamp noted so far (`i64::MIN` if none).
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp_ms.load(Ordering::Acquire)
+    }
+
+    /// Takes back timestamps noted by appends that were undone. Only the writer notes the
+    /// active segment's timestamps, so nothing else moves it meanwhile.
+    pub(crate) fn reset_max_timestamp(&self, ts: i64) {
+        self.max_timestamp_ms.store(ts, Ordering::Release);
+    }
+
     /// Runs `f` on the indexes, loading (and if needed rebuilding) them first. `next_offset` is one
     /// past the segment's last record.
     pub(crate) fn with_indexes<R>(
