@@ -321,9 +321,20 @@ impl Log {
         if end > w.allocated {
             let ahead = pos.clamp(ALLOCATE_AHEAD_MIN, ALLOCATE_AHEAD_MAX);
             let target = (end + ahead).min(w.capacity).max(end);
-            self.io
-                .allocate(&file, &path, w.allocated, target - w.allocated)?;
-            w.allocated = target;
+            match self
+                .io
+                .allocate(&file, &path, w.allocated, target - w.allocated)
+            {
+                Ok(()) => w.allocated = target,
+                // Too little space to allocate ahead: take only what this batch needs, so the
+                // disk is full when the batch does not fit, not when the step does not.
+                Err(StorageError::DiskFull { .. }) if target > end => {
+                    self.io
+                        .allocate(&file, &path, w.allocated, end - w.allocated)?;
+                    w.allocated = end;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let body = &batch.bytes()[BATCH_HEADER_BYTES..];
         let written = if body.len() <= 64 * 1024 {
