@@ -634,8 +634,12 @@ impl Segment {
                 clean: true,
             });
         };
+        // Past the file's last data the bytes are a hole (zeroes, where a scan stops): leave
+        // them unread rather than touch them through the map, which on tmpfs allocates a page
+        // for each, and on a full tmpfs kills the process with SIGBUS.
+        let end = data_end(&*self.file()?, map.len() as u64) as usize;
         Ok(scan_batches(
-            &map,
+            &map[..end],
             self.base_offset,
             idx,
             indexer,
@@ -733,6 +737,28 @@ pub(crate) struct Scan {
     pub next_offset: Offset,
     /// The scan stopped at zeroes or at the end of the bytes (not at damage).
     pub clean: bool,
+}
+
+/// One past the last byte of the first `len` bytes of `file` that is not in a hole (`len` if
+/// the filesystem cannot tell). Every byte after it reads as zero.
+fn data_end(file: &File, len: u64) -> u64 {
+    use rustix::fs::{SeekFrom, seek};
+    let mut end = 0;
+    let mut at = 0;
+    while at < len {
+        let data = match seek(file, SeekFrom::Data(at)) {
+            Ok(data) => data,
+            // No data at or after `at`.
+            Err(e) if e == rustix::io::Errno::NXIO => break,
+            Err(_) => return len,
+        };
+        let Ok(hole) = seek(file, SeekFrom::Hole(data)) else {
+            return len;
+        };
+        end = hole.min(len);
+        at = hole;
+    }
+    end
 }
 
 /// The header at `pos` if its magic is right and its length fits in `bytes`; no CRC check.
