@@ -249,7 +249,7 @@ fn recover(
             Indexer::new(interval),
             sealed_bytes,
         )?;
-        log.flush()?;
+        record_recovered(&log)?;
         return Ok(log);
     };
     let log = finish(
@@ -266,9 +266,26 @@ fn recover(
     if !clean || trusted.is_none() {
         // Make what recovery found durable and record it, so the next crash scans from here
         // (also after a clean shutdown whose checkpoint was unusable).
-        log.flush()?;
+        record_recovered(&log)?;
     }
     Ok(log)
+}
+
+/// Makes what recovery found durable and checkpoints it. A full disk does not stop the open:
+/// the segment is synced before anything that needs space, and without the new checkpoint the
+/// next open scans from the old one again, to the same end.
+fn record_recovered(log: &Log) -> Result<()> {
+    match log.flush() {
+        Err(e @ StorageError::DiskFull { .. }) if log.check_poisoned().is_ok() => {
+            tracing::warn!(
+                dir = %log.dir().display(),
+                error = %e,
+                "disk full: could not checkpoint what recovery found; the next open scans it again"
+            );
+            Ok(())
+        }
+        result => result,
+    }
 }
 
 /// A segment that recovery found complete but that is not the last: trim, index, seal.
