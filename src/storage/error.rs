@@ -18,9 +18,15 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
-    /// The disk is full: nothing was appended; retry once space is freed.
-    #[error("no space left on the device holding {path}: the append was not stored")]
+    /// The disk is full. An append that fails with it stored nothing; retry once space is
+    /// freed.
+    #[error(
+        "no space left on the device holding {path} (could not {op}): nothing was stored; \
+         free space (delete a topic or lower its retention) and retry"
+    )]
     DiskFull {
+        /// What was being done ("write", "allocate", ...).
+        op: &'static str,
         /// The file being written.
         path: PathBuf,
         /// The OS error.
@@ -84,7 +90,7 @@ impl StorageError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
         if source.kind() == io::ErrorKind::StorageFull {
-            StorageError::DiskFull { path, source }
+            StorageError::DiskFull { op, path, source }
         } else {
             StorageError::Io { op, path, source }
         }
