@@ -35,8 +35,16 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), BrokerErr
         file.write_all(contents)?;
         file.sync_all()
     };
-    write().map_err(|e| BrokerError::io("write", tmp, e))?;
-    fs::rename(tmp, path).map_err(|e| BrokerError::io("rename into place", path, e))?;
+    let replaced = write()
+        .map_err(|e| BrokerError::io("write", tmp, e))
+        .and_then(|()| {
+            fs::rename(tmp, path).map_err(|e| BrokerError::io("rename into place", path, e))
+        });
+    if let Err(e) = replaced {
+        // The old file is intact; a partial temporary one (a full disk) is only in the way.
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
     match path.parent() {
         Some(dir) => fsync_dir(dir),
         None => Ok(()),
@@ -46,6 +54,25 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), BrokerErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"one").unwrap();
+        // The rename fails: a directory that is not empty holds the name.
+        let blocked = dir.path().join("sub");
+        fs::create_dir(&blocked).unwrap();
+        fs::create_dir(blocked.join("x")).unwrap();
+        assert!(write_atomic(&blocked, b"two").is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["state.json", "sub"]);
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_file() {
