@@ -55,6 +55,8 @@ type OffsetMap = BTreeMap<(String, u32), Offset>;
 struct Group {
     path: PathBuf,
     file: File,
+    /// Bytes of whole entries in the file (where the next entry goes).
+    len: u64,
     offsets: OffsetMap,
     entries_since_snapshot: usize,
     poisoned: bool,
@@ -125,8 +127,9 @@ fn open_append(path: &Path) -> Result<File, BrokerError> {
         .map_err(|e| BrokerError::io("open", path, e))
 }
 
-/// Writes a fresh file holding the magic and, if any, one snapshot entry of `offsets`.
-fn write_snapshot(path: &Path, offsets: &OffsetMap) -> Result<(), BrokerError> {
+/// Writes a fresh file holding the magic and, if any, one snapshot entry of `offsets`. Returns
+/// its length.
+fn write_snapshot(path: &Path, offsets: &OffsetMap) -> Result<u64, BrokerError> {
     let mut buf = MAGIC.to_vec();
     if !offsets.is_empty() {
         let list = offsets
@@ -139,7 +142,8 @@ fn write_snapshot(path: &Path, offsets: &OffsetMap) -> Result<(), BrokerError> {
             .collect();
         encode_entry(&GroupEntry::Commit(list), &mut buf)?;
     }
-    fs::write_atomic(path, &buf)
+    fs::write_atomic(path, &buf)?;
+    Ok(buf.len() as u64)
 }
 
 impl Group {
@@ -179,6 +183,7 @@ impl Group {
         Ok(Group {
             path,
             file,
+            len: valid as u64,
             offsets,
             entries_since_snapshot,
             poisoned: false,
@@ -193,16 +198,26 @@ impl Group {
         }
         let mut buf = Vec::new();
         encode_entry(&entry, &mut buf)?;
-        let written = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            // Whether any of the entry reached the disk is unknown: refuse further commits rather
-            // than acknowledge offsets on top of an unknown tail.
-            self.poisoned = true;
+        if let Err(e) = self.file.write_all(&buf) {
+            // A full disk, most likely. Part of the entry may be in the file: cut it, and the
+            // next commit goes where this one would have. If even that fails, the tail is
+            // unknown: refuse further commits (replay cuts a torn tail at the next start).
+            let cut = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            if cut.is_err() {
+                self.poisoned = true;
+            }
             return Err(BrokerError::io("append to", &self.path, e));
         }
+        if let Err(e) = self.file.sync_data() {
+            // Whether the entry reached the disk is unknown (and a later fsync may not tell):
+            // refuse further commits rather than acknowledge offsets on top of an unknown tail.
+            self.poisoned = true;
+            return Err(BrokerError::io("sync", &self.path, e));
+        }
+        self.len += buf.len() as u64;
         apply(&mut self.offsets, entry);
         self.entries_since_snapshot += 1;
         if self.entries_since_snapshot >= COMPACT_AFTER_ENTRIES {
@@ -213,11 +228,12 @@ impl Group {
 
     /// Rewrites the file as one snapshot entry. A failure leaves the old file, still valid.
     fn compact(&mut self) {
-        let result =
-            write_snapshot(&self.path, &self.offsets).and_then(|()| open_append(&self.path));
+        let result = write_snapshot(&self.path, &self.offsets)
+            .and_then(|len| Ok((open_append(&self.path)?, len)));
         match result {
-            Ok(file) => {
+            Ok((file, len)) => {
                 self.file = file;
+                self.len = len;
                 self.entries_since_snapshot = 0;
             }
             Err(e) => {
@@ -290,9 +306,10 @@ impl GroupStore {
             return Ok(g.clone());
         }
         let path = self.dir.join(format!("{name}{FILE_SUFFIX}"));
-        write_snapshot(&path, &OffsetMap::new())?;
+        let len = write_snapshot(&path, &OffsetMap::new())?;
         let group = Arc::new(Mutex::new(Group {
             file: open_append(&path)?,
+            len,
             path,
             offsets: OffsetMap::new(),
             entries_since_snapshot: 0,
