@@ -45,8 +45,8 @@ pub enum StorageError {
     },
     /// Stored bytes fail their checks; they are never served as data.
     #[error(
-        "corrupt data in {segment} at byte {position} (offsets from {offset}): {reason}; \
-         the rest of the log is still readable"
+        "offsets {offset}..{end} are damaged on disk and cannot be read ({reason}; \
+         {segment} at byte {position}); the rest of the log is still readable, from offset {end} on"
     )]
     Corrupt {
         /// The segment file.
@@ -55,6 +55,8 @@ pub enum StorageError {
         position: u64,
         /// The first offset the damage covers (the batch the index pointed at).
         offset: Offset,
+        /// One past the last offset the damage covers: the next readable batch starts here.
+        end: Offset,
         /// What is wrong.
         reason: Corruption,
     },

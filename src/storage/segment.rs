@@ -434,20 +434,41 @@ impl Segment {
     ) -> Result<(usize, BatchHeader)> {
         let rel = offset.saturating_sub(self.base_offset) as u32;
         let entry = self.with_indexes(io, next_offset, |idx| idx.offsets.floor(rel))?;
-        match self.walk(&map[..end], offset, entry) {
+        match self.walk_checked(&map[..end], offset, entry) {
             Ok(found) => return Ok(found),
-            // The index entry leads to no batch of its offset: the index is stale, or the batch
-            // there is damaged. A rebuilt index tells which (it leaves damaged batches out).
-            Err(broken) if broken.prev.is_none() && entry.is_some() => {
+            // The walk found no batch of the offset it expected: the index is stale, or a batch
+            // on the way is damaged (a bad length cannot be walked over). A rebuilt index tells
+            // which: it leaves damaged batches out and has an entry at the first whole batch
+            // after them, so offsets past the damage are found again.
+            Err(broken) => {
                 if !self.rebuild_indexes_once(io)? {
-                    return Err(self.damage(&map[..end], broken));
+                    return Err(self.damage(&map[..end], broken, next_offset));
                 }
             }
-            Err(broken) => return Err(self.damage(&map[..end], broken)),
         }
         let entry = self.with_indexes(io, next_offset, |idx| idx.offsets.floor(rel))?;
-        self.walk(&map[..end], offset, entry)
-            .map_err(|broken| self.damage(&map[..end], broken))
+        self.walk_checked(&map[..end], offset, entry)
+            .map_err(|broken| self.damage(&map[..end], broken, next_offset))
+    }
+
+    /// [`Segment::walk`], and a batch found holding `offset` past its base offset must pass its
+    /// CRC check: a damaged record count would otherwise claim offsets of the batches after it.
+    fn walk_checked(
+        &self,
+        bytes: &[u8],
+        offset: Offset,
+        entry: Option<OffsetEntry>,
+    ) -> Result<(usize, BatchHeader), Broken> {
+        let (pos, h) = self.walk(bytes, offset, entry)?;
+        if h.base_offset == offset || matches!(decode_frame(&bytes[pos..]), Frame::Batch(_)) {
+            Ok((pos, h))
+        } else {
+            Err(Broken {
+                at: pos,
+                expected: h.base_offset,
+                prev: None,
+            })
+        }
     }
 
     /// Walks batch headers from `entry` (or the segment's start) to the one holding `offset`.
@@ -489,11 +510,12 @@ impl Segment {
 
     /// The error for a walk that broke: the batch before the break when that one fails its
     /// checks (its own length or record count sent the walk astray), else the bytes at the break.
-    fn damage(&self, bytes: &[u8], broken: Broken) -> StorageError {
+    /// The segment holds offsets below `next_offset`.
+    fn damage(&self, bytes: &[u8], broken: Broken, next_offset: Offset) -> StorageError {
         if let Some((prev, prev_offset)) = broken.prev
             && let Frame::Corrupt(reason) = decode_frame(&bytes[prev..])
         {
-            return self.corrupt(prev, prev_offset, reason);
+            return self.corrupt(bytes, prev, prev_offset, reason, next_offset);
         }
         let reason = match bytes.get(broken.at..).map(decode_frame) {
             Some(Frame::Corrupt(c)) => c,
@@ -509,7 +531,7 @@ impl Segment {
                 found: None,
             },
         };
-        self.corrupt(broken.at, broken.expected, reason)
+        self.corrupt(bytes, broken.at, broken.expected, reason, next_offset)
     }
 
     /// Whole batches from the one holding `offset`, at most `max_bytes` (but at least one), none
@@ -551,6 +573,7 @@ impl Segment {
                             expected,
                             prev: None,
                         },
+                        next_offset,
                     ));
                 }
             }
@@ -563,11 +586,25 @@ impl Segment {
         Ok(Some((bytes, expected)))
     }
 
-    fn corrupt(&self, pos: usize, offset: Offset, reason: Corruption) -> StorageError {
+    /// The error for damage at `pos` of `bytes`, where the batch of `offset` should be. The
+    /// damage ends at the next whole batch after it (as a rebuilt index finds it), or else with
+    /// the segment, whose offsets end below `next_offset`.
+    fn corrupt(
+        &self,
+        bytes: &[u8],
+        pos: usize,
+        offset: Offset,
+        reason: Corruption,
+        next_offset: Offset,
+    ) -> StorageError {
+        let end = resync(bytes, pos + 1, offset + 1)
+            .map_or(next_offset, |(_, h)| h.base_offset)
+            .clamp(offset + 1, next_offset.max(offset + 1));
         StorageError::Corrupt {
             segment: self.path.clone(),
             position: pos as u64,
             offset,
+            end,
             reason,
         }
     }
@@ -596,6 +633,7 @@ impl Segment {
                             segment: self.path.clone(),
                             position: 0,
                             offset: b.header().base_offset,
+                            end: b.header().next_offset(),
                             reason,
                         })?;
                         if r.offset >= offset && r.timestamp_ms >= timestamp_ms {
@@ -691,6 +729,7 @@ impl Segment {
                     expected: self.base_offset,
                     prev: None,
                 },
+                next_offset,
             ));
         };
         let end = (self.readable_end() as usize).min(map.len());
