@@ -340,7 +340,7 @@ impl Segment {
         let size = self.readable_end();
         let offsets = next_offset.saturating_sub(self.base_offset);
         let idx = Indexes::load(&self.dir, self.base_offset)?;
-        if self.indexes_fit(&idx, size, offsets)? {
+        if self.indexes_fit(&idx, size, offsets)? && self.time_index_reaches_the_end(&idx, size)? {
             if let Some(t) = idx.times.last() {
                 self.note_timestamp(t.timestamp_ms);
             }
@@ -363,6 +363,23 @@ impl Segment {
                     .header_at(u64::from(e.position), size)?
                     .is_some_and(|h| h.base_offset == self.base_offset + u64::from(e.rel_offset)),
             })
+    }
+
+    /// Whether the time index's last entry carries the largest timestamp of the batches after the
+    /// last offset index entry, as a sealed segment's does. A time index cut short does not, and
+    /// would make timestamp lookups skip the segment. Walks at most one index interval.
+    fn time_index_reaches_the_end(&self, idx: &Indexes, size: u64) -> Result<bool> {
+        let Some(map) = self.mapped()? else {
+            return Ok(true);
+        };
+        let bytes = &map[..(size as usize).min(map.len())];
+        let mut pos = idx.offsets.last().map_or(0, |e| e.position as usize);
+        let mut max = i64::MIN;
+        while let Some(h) = plausible_header(bytes, pos) {
+            max = max.max(h.max_timestamp_ms);
+            pos += h.length as usize;
+        }
+        Ok(max == i64::MIN || idx.times.last().is_some_and(|t| t.timestamp_ms >= max))
     }
 
     /// Builds both indexes afresh from the readable batches (CRC-checked) and writes them. A
