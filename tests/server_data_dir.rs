@@ -1,5 +1,5 @@
 //! The data directory: a second broker on it refuses to start while the first runs; a topic
-//! directory that lost its metadata stops the broker rather than being deleted.
+//! directory that lost its metadata is kept (not deleted) and refused with DATA_LOSS.
 
 mod common;
 
@@ -33,9 +33,21 @@ async fn the_data_directory_is_guarded() {
     drop(client);
     assert!(server.terminate().await.success());
     std::fs::remove_file(dir.path().join("topics/kept/topic.json")).unwrap();
-    let refused = serve_once(dir.path());
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("restore topic.json"));
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    let refused = client
+        .describe_topic(strata::proto::DescribeTopicRequest {
+            name: "kept".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::DataLoss);
+    assert!(
+        refused.message().contains("restore topic.json"),
+        "{refused:?}"
+    );
+    drop(client);
+    assert!(server.terminate().await.success());
     assert!(
         dir.path().join("topics/kept/0").exists(),
         "partition data was kept"

@@ -14,6 +14,17 @@ pub enum BrokerError {
         /// The name asked for.
         topic: String,
     },
+    /// The topic's metadata file could not be read at start; its data is kept but not served.
+    #[error(
+        "topic '{topic}' cannot be served: its topic.json is damaged ({reason}); restore it and \
+         restart, or delete the topic"
+    )]
+    TopicDamaged {
+        /// The topic.
+        topic: String,
+        /// What is wrong with its metadata.
+        reason: String,
+    },
     /// The topic exists but has no such partition.
     #[error("topic '{topic}' has partitions 0..{partitions}; partition {partition} does not exist")]
     PartitionNotFound {

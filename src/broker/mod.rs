@@ -83,6 +83,9 @@ pub struct Broker {
     topics_dir: PathBuf,
     trash_dir: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Topics whose metadata could not be read at start, by name, with why: kept on disk and
+    /// refused with DATA_LOSS (others are served) until restored or deleted.
+    damaged: RwLock<BTreeMap<String, String>>,
     /// Serialises create, delete and alter, which touch files and the map together.
     admin: Mutex<()>,
     groups: groups::GroupStore,
@@ -124,11 +127,11 @@ impl Broker {
                 .map_err(|e| BrokerError::io("empty the trash", &trash_dir, e))?;
         }
         fs::create_dir_durable(&trash_dir)?;
-        let topics = open_topics(&topics_dir)?;
+        let (topics, damaged) = open_topics(&topics_dir)?;
         let groups = groups::GroupStore::open(data_dir.join("groups"))?;
         // A crash between deleting a topic and forgetting its offsets leaves offsets behind.
         for topic in groups.topics() {
-            if !topics.contains_key(&topic) {
+            if !topics.contains_key(&topic) && !damaged.contains_key(&topic) {
                 groups.forget_topic(&topic)?;
             }
         }
@@ -143,6 +146,7 @@ impl Broker {
             topics_dir,
             trash_dir,
             topics: RwLock::new(topics),
+            damaged: RwLock::new(damaged),
             admin: Mutex::new(()),
             groups,
             closed: AtomicBool::new(false),
@@ -227,9 +231,20 @@ impl Broker {
         read_lock(&self.topics)
             .get(name)
             .cloned()
-            .ok_or_else(|| BrokerError::TopicNotFound {
+            .ok_or_else(|| self.missing(name))
+    }
+
+    /// The error for a topic that is not live: damaged, or not there at all.
+    fn missing(&self, name: &str) -> BrokerError {
+        match read_lock(&self.damaged).get(name) {
+            Some(reason) => BrokerError::TopicDamaged {
                 topic: name.to_owned(),
-            })
+                reason: reason.clone(),
+            },
+            None => BrokerError::TopicNotFound {
+                topic: name.to_owned(),
+            },
+        }
     }
 
     pub(crate) fn all_topics(&self) -> Vec<Arc<Topic>> {
@@ -265,6 +280,9 @@ impl Broker {
                 topic: name.to_owned(),
             });
         }
+        if read_lock(&self.damaged).contains_key(name) {
+            return Err(self.missing(name));
+        }
         let dir = self.topics_dir.join(name);
         let opened = create_topic_files(&dir, name, partitions, &config);
         let topic = match opened {
@@ -292,12 +310,10 @@ impl Broker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.check_open()?;
-        let topic =
-            write_lock(&self.topics)
-                .remove(name)
-                .ok_or_else(|| BrokerError::TopicNotFound {
-                    topic: name.to_owned(),
-                })?;
+        let removed = write_lock(&self.topics).remove(name);
+        let Some(topic) = removed else {
+            return self.delete_damaged_topic(name);
+        };
         topic.mark_deleted();
         // Renaming into the trash is the commit point: after it, a restart no longer sees the
         // topic, even if removing the files is cut short.
@@ -314,6 +330,28 @@ impl Broker {
         }
         self.groups.forget_topic(name)?;
         tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Deletes a topic whose metadata was damaged at start: its files go to the trash like a
+    /// live topic's. The caller holds the admin lock.
+    fn delete_damaged_topic(&self, name: &str) -> Result<()> {
+        if !read_lock(&self.damaged).contains_key(name) {
+            return Err(self.missing(name));
+        }
+        let dir = self.topics_dir.join(name);
+        let trash = self
+            .trash_dir
+            .join(format!("{name}.{}", now_ms().unsigned_abs()));
+        std::fs::rename(&dir, &trash).map_err(|e| BrokerError::io("move to the trash", &dir, e))?;
+        fs::fsync_dir(&self.topics_dir)?;
+        fs::fsync_dir(&self.trash_dir)?;
+        write_lock(&self.damaged).remove(name);
+        if let Err(e) = std::fs::remove_dir_all(&trash) {
+            tracing::warn!(dir = %trash.display(), error = %e, "could not remove a deleted topic's files; they go at the next start");
+        }
+        self.groups.forget_topic(name)?;
+        tracing::info!(topic = name, "damaged topic deleted");
         Ok(())
     }
 
@@ -605,9 +643,14 @@ fn remove_interrupted_create(dir: &Path) -> Result<()> {
     std::fs::remove_dir_all(dir).map_err(|e| BrokerError::io("remove", dir, e))
 }
 
-/// Opens every topic under `topics_dir`, the partitions of all topics in parallel.
-fn open_topics(topics_dir: &Path) -> Result<BTreeMap<String, Arc<Topic>>> {
+/// Opens every topic under `topics_dir`, the partitions of all topics in parallel. A topic whose
+/// `topic.json` cannot be read is left out (and on disk) and returned with why, by name.
+#[allow(clippy::type_complexity)]
+fn open_topics(
+    topics_dir: &Path,
+) -> Result<(BTreeMap<String, Arc<Topic>>, BTreeMap<String, String>)> {
     let mut files = Vec::new();
+    let mut damaged = BTreeMap::new();
     let entries =
         std::fs::read_dir(topics_dir).map_err(|e| BrokerError::io("list", topics_dir, e))?;
     for entry in entries {
@@ -616,18 +659,31 @@ fn open_topics(topics_dir: &Path) -> Result<BTreeMap<String, Arc<Topic>>> {
         if !dir.is_dir() {
             continue;
         }
+        let name = entry.file_name().to_string_lossy().into_owned();
         if !dir.join(TOPIC_FILE).exists() {
-            remove_interrupted_create(&dir)?;
+            if let Err(e) = remove_interrupted_create(&dir) {
+                damaged.insert(name, error_chain(&e));
+            }
             continue;
         }
-        let file = TopicFile::read(&dir)?;
-        if entry.file_name().to_str() != Some(file.name.as_str()) {
-            return Err(BrokerError::BadStateFile {
-                path: dir.join(TOPIC_FILE),
-                reason: format!("names topic '{}', not its directory", file.name),
-            });
+        let file = TopicFile::read(&dir).and_then(|file| {
+            if file.name == name {
+                Ok(file)
+            } else {
+                Err(BrokerError::BadStateFile {
+                    path: dir.join(TOPIC_FILE),
+                    reason: format!("names topic '{}', not its directory", file.name),
+                })
+            }
+        });
+        match file {
+            Ok(file) => files.push((dir, file)),
+            Err(e) => {
+                let reason = error_chain(&e);
+                tracing::error!(topic = %name, error = %reason, "topic metadata damaged; serving the other topics without it");
+                damaged.insert(name, reason);
+            }
         }
-        files.push((dir, file));
     }
 
     let jobs: Vec<(usize, u32)> = files
@@ -699,5 +755,5 @@ fn open_topics(topics_dir: &Path) -> Result<BTreeMap<String, Arc<Topic>>> {
         };
         topics.insert(file.name, Arc::new(topic));
     }
-    Ok(topics)
+    Ok((topics, damaged))
 }

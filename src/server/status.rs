@@ -45,7 +45,7 @@ pub fn broker_code(err: &BrokerError) -> Code {
                 Code::Unavailable
             }
         }
-        BrokerError::BadStateFile { .. } => Code::DataLoss,
+        BrokerError::BadStateFile { .. } | BrokerError::TopicDamaged { .. } => Code::DataLoss,
         BrokerError::GroupPoisoned { .. } => Code::FailedPrecondition,
         BrokerError::DataDirLocked { .. } | BrokerError::ShuttingDown => Code::Unavailable,
     }
