@@ -135,3 +135,16 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Whether any byte in `[from, len)` of `file` was ever written (`SEEK_DATA`; blocks only
+/// allocated ahead of writes read as holes). When unsure, says yes.
+pub(crate) fn has_data_past(file: &File, path: &Path, from: u64, len: u64) -> bool {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(from)) {
+        Ok(at) => at < len,
+        Err(rustix::io::Errno::NXIO) => false,
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "SEEK_DATA failed");
+            true
+        }
+    }
+}

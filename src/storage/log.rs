@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
@@ -165,6 +165,9 @@ pub struct Log {
     sync: Mutex<SyncState>,
     synced: Condvar,
     pub(crate) poisoned: Mutex<Option<String>>,
+    /// The clean-shutdown marker is still on disk: it must go (durably) before the log changes.
+    /// Removing it lazily keeps an open after a clean shutdown free of any fsync.
+    pub(crate) clean_marker: AtomicBool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +202,7 @@ impl Log {
             }),
             synced: Condvar::new(),
             poisoned: Mutex::new(None),
+            clean_marker: AtomicBool::new(false),
         }
     }
 
@@ -253,6 +257,7 @@ impl Log {
         let mut out = Vec::with_capacity(batches.len());
         let target = {
             let mut w = lock(&self.writer);
+            self.remove_clean_marker()?;
             self.roll_before_request(&mut w, &config, batches)?;
             let mut mark = Mark::of(&w);
             for batch in batches {
@@ -759,12 +764,39 @@ impl Log {
     pub fn flush(&self) -> Result<()> {
         self.check_poisoned()?;
         let mut w = lock(&self.writer);
+        if w.since_checkpoint == 0 {
+            // Nothing appended since the last checkpoint: it is exact, and durable.
+            return Ok(());
+        }
         self.checkpoint_locked(&mut w)
+    }
+
+    /// Syncs and writes a checkpoint even if nothing was appended since the last one (after
+    /// recovery, whose findings the old checkpoint does not describe).
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        self.check_poisoned()?;
+        let mut w = lock(&self.writer);
+        self.checkpoint_locked(&mut w)
+    }
+
+    /// Removes the clean-shutdown marker left by the last close, before the first change since
+    /// the open. Callers hold the writer.
+    pub(crate) fn remove_clean_marker(&self) -> Result<()> {
+        if self.clean_marker.load(Ordering::Acquire) {
+            super::fs::remove_if_exists(&self.dir.join(checkpoint::CLEAN_SHUTDOWN_FILE))?;
+            self.io.sync_dir(&self.dir)?;
+            self.clean_marker.store(false, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Flushes and leaves a clean-shutdown marker so the next open scans nothing.
     pub fn close(self) -> Result<()> {
         self.flush()?;
+        if self.clean_marker.load(Ordering::Acquire) {
+            // Unchanged since a clean open: the marker from the last close still holds.
+            return Ok(());
+        }
         let marker = self.dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
         self.io.write_atomic(&marker, b"clean")
     }

@@ -39,8 +39,9 @@ impl Log {
         };
         let log = recover(dir, &io, config, &bases, point, clean)?;
         if clean {
-            fs::remove_if_exists(&dir.join(CLEAN_SHUTDOWN_FILE))?;
-            io.sync_dir(dir)?;
+            // Removed (durably) before the first change; an idle log never pays for it.
+            log.clean_marker
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         Ok(log)
     }
@@ -136,6 +137,9 @@ fn recover(
     let interval = config.index_interval_bytes;
     let mut next_offset = start_next;
     let mut active = None;
+    // Whether recovery found or changed anything past the checkpoint: only then is there
+    // something to make durable and a new checkpoint to write.
+    let mut changed = trusted.is_none();
     for (i, &base) in bases.iter().enumerate().skip(start_index) {
         let path = segment_path(dir, base, "log");
         if i > start_index && base != next_offset {
@@ -143,6 +147,7 @@ fn recover(
             // segments hold nothing we can trust.
             tracing::warn!(segment = %path.display(), "removing segment after the recovered end");
             Segment::existing(dir, base, 0).remove_files()?;
+            changed = true;
             continue;
         }
         let seg = Segment::existing(dir, base, 0);
@@ -166,6 +171,7 @@ fn recover(
                 // segment from its start, which rebuilds them.
                 tracing::warn!(segment = %path.display(), "index missing or stale; rebuilding");
                 from_checkpoint = false;
+                changed = true;
                 idx = seg.empty_indexes();
                 next_offset = base;
             }
@@ -205,6 +211,9 @@ fn recover(
                     clean: true,
                 };
             }
+            if !scan.clean || scan.end != pos || i != start_index {
+                changed = true;
+            }
             if !scan.clean {
                 tracing::warn!(
                     segment = %path.display(),
@@ -215,16 +224,27 @@ fn recover(
             (scan.end, scan.next_offset, true)
         };
         let file_len = file_len(&path)?;
-        if scanned && end < file_len {
+        let stale_past_end = scanned
+            && end < file_len
+            && (changed || fs::has_data_past(&*seg.file()?, &path, end, file_len));
+        if stale_past_end {
             // Drop whatever follows the last good batch and re-extend with zeroes: stale bytes
             // past the cut must never be read back as batches. No reader exists yet.
             let file = io.open_rw(&path, false)?;
             io.set_len(&file, &path, end)?;
             io.set_len(&file, &path, file_len.max(config.segment_max_bytes))?;
             io.sync_data(&file, &path)?;
+            changed = true;
         }
         next_offset = next;
-        let seg = Arc::new(Segment::existing(dir, base, end));
+        let seg = if stale_past_end {
+            // The file changed length under the scan's map: map it afresh on first use.
+            Arc::new(Segment::existing(dir, base, end))
+        } else {
+            // Keep the scan's open file and map: an idle partition opens its files once.
+            seg.set_readable_end(end);
+            Arc::new(seg)
+        };
         seg.note_timestamp(indexer.max_timestamp_ms());
         seg.set_indexes(idx);
         if let Some((prev, prev_end, prev_indexer)) = active.replace((seg.clone(), end, indexer)) {
@@ -263,9 +283,10 @@ fn recover(
         indexer,
         sealed_bytes,
     )?;
-    if !clean || trusted.is_none() {
+    if changed {
         // Make what recovery found durable and record it, so the next crash scans from here
-        // (also after a clean shutdown whose checkpoint was unusable).
+        // (also after a clean shutdown whose checkpoint was unusable). An open that found the
+        // log exactly as the checkpoint says costs no fsync at all.
         record_recovered(&log)?;
     }
     Ok(log)
@@ -275,7 +296,7 @@ fn recover(
 /// the segment is synced before anything that needs space, and without the new checkpoint the
 /// next open scans from the old one again, to the same end.
 fn record_recovered(log: &Log) -> Result<()> {
-    match log.flush() {
+    match log.checkpoint() {
         Err(e @ StorageError::DiskFull { .. }) if log.check_poisoned().is_ok() => {
             tracing::warn!(
                 dir = %log.dir().display(),

@@ -74,6 +74,7 @@ impl Log {
         if offset >= w.next_offset {
             return Ok(w.next_offset);
         }
+        self.remove_clean_marker()?;
         // Make what is written readable, so the cut point is found among all of it.
         self.checkpoint_locked(&mut w)?;
         let segs = self.segments();

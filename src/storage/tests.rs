@@ -276,3 +276,51 @@ fn time_limits_too_large_for_an_i64_mean_never_not_already_past() {
     assert_eq!(log.apply_retention(now_ms()).unwrap(), 0);
     assert_eq!(log.earliest_offset(), 0);
 }
+
+/// Counts every fsync the log asks for.
+#[derive(Default)]
+struct SyncCounter(std::sync::atomic::AtomicUsize);
+
+impl FaultInjector for SyncCounter {
+    fn before(&self, op: FileOp, _: &Path, _: usize) -> std::io::Result<Option<usize>> {
+        if op == FileOp::Sync {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(None)
+    }
+}
+
+#[test]
+fn an_idle_log_opens_and_closes_without_a_single_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    for i in 0..20 {
+        append(&log, &[b"v"], i);
+    }
+    log.flush().unwrap();
+    drop(log); // a crash with nothing past the checkpoint
+    let counter = std::sync::Arc::new(SyncCounter::default());
+    let counted = || LogConfig {
+        faults: Some(counter.clone()),
+        ..small()
+    };
+    let log = Log::open(dir.path(), counted()).unwrap();
+    assert_eq!(log.next_offset(), 20);
+    log.close().unwrap();
+    let after_crash_open = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after_crash_open > 0, "the first close writes its marker");
+    counter.0.store(0, std::sync::atomic::Ordering::Relaxed);
+    // After a clean close, neither the open nor the next close needs to touch the disk.
+    let log = Log::open(dir.path(), counted()).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 20);
+    log.close().unwrap();
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The first append after a clean open removes the marker before writing: a crash after it
+    // must recover the new record.
+    let log = Log::open(dir.path(), small()).unwrap();
+    assert_eq!(append(&log, &[b"new"], 1).base_offset, 20);
+    assert!(!dir.path().join("clean-shutdown").exists());
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.next_offset(), 21);
+}
