@@ -329,7 +329,9 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_when_space_is_freed() {
     assert!(
         !entries(&data.join("topics").join("fill"))
             .iter()
-            .any(|n| n.ends_with(".tmp")),
+            .any(|n| std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("tmp"))),
         "a refused write left a temporary file"
     );
 
