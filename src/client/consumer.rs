@@ -133,6 +133,8 @@ pub struct Consumer {
     streams: StreamMap<u32, Subscription>,
     /// Decoded records not yet handed out, in arrival order.
     buffered: VecDeque<ConsumerRecord>,
+    /// A subscription's error or end that arrived while a call was waiting; reported next.
+    deferred: VecDeque<(u32, ClientError)>,
     next_commit: Option<Instant>,
 }
 
@@ -195,6 +197,7 @@ impl Consumer {
             committed,
             streams: StreamMap::new(),
             buffered: VecDeque::new(),
+            deferred: VecDeque::new(),
         };
         for partition in wanted {
             let Some(info) = all.get(&partition) else {
@@ -251,7 +254,7 @@ impl Consumer {
 
     /// True when records are received but not yet handed out (the next call will not wait).
     pub fn has_buffered(&self) -> bool {
-        !self.buffered.is_empty()
+        !self.buffered.is_empty() || !self.deferred.is_empty()
     }
 
     /// The partition's next offset as the broker last reported it.
@@ -285,7 +288,13 @@ impl Consumer {
     /// but not handed out are dropped. Its position stays, and is still committed.
     pub fn pause(&mut self, partition: u32) {
         self.streams.remove(&partition);
+        self.forget_received(partition);
+    }
+
+    /// Drops what was received from `partition`'s subscription and not handed out yet.
+    fn forget_received(&mut self, partition: u32) {
         self.buffered.retain(|r| r.partition != partition);
+        self.deferred.retain(|(p, _)| *p != partition);
     }
 
     /// Follows a paused partition again, from its position.
@@ -294,7 +303,8 @@ impl Consumer {
             return Err(self.no_such_partition(partition));
         };
         if !self.streams.contains_key(&partition) {
-            let (_, stream) = self.subscribe(partition, position).await?;
+            let subscribing = self.subscribe(partition, position);
+            let (_, stream) = self.receiving_while(subscribing).await?;
             self.streams.insert(partition, stream);
         }
         Ok(())
@@ -306,6 +316,9 @@ impl Consumer {
             self.commit_if_due().await?;
             if !self.buffered.is_empty() {
                 return Ok(true);
+            }
+            if let Some((_, error)) = self.deferred.pop_front() {
+                return Err(error);
             }
             if self.streams.is_empty() {
                 return Ok(false);
@@ -378,8 +391,9 @@ impl Consumer {
             return Err(self.no_such_partition(partition));
         }
         let offset = self.resolve(partition, to, None).await?;
-        let (_, stream) = self.subscribe(partition, offset).await?;
-        self.buffered.retain(|r| r.partition != partition);
+        let subscribing = self.subscribe(partition, offset);
+        let (_, stream) = self.receiving_while(subscribing).await?;
+        self.forget_received(partition);
         self.streams.insert(partition, stream);
         self.positions.insert(partition, offset);
         Ok(offset)
@@ -416,12 +430,12 @@ impl Consumer {
         if changed.is_empty() {
             return Ok(());
         }
-        self.client
-            .commit_offsets(proto::CommitOffsetsRequest {
-                group,
-                offsets: changed.clone(),
-            })
-            .await?;
+        let mut client = self.client.clone();
+        let committing = client.commit_offsets(proto::CommitOffsetsRequest {
+            group,
+            offsets: changed.clone(),
+        });
+        self.receiving_while(committing).await?;
         for o in changed {
             self.committed.insert(o.partition, o.offset);
         }
@@ -464,22 +478,56 @@ impl Consumer {
             });
         }
         // A fetch that returns at once resolves the position; its one batch is dropped.
-        let resp = self
-            .client
-            .fetch(proto::FetchRequest {
-                topic: self.topic.clone(),
-                partition,
-                start: Some(StartPosition {
-                    position: Some(position),
-                }),
-                max_bytes: 1,
-                max_wait_ms: 0,
-                min_bytes: 0,
-                decode: false,
-            })
-            .await?
-            .into_inner();
+        let mut client = self.client.clone();
+        let fetching = client.fetch(proto::FetchRequest {
+            topic: self.topic.clone(),
+            partition,
+            start: Some(StartPosition {
+                position: Some(position),
+            }),
+            max_bytes: 1,
+            max_wait_ms: 0,
+            min_bytes: 0,
+            decode: false,
+        });
+        let resp = self.receiving_while(fetching).await?.into_inner();
         Ok(resp.start_offset)
+    }
+
+    /// Waits for `call`, a request on the consumer's connection, while still receiving from the
+    /// subscriptions. Pushed records and the call's response share the connection's HTTP/2
+    /// flow-control window: a consumer that stopped reading while it waited could wait forever,
+    /// the window full of unread records and the response queued behind them. What arrives
+    /// meanwhile is buffered (a subscription's error or end is reported by the next read).
+    async fn receiving_while<T>(&mut self, call: impl Future<Output = T>) -> T {
+        let mut call = std::pin::pin!(call);
+        loop {
+            let (partition, event) = tokio::select! {
+                biased;
+                done = &mut call => return done,
+                Some(event) = self.streams.next(), if !self.streams.is_empty() => event,
+            };
+            match event {
+                Some(Ok(message)) => {
+                    if let Err(e) = self.accept(&message) {
+                        self.deferred.push_back((partition, e));
+                    }
+                }
+                Some(Err(status)) => {
+                    self.streams.remove(&partition);
+                    self.deferred
+                        .push_back((partition, ClientError::Status(status)));
+                }
+                None => {
+                    self.streams.remove(&partition);
+                    let ended = ClientError::SubscriptionEnded {
+                        topic: self.topic.clone(),
+                        partition,
+                    };
+                    self.deferred.push_back((partition, ended));
+                }
+            }
+        }
     }
 
     /// Opens the subscription of one partition at `offset`; returns once the broker has resolved
