@@ -100,6 +100,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    raise_open_file_limit();
     let mut config = BrokerConfig::new(&args.data_dir);
     config.max_partitions_per_topic = args.max_partitions_per_topic;
     config.max_request_bytes = args.max_request_bytes;
@@ -192,5 +193,22 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Each partition keeps its active segment open: raise the soft limit on open files to the hard
+/// limit, so that thousands of partitions do not run into a default soft limit of 1,024.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+        }
     }
 }
