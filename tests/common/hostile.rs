@@ -1,0 +1,212 @@
+//! Support for the hostile-client tests (`server_hostile_*`): the broker's memory and open files as
+//! `/proc` shows them, a probe client that must keep being served while the abuse runs, and
+//! polling a condition with a deadline. Used as `mod common; ` plus `use common::hostile`.
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
+
+use super::{Client, Server, at_offset, create_topic, decode};
+use bytes::Bytes;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use strata::proto::{self, FetchRequest, ProduceRequest};
+use tokio::task::JoinHandle;
+
+/// The broker's resident memory must stay below this while it is abused (docs/RELIABILITY.md).
+pub const RSS_BOUND_BYTES: u64 = 256 * 1024 * 1024;
+/// After the abusive clients are gone, the broker's resident memory may stay this much above
+/// what it was before them (the allocator keeps some freed memory for reuse).
+pub const RSS_SLACK_BYTES: u64 = 48 * 1024 * 1024;
+/// A hang guard for waits: far longer than anything here should take.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+pub const MIB: u64 = 1024 * 1024;
+
+/// One `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable {line:?}"));
+    kb * 1024
+}
+
+/// Resident memory now (`VmRSS`).
+pub fn rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The peak resident memory since the process started (`VmHWM`).
+pub fn peak_rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// Open file descriptors (sockets, segment files, ...).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Asserts the broker's peak memory so far is below the bound.
+pub fn assert_memory_bounded(server: &Server, during: &str) {
+    let peak = peak_rss(server.pid());
+    println!("{during}: broker peak RSS {} MiB", peak / MIB);
+    assert!(
+        peak < RSS_BOUND_BYTES,
+        "{during}: the broker's resident memory reached {} MiB, over the bound of {} MiB",
+        peak / MIB,
+        RSS_BOUND_BYTES / MIB
+    );
+}
+
+/// Polls `cond` until it holds; panics with `what` and the last `state` after [`DEADLINE`].
+pub async fn wait_until<S: std::fmt::Debug>(what: &str, mut cond: impl FnMut() -> (bool, S)) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (done, state) = cond();
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {state:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the broker holds before the abuse: open files and memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline {
+    pub fds: usize,
+    pub rss: u64,
+}
+
+impl Baseline {
+    pub fn take(server: &Server) -> Baseline {
+        Baseline {
+            fds: open_fds(server.pid()),
+            rss: rss(server.pid()),
+        }
+    }
+
+    /// Waits until the broker's open files are back to this baseline and its memory is within
+    /// [`RSS_SLACK_BYTES`] of it: the abusive clients left nothing behind.
+    pub async fn wait_for_return(&self, server: &Server, after: &str) {
+        let pid = server.pid();
+        let fds = self.fds;
+        wait_until(
+            &format!("open files after {after} (baseline {fds})"),
+            || {
+                let now = open_fds(pid);
+                (now <= fds, now)
+            },
+        )
+        .await;
+        let bound = self.rss + RSS_SLACK_BYTES;
+        wait_until(
+            &format!(
+                "resident memory (MiB) after {after} (baseline {} MiB)",
+                self.rss / MIB
+            ),
+            || {
+                let now = rss(pid);
+                (now <= bound, now / MIB)
+            },
+        )
+        .await;
+        println!(
+            "after {after}: {} open files (baseline {fds}), RSS {} MiB (baseline {} MiB)",
+            open_fds(pid),
+            rss(pid) / MIB,
+            self.rss / MIB
+        );
+    }
+}
+
+/// A well-behaved client on its own connection: produces a record and fetches it back, over
+/// and over, until stopped. Each round trip must be answered (a hang guard, not a timing).
+pub struct Probe {
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Probe {
+    /// Creates the topic `probe` and starts the loop.
+    pub async fn start(server: &Server) -> Probe {
+        let mut client = server.client().await;
+        create_topic(&mut client, "probe", 1).await;
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(probe(client, done.clone(), stop.clone()));
+        let probe = Probe { done, stop, task };
+        probe.served(1).await;
+        probe
+    }
+
+    /// Waits until the probe has completed `n` more round trips.
+    pub async fn served(&self, n: u64) {
+        let target = self.done.load(Ordering::Acquire) + n;
+        let done = self.done.clone();
+        wait_until("the probe client is not being served", || {
+            let now = done.load(Ordering::Acquire);
+            (now >= target, now)
+        })
+        .await;
+    }
+
+    /// Stops the loop; returns the number of round trips.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Release);
+        self.task.await.unwrap();
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+async fn probe(mut client: Client, done: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        let value = format!("probe-{n}");
+        let produced = tokio::time::timeout(
+            DEADLINE,
+            client.produce(ProduceRequest {
+                topic: "probe".into(),
+                partition: Some(0),
+                records: vec![proto::Record {
+                    value: Bytes::from(value.clone()),
+                    ..proto::Record::default()
+                }],
+                batch: Bytes::new(),
+            }),
+        )
+        .await
+        .expect("a probe produce was not answered")
+        .expect("a probe produce failed")
+        .into_inner();
+        let offset = produced.results[0].base_offset;
+        let fetched = tokio::time::timeout(
+            DEADLINE,
+            client.fetch(FetchRequest {
+                topic: "probe".into(),
+                partition: 0,
+                start: at_offset(offset),
+                ..FetchRequest::default()
+            }),
+        )
+        .await
+        .expect("a probe fetch was not answered")
+        .expect("a probe fetch failed")
+        .into_inner();
+        let records = decode(&fetched.batches, offset);
+        assert_eq!(records[0].value, value.as_bytes(), "the probe read back");
+        n += 1;
+        done.store(n, Ordering::Release);
+    }
+}
