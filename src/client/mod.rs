@@ -60,7 +60,11 @@ pub async fn connect(url: &str) -> Result<Channel, ClientError> {
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_adaptive_window(true);
+        // Windows large enough that one stream carries a replay at memory speed, and frames as
+        // large as the broker accepts, so a 1 MiB batch crosses in one frame.
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20);
     endpoint.connect().await.map_err(|e| ClientError::Connect {
         url: url.to_string(),
         source: std::sync::Arc::new(e),
