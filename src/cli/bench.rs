@@ -91,6 +91,10 @@ pub struct LoadArgs {
     /// Backlog to replay in consume mode, produced first if the topic holds less.
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub backlog_bytes: u64,
+    /// Bytes per pushed message at most (consume and e2e), as a replaying consumer would ask;
+    /// 0: the broker's default (1 MiB).
+    #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+    pub message_bytes: u64,
     /// Keep the topic the bench created instead of deleting it.
     #[arg(long)]
     pub keep: bool,
@@ -458,7 +462,7 @@ async fn subscribe(
         start: Some(StartPosition {
             position: Some(start),
         }),
-        max_bytes: 0,
+        max_bytes: u32::try_from(args.message_bytes).unwrap_or(u32::MAX),
     };
     client
         .subscribe(req)
