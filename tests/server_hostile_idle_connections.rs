@@ -10,10 +10,7 @@
 
 mod common;
 
-use common::{
-    Server,
-    hostile::{Baseline, Probe, assert_memory_bounded, open_fds, wait_until},
-};
+use common::hostile::{Baseline, Probe, assert_memory_bounded, open_fds, start_server, wait_until};
 use strata::client;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -46,7 +43,7 @@ fn connections_allowed() -> usize {
 async fn a_thousand_idle_connections_cost_little_and_leave_nothing_behind() {
     let allowed = connections_allowed();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = start_server(dir.path(), &[]);
     let probe = Probe::start(&server).await;
     let baseline = Baseline::take(&server);
 
