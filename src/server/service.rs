@@ -203,7 +203,8 @@ impl Strata for Service {
         let max_bytes = match req.max_bytes as usize {
             0 => config.default_fetch_bytes,
             n => n.min(config.max_fetch_bytes),
-        };
+        }
+        .min(subscribe::MAX_MESSAGE_BYTES);
         let start = convert::start_position(req.start, StartPosition::Latest);
         let handles = broker
             .partitions(&req.topic, &req.partitions)

@@ -1,0 +1,110 @@
+//! Subscribers that never read: each opens its own connection, subscribes from the start of a
+//! large backlog asking for the largest messages the broker allows (16 MiB), and then reads
+//! nothing. The broker keeps serving a probe client and its producers, its memory stays under the
+//! bound, and when the subscribers go, their tasks, buffers and sockets go with them; a second
+//! wave costs what the first did.
+//!
+//! Caught: each stalled subscriber pinned about two pushed messages of heap (the one tonic had
+//! encoded, a copy, waiting for the subscriber's window), and a subscriber could ask for 16 MiB
+//! messages: 64 of them took the broker to 2 GiB. Pushed messages are now capped at 1 MiB.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+mod common;
+
+use common::{
+    at_offset, batch_of,
+    hostile::{Baseline, MIB, Probe, assert_memory_bounded, open_fds, start_server, wait_until},
+};
+use strata::proto::{
+    CreateTopicRequest, FsyncPolicy, ProduceRequest, SubscribeRequest, TopicConfig,
+};
+
+const STALLED: usize = 64;
+const BACKLOG_BYTES: usize = 32 * 1024 * 1024;
+const VALUE_BYTES: usize = 64 * 1024;
+/// The broker's largest fetch (`--max-fetch-bytes` default): the most a subscriber may ask for.
+const MAX_FETCH_BYTES: u32 = 16 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscribers_asking_for_the_largest_messages_stay_under_the_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &[]);
+    let mut client = server.client().await;
+    client
+        .create_topic(CreateTopicRequest {
+            name: "backlog".into(),
+            partitions: 1,
+            config: Some(TopicConfig {
+                fsync_policy: Some(FsyncPolicy::Never.into()),
+                ..TopicConfig::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let values: Vec<Vec<u8>> = (0..16).map(|i| vec![i as u8; VALUE_BYTES]).collect();
+    for _ in 0..BACKLOG_BYTES / (VALUE_BYTES * values.len()) {
+        client
+            .produce(ProduceRequest {
+                topic: "backlog".into(),
+                partition: Some(0),
+                records: vec![],
+                batch: batch_of(&values),
+            })
+            .await
+            .unwrap();
+    }
+    let probe = Probe::start(&server).await;
+    let baseline = Baseline::take(&server);
+
+    for wave in 1..=2 {
+        let mut stalled = Vec::new();
+        for _ in 0..STALLED {
+            let mut c = server.client().await;
+            let stream = c
+                .subscribe(SubscribeRequest {
+                    topic: "backlog".into(),
+                    partitions: vec![0],
+                    start: at_offset(0),
+                    max_bytes: MAX_FETCH_BYTES,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            stalled.push((c, stream));
+        }
+        let pid = server.pid();
+        wait_until("every subscriber connected", || {
+            let open = open_fds(pid);
+            (open >= baseline.fds + STALLED, open)
+        })
+        .await;
+        // Producers and the probe are served while the subscribers hold their streams.
+        for _ in 0..20 {
+            client
+                .produce(ProduceRequest {
+                    topic: "backlog".into(),
+                    partition: Some(0),
+                    records: vec![],
+                    batch: batch_of(&values),
+                })
+                .await
+                .unwrap();
+        }
+        probe.served(50).await;
+        assert_memory_bounded(
+            &server,
+            &format!("{STALLED} stalled subscribers, wave {wave}"),
+        );
+
+        drop(stalled);
+        baseline
+            .wait_for_return(
+                &server,
+                &format!("{STALLED} stalled subscribers, wave {wave}"),
+            )
+            .await;
+    }
+    println!("backlog {} MiB", BACKLOG_BYTES as u64 / MIB);
+    probe.stop().await;
+}
