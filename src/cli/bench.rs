@@ -91,9 +91,9 @@ pub struct LoadArgs {
     /// Backlog to replay in consume mode, produced first if the topic holds less.
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub backlog_bytes: u64,
-    /// Bytes per pushed message at most (consume and e2e), as a replaying consumer would ask;
-    /// 0: the broker's default (1 MiB).
-    #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+    /// Bytes per pushed message at most (consume and e2e); 0: the broker's default (1 MiB,
+    /// which is also the broker's cap).
+    #[arg(long, default_value = "0", value_parser = parse_bytes)]
     pub message_bytes: u64,
     /// Keep the topic the bench created instead of deleting it.
     #[arg(long)]
