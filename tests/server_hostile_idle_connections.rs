@@ -1,7 +1,7 @@
 //! A thousand idle connections: some never say a word (not even the HTTP/2 preface), some open an
 //! HTTP/2 connection and send nothing more, some are real gRPC channels that make no call. The
 //! broker accepts them all, keeps serving a probe client, stays under its memory bound, and once
-//! they close holds no more open files than before and about the memory it had.
+//! they close holds no more open sockets than before and about the memory it had.
 //!
 //! 1,000 connections take 1,000 descriptors in this process and 1,000 in the broker; under an
 //! open-file limit too low for that, the test uses fewer and says so.
@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::hostile::{Baseline, Probe, assert_memory_bounded, open_fds, start_server, wait_until};
+use common::hostile::{
+    Baseline, Probe, assert_memory_bounded, open_sockets, start_server, wait_until,
+};
 use strata::client;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -65,8 +67,8 @@ async fn a_thousand_idle_connections_cost_little_and_leave_nothing_behind() {
     }
     let pid = server.pid();
     wait_until("the broker accepting every connection", || {
-        let open = open_fds(pid);
-        (open >= baseline.fds + allowed, open)
+        let open = open_sockets(pid);
+        (open >= baseline.sockets + allowed, open)
     })
     .await;
 

@@ -14,7 +14,9 @@ mod common;
 
 use common::{
     at_offset, batch_of,
-    hostile::{Baseline, MIB, Probe, assert_memory_bounded, open_fds, start_server, wait_until},
+    hostile::{
+        Baseline, MIB, Probe, assert_memory_bounded, open_sockets, start_server, wait_until,
+    },
 };
 use strata::proto::{
     CreateTopicRequest, FsyncPolicy, ProduceRequest, SubscribeRequest, TopicConfig,
@@ -75,8 +77,8 @@ async fn stalled_subscribers_asking_for_the_largest_messages_stay_under_the_memo
         }
         let pid = server.pid();
         wait_until("every subscriber connected", || {
-            let open = open_fds(pid);
-            (open >= baseline.fds + STALLED, open)
+            let open = open_sockets(pid);
+            (open >= baseline.sockets + STALLED, open)
         })
         .await;
         // Producers and the probe are served while the subscribers hold their streams.

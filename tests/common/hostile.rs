@@ -1,4 +1,4 @@
-//! Support for the hostile-client tests (`server_hostile_*`): the broker's memory and open files as
+//! Support for the hostile-client tests (`server_hostile_*`): the broker's memory and open sockets as
 //! `/proc` shows them, a probe client that must keep being served while the abuse runs, and
 //! polling a condition with a deadline. Used as `mod common; ` plus `use common::hostile`.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
@@ -70,10 +70,13 @@ pub fn peak_rss(pid: u32) -> u64 {
     status_bytes(pid, "VmHWM:")
 }
 
-/// Open file descriptors (sockets, segment files, ...).
-pub fn open_fds(pid: u32) -> usize {
+/// Open sockets: the listener, client connections and the broker's own. Files are not counted:
+/// a roll may rightly leave one more segment file open.
+pub fn open_sockets(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
         .count()
 }
 
@@ -107,10 +110,10 @@ pub async fn wait_until<S: std::fmt::Debug>(what: &str, mut cond: impl FnMut() -
     }
 }
 
-/// What the broker holds before the abuse: open files and memory.
+/// What the broker holds before the abuse: open sockets and memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Baseline {
-    pub fds: usize,
+    pub sockets: usize,
     /// Anonymous resident memory ([`rss_anon`]).
     pub rss: u64,
 }
@@ -118,21 +121,21 @@ pub struct Baseline {
 impl Baseline {
     pub fn take(server: &Server) -> Baseline {
         Baseline {
-            fds: open_fds(server.pid()),
+            sockets: open_sockets(server.pid()),
             rss: rss_anon(server.pid()),
         }
     }
 
-    /// Waits until the broker's open files are back to this baseline and its memory is within
+    /// Waits until the broker's open sockets are back to this baseline and its memory is within
     /// [`RSS_SLACK_BYTES`] of it: the abusive clients left nothing behind.
     pub async fn wait_for_return(&self, server: &Server, after: &str) {
         let pid = server.pid();
-        let fds = self.fds;
+        let sockets = self.sockets;
         wait_until(
-            &format!("open files after {after} (baseline {fds})"),
+            &format!("open sockets after {after} (baseline {sockets})"),
             || {
-                let now = open_fds(pid);
-                (now <= fds, now)
+                let now = open_sockets(pid);
+                (now <= sockets, now)
             },
         )
         .await;
@@ -149,8 +152,8 @@ impl Baseline {
         )
         .await;
         println!(
-            "after {after}: {} open files (baseline {fds}), anonymous RSS {} MiB (baseline {} MiB)",
-            open_fds(pid),
+            "after {after}: {} open sockets (baseline {sockets}), anonymous RSS {} MiB (baseline {} MiB)",
+            open_sockets(pid),
             rss_anon(pid) / MIB,
             self.rss / MIB
         );
