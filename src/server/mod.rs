@@ -6,6 +6,7 @@
 //! streams end cleanly), let in-flight requests finish, then return. Closing the broker (flushing
 //! the logs) is the caller's next step.
 
+mod budget;
 mod convert;
 mod fetch;
 mod limits;
@@ -29,6 +30,9 @@ const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// The largest HTTP/2 frame the server accepts: big produce requests arrive in few frames.
 const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+/// The bytes of requests being received or handled, all together, are at most this many times
+/// `max_request_bytes` (see `budget.rs`): two maximum-size requests at once, or many smaller ones.
+const REQUEST_BUDGET_FACTOR: usize = 2;
 /// How long shutdown waits for clients to finish and disconnect before it stops regardless.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -106,6 +110,9 @@ pub async fn serve(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .layer(budget::RequestBudget::new(
+            REQUEST_BUDGET_FACTOR.saturating_mul(max_request_bytes),
+        ))
         .layer(tower::util::MapResponseLayer::new(
             limits::oversized_request_is_resource_exhausted,
         ))

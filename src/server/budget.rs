@@ -1,0 +1,314 @@
+//! The request memory budget: the bytes of requests being received or handled, all connections
+//! together, stay below a fixed budget (twice `max_request_bytes`, 128 MiB by default).
+//!
+//! tonic buffers a whole request message before the handler sees it, so without a budget every
+//! client sending a large request at once costs its size in memory: a few dozen 64 MiB produce
+//! requests exhaust any machine. Here each request's body is held back until the budget has room
+//! for the whole message, whose size the 5-byte gRPC prefix announces; the room is taken all at
+//! once (so two half-received requests cannot wait for each other forever) and given back when the
+//! handler has answered. While a request waits, HTTP/2 flow control holds its client back: the
+//! broker buffers at most the stream's window of it.
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
+use std::{
+    collections::VecDeque,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll, ready},
+};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tonic::{
+    body::Body,
+    codegen::{Service, http},
+};
+
+/// The gRPC message prefix: a compression flag and a big-endian u32 length.
+const PREFIX_BYTES: usize = 5;
+
+/// A tower layer that puts every request under one [`RequestBudget`].
+#[derive(Debug, Clone)]
+pub(super) struct RequestBudget {
+    permits: Arc<Semaphore>,
+    /// The budget in bytes; a message larger than this is left to tonic's size limit.
+    bytes: usize,
+}
+
+impl RequestBudget {
+    /// A budget of `bytes` (at most `u32::MAX`, the largest gRPC message).
+    pub(super) fn new(bytes: usize) -> Self {
+        let bytes = bytes.min(u32::MAX as usize);
+        RequestBudget {
+            permits: Arc::new(Semaphore::new(bytes)),
+            bytes,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestBudget {
+    type Service = Budgeted<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Budgeted {
+            inner,
+            budget: self.clone(),
+        }
+    }
+}
+
+/// A service whose requests wait for room in the budget.
+#[derive(Debug, Clone)]
+pub(super) struct Budgeted<S> {
+    inner: S,
+    budget: RequestBudget,
+}
+
+/// Room in the budget taken by one request. The body and the response future each hold a clone:
+/// it is given back once the message is read and the handler has answered.
+type Held = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+
+impl<S, ResBody> Service<http::Request<Body>> for Budgeted<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let held = Held::default();
+        let (parts, body) = request.into_parts();
+        let body = BudgetBody {
+            inner: body,
+            budget: self.budget.clone(),
+            held: held.clone(),
+            stash: VecDeque::new(),
+            state: State::Prefix {
+                prefix: [0; PREFIX_BYTES],
+                seen: 0,
+            },
+        };
+        let request = http::Request::from_parts(parts, Body::new(body));
+        // The service that was polled ready handles this request; its clone takes the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(request).await;
+            // The handler has answered: the request's message is gone.
+            drop(held);
+            response
+        })
+    }
+}
+
+enum State {
+    /// Reading frames until the message prefix is complete.
+    Prefix {
+        prefix: [u8; PREFIX_BYTES],
+        seen: usize,
+    },
+    /// Waiting for room in the budget.
+    Waiting(Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>),
+    /// Passing frames on: first the stashed ones, then the rest of the body.
+    Open { ended: bool },
+}
+
+/// A request body held back until its message fits in the budget.
+struct BudgetBody {
+    inner: Body,
+    budget: RequestBudget,
+    held: Held,
+    /// Frames read while learning the message's size, not yet passed on.
+    stash: VecDeque<Frame<Bytes>>,
+    state: State,
+}
+
+impl BudgetBody {
+    /// The room to take for a message of `len` bytes: all of it, or none if tonic is going to
+    /// refuse it as too large anyway.
+    fn wanted(&self, len: usize) -> u32 {
+        let bytes = len + PREFIX_BYTES;
+        if bytes > self.budget.bytes {
+            0
+        } else {
+            bytes as u32
+        }
+    }
+}
+
+impl HttpBody for BudgetBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Open { ended } => {
+                    if let Some(frame) = this.stash.pop_front() {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    if *ended {
+                        return Poll::Ready(None);
+                    }
+                    return Pin::new(&mut this.inner).poll_frame(cx);
+                }
+                State::Waiting(acquire) => {
+                    // The semaphore is never closed, so acquiring only waits.
+                    if let Ok(permit) = ready!(acquire.as_mut().poll(cx)) {
+                        let mut held = this.held.lock().unwrap_or_else(PoisonError::into_inner);
+                        *held = Some(permit);
+                    }
+                    this.state = State::Open { ended: false };
+                }
+                State::Prefix { prefix, seen } => {
+                    match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                        None => this.state = State::Open { ended: true },
+                        Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                        Some(Ok(frame)) => {
+                            if let Some(data) = frame.data_ref() {
+                                let n = data.len().min(PREFIX_BYTES - *seen);
+                                prefix[*seen..*seen + n].copy_from_slice(&data[..n]);
+                                *seen += n;
+                            }
+                            let complete = *seen == PREFIX_BYTES;
+                            let len =
+                                u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+                            this.stash.push_back(frame);
+                            if complete {
+                                let wanted = this.wanted(len as usize);
+                                let permits = this.budget.permits.clone();
+                                this.state =
+                                    State::Waiting(Box::pin(permits.acquire_many_owned(wanted)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Open { ended: true }) && self.stash.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// A body that yields these chunks as data frames.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl HttpBody for Chunks {
+        type Data = Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn body(budget: &RequestBudget, chunks: &[&[u8]]) -> (BudgetBody, Held) {
+        let held = Held::default();
+        let chunks = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
+        let body = BudgetBody {
+            inner: Body::new(Chunks(chunks)),
+            budget: budget.clone(),
+            held: held.clone(),
+            stash: VecDeque::new(),
+            state: State::Prefix {
+                prefix: [0; PREFIX_BYTES],
+                seen: 0,
+            },
+        };
+        (body, held)
+    }
+
+    /// Polls once: `Some(bytes)` for a data frame, `None` at the end; panics if it must wait.
+    fn poll(body: &mut BudgetBody) -> Poll<Option<Bytes>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(body).poll_frame(&mut cx).map(|f| {
+            f.map(|f| {
+                f.expect("a frame")
+                    .into_data()
+                    .unwrap_or_else(|_| panic!("not data"))
+            })
+        })
+    }
+
+    fn read_all(body: &mut BudgetBody) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(b)) = poll(body) {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[test]
+    fn a_message_is_passed_on_whole_and_holds_its_size_until_answered() {
+        let budget = RequestBudget::new(100);
+        // The prefix arrives in pieces: flag, then the length (10) across two chunks.
+        let chunks: [&[u8]; 4] = [b"\0", b"\0\0", b"\0\x0a0123", b"456789"];
+        let (mut b, held) = body(&budget, &chunks);
+        assert_eq!(read_all(&mut b), chunks.concat());
+        assert_eq!(budget.permits.available_permits(), 85);
+        drop(b);
+        assert_eq!(
+            budget.permits.available_permits(),
+            85,
+            "held until answered"
+        );
+        drop(held);
+        assert_eq!(budget.permits.available_permits(), 100);
+    }
+
+    #[test]
+    fn a_message_that_does_not_fit_waits_and_is_not_read() {
+        let budget = RequestBudget::new(30);
+        let (mut first, first_held) = body(&budget, &[b"\0\0\0\0\x14", &[7; 20]]);
+        assert_eq!(read_all(&mut first).len(), 25);
+        let (mut second, _) = body(&budget, &[b"\0\0\0\0\x14", &[8; 20]]);
+        assert!(
+            poll(&mut second).is_pending(),
+            "25 + 25 bytes do not fit in 30"
+        );
+        drop(first);
+        assert!(
+            poll(&mut second).is_pending(),
+            "the first is not answered yet"
+        );
+        drop(first_held);
+        assert_eq!(read_all(&mut second).len(), 25);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_budget_is_left_to_the_size_limit() {
+        let budget = RequestBudget::new(10);
+        let (mut b, _) = body(&budget, &[b"\0\0\0\x01\0", b"x"]);
+        assert_eq!(read_all(&mut b).len(), 6);
+        assert_eq!(budget.permits.available_permits(), 10);
+    }
+
+    #[test]
+    fn bodies_shorter_than_a_prefix_pass_through() {
+        let budget = RequestBudget::new(10);
+        let (mut empty, _) = body(&budget, &[]);
+        assert!(poll(&mut empty) == Poll::Ready(None));
+        let (mut short, _) = body(&budget, &[b"\0\0"]);
+        assert_eq!(read_all(&mut short), b"\0\0");
+    }
+}
