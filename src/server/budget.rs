@@ -17,8 +17,12 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll, ready},
+    time::Duration,
 };
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::{
+    sync::{AcquireError, OwnedSemaphorePermit, Semaphore},
+    time::Sleep,
+};
 use tonic::{
     body::Body,
     codegen::{Service, http},
@@ -26,6 +30,11 @@ use tonic::{
 
 /// The gRPC message prefix: a compression flag and a big-endian u32 length.
 const PREFIX_BYTES: usize = 5;
+/// Once a message has room in the budget, its bytes must arrive within this time plus
+/// [`SECONDS_PER_MIB`] per MiB, else the request fails and its room is given back: a client that
+/// announces a large message and then stalls must not hold the budget that others wait for.
+const BODY_BASE_TIMEOUT: Duration = Duration::from_secs(5);
+const SECONDS_PER_MIB: u64 = 1;
 
 /// A tower layer that puts every request under one [`RequestBudget`].
 #[derive(Debug, Clone)]
@@ -93,6 +102,7 @@ where
                 prefix: [0; PREFIX_BYTES],
                 seen: 0,
             },
+            arriving: None,
         };
         let request = http::Request::from_parts(parts, Body::new(body));
         // The service that was polled ready handles this request; its clone takes the next.
@@ -113,8 +123,11 @@ enum State {
         prefix: [u8; PREFIX_BYTES],
         seen: usize,
     },
-    /// Waiting for room in the budget.
-    Waiting(Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>),
+    /// Waiting for room for this many bytes in the budget.
+    Waiting(
+        u32,
+        Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>,
+    ),
     /// Passing frames on: first the stashed ones, then the rest of the body.
     Open { ended: bool },
 }
@@ -127,9 +140,40 @@ struct BudgetBody {
     /// Frames read while learning the message's size, not yet passed on.
     stash: VecDeque<Frame<Bytes>>,
     state: State,
+    /// A message with room in the budget still arriving: its bytes not yet passed on, and when
+    /// it must be complete.
+    arriving: Option<Arriving>,
+}
+
+struct Arriving {
+    missing: usize,
+    size: usize,
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl BudgetBody {
+    /// Counts a frame passed on against the message still arriving.
+    fn passed(&mut self, frame: &Frame<Bytes>) {
+        if let (Some(a), Some(data)) = (&mut self.arriving, frame.data_ref()) {
+            a.missing = a.missing.saturating_sub(data.len());
+            if a.missing == 0 {
+                self.arriving = None;
+            }
+        }
+    }
+
+    /// The error for a message that did not arrive in time.
+    fn too_slow(a: &Arriving) -> tonic::Status {
+        tonic::Status::deadline_exceeded(format!(
+            "the request arrived too slowly: {} of its {} bytes in {:?}; a request holds room in \
+             the broker's request memory budget for {:?} plus {SECONDS_PER_MIB} s per MiB",
+            a.size - a.missing,
+            a.size,
+            timeout_for(a.size),
+            BODY_BASE_TIMEOUT
+        ))
+    }
+
     /// The room to take for a message of `len` bytes: all of it, or none if tonic is going to
     /// refuse it as too large anyway.
     fn wanted(&self, len: usize) -> u32 {
@@ -155,18 +199,43 @@ impl HttpBody for BudgetBody {
             match &mut this.state {
                 State::Open { ended } => {
                     if let Some(frame) = this.stash.pop_front() {
+                        this.passed(&frame);
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     if *ended {
                         return Poll::Ready(None);
                     }
-                    return Pin::new(&mut this.inner).poll_frame(cx);
+                    match Pin::new(&mut this.inner).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            this.passed(&frame);
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        Poll::Ready(other) => return Poll::Ready(other),
+                        Poll::Pending => {}
+                    }
+                    if let Some(a) = &mut this.arriving {
+                        ready!(a.deadline.as_mut().poll(cx));
+                        let status = Self::too_slow(a);
+                        tracing::debug!(error = %status.message(), "request body too slow");
+                        this.arriving = None;
+                        *ended = true;
+                        return Poll::Ready(Some(Err(status)));
+                    }
+                    return Poll::Pending;
                 }
-                State::Waiting(acquire) => {
+                State::Waiting(wanted, acquire) => {
                     // The semaphore is never closed, so acquiring only waits.
                     if let Ok(permit) = ready!(acquire.as_mut().poll(cx)) {
                         let mut held = this.held.lock().unwrap_or_else(PoisonError::into_inner);
                         *held = Some(permit);
+                    }
+                    let size = *wanted as usize;
+                    if size > 0 {
+                        this.arriving = Some(Arriving {
+                            missing: size,
+                            size,
+                            deadline: Box::pin(tokio::time::sleep(timeout_for(size))),
+                        });
                     }
                     this.state = State::Open { ended: false };
                 }
@@ -187,8 +256,10 @@ impl HttpBody for BudgetBody {
                             if complete {
                                 let wanted = this.wanted(len as usize);
                                 let permits = this.budget.permits.clone();
-                                this.state =
-                                    State::Waiting(Box::pin(permits.acquire_many_owned(wanted)));
+                                this.state = State::Waiting(
+                                    wanted,
+                                    Box::pin(permits.acquire_many_owned(wanted)),
+                                );
                             }
                         }
                     }
@@ -200,6 +271,11 @@ impl HttpBody for BudgetBody {
     fn is_end_stream(&self) -> bool {
         matches!(self.state, State::Open { ended: true }) && self.stash.is_empty()
     }
+}
+
+/// How long a message of `bytes` may take to arrive once it has room in the budget.
+fn timeout_for(bytes: usize) -> Duration {
+    BODY_BASE_TIMEOUT + Duration::from_secs(SECONDS_PER_MIB * (bytes as u64).div_ceil(1 << 20))
 }
 
 #[cfg(test)]
@@ -234,6 +310,7 @@ mod tests {
                 prefix: [0; PREFIX_BYTES],
                 seen: 0,
             },
+            arriving: None,
         };
         (body, held)
     }
@@ -258,8 +335,8 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_message_is_passed_on_whole_and_holds_its_size_until_answered() {
+    #[tokio::test]
+    async fn a_message_is_passed_on_whole_and_holds_its_size_until_answered() {
         let budget = RequestBudget::new(100);
         // The prefix arrives in pieces: flag, then the length (10) across two chunks.
         let chunks: [&[u8]; 4] = [b"\0", b"\0\0", b"\0\x0a0123", b"456789"];
@@ -276,8 +353,8 @@ mod tests {
         assert_eq!(budget.permits.available_permits(), 100);
     }
 
-    #[test]
-    fn a_message_that_does_not_fit_waits_and_is_not_read() {
+    #[tokio::test]
+    async fn a_message_that_does_not_fit_waits_and_is_not_read() {
         let budget = RequestBudget::new(30);
         let (mut first, first_held) = body(&budget, &[b"\0\0\0\0\x14", &[7; 20]]);
         assert_eq!(read_all(&mut first).len(), 25);
@@ -295,16 +372,16 @@ mod tests {
         assert_eq!(read_all(&mut second).len(), 25);
     }
 
-    #[test]
-    fn a_message_larger_than_the_budget_is_left_to_the_size_limit() {
+    #[tokio::test]
+    async fn a_message_larger_than_the_budget_is_left_to_the_size_limit() {
         let budget = RequestBudget::new(10);
         let (mut b, _) = body(&budget, &[b"\0\0\0\x01\0", b"x"]);
         assert_eq!(read_all(&mut b).len(), 6);
         assert_eq!(budget.permits.available_permits(), 10);
     }
 
-    #[test]
-    fn bodies_shorter_than_a_prefix_pass_through() {
+    #[tokio::test]
+    async fn bodies_shorter_than_a_prefix_pass_through() {
         let budget = RequestBudget::new(10);
         let (mut empty, _) = body(&budget, &[]);
         assert!(poll(&mut empty) == Poll::Ready(None));
