@@ -82,13 +82,18 @@ impl<E: Entry> IndexFile<E> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(StorageError::io("read", &path, e)),
         };
+        Ok(Self::from_bytes(path, &bytes))
+    }
+
+    /// The entries `bytes` (a file's contents) hold; a torn last entry is dropped.
+    pub(crate) fn from_bytes(path: PathBuf, bytes: &[u8]) -> Self {
         let entries: Vec<E> = bytes.chunks_exact(E::SIZE).map(E::decode).collect();
         let persisted = entries.len();
-        Ok(IndexFile {
+        IndexFile {
             path,
             entries,
             persisted,
-        })
+        }
     }
 
     pub(crate) fn entries(&self) -> &[E] {

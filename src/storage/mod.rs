@@ -28,3 +28,72 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests;
+
+/// Entry points for the fuzz targets in `fuzz/`: the index and checkpoint loaders on bytes, as
+/// recovery runs them on a file's contents. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{checkpoint, index};
+    use std::path::{Path, PathBuf};
+
+    /// Decodes a `recovery-point` file: `(segment_base, position, next_offset, max_timestamp_ms)`,
+    /// or `None` if it is refused as damaged.
+    pub fn decode_checkpoint(bytes: &[u8]) -> Option<(u64, u64, u64, i64)> {
+        let p = checkpoint::decode(bytes, Path::new("recovery-point")).ok()?;
+        Some((
+            p.segment_base,
+            p.position,
+            p.next_offset,
+            p.max_timestamp_ms,
+        ))
+    }
+
+    /// Encodes a checkpoint as the storage layer writes it.
+    pub fn encode_checkpoint(
+        segment_base: u64,
+        position: u64,
+        next_offset: u64,
+        max_timestamp_ms: i64,
+    ) -> Vec<u8> {
+        checkpoint::encode(&checkpoint::RecoveryPoint {
+            segment_base,
+            position,
+            next_offset,
+            max_timestamp_ms,
+        })
+    }
+
+    /// What [`load_indexes`] found.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct IndexLookup {
+        /// The indexes passed the checks recovery runs before it trusts them.
+        pub sane: bool,
+        /// The offset index entry a read of the offset starts from: (relative offset, position).
+        pub floor: Option<(u32, u32)>,
+        /// The time index entry a timestamp search starts from: (timestamp, relative offset).
+        pub scan_start: Option<(i64, u32)>,
+    }
+
+    /// Loads `.index` and `.timeindex` contents, checks them as recovery does against a segment
+    /// of `size` bytes holding `offsets` records, and looks up `rel_offset` and `timestamp_ms`.
+    pub fn load_indexes(
+        offset_index: &[u8],
+        time_index: &[u8],
+        size: u64,
+        offsets: u64,
+        rel_offset: u32,
+        timestamp_ms: i64,
+    ) -> IndexLookup {
+        let o = index::IndexFile::<index::OffsetEntry>::from_bytes(PathBuf::new(), offset_index);
+        let t = index::IndexFile::<index::TimeEntry>::from_bytes(PathBuf::new(), time_index);
+        let sane = index::offset_index_is_sane(o.entries(), size, offsets)
+            && index::time_index_is_sane(t.entries(), offsets);
+        IndexLookup {
+            sane,
+            floor: o.floor(rel_offset).map(|e| (e.rel_offset, e.position)),
+            scan_start: t
+                .scan_start(timestamp_ms)
+                .map(|e| (e.timestamp_ms, e.rel_offset)),
+        }
+    }
+}
