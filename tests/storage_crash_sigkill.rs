@@ -44,6 +44,8 @@ fn config() -> LogConfig {
         fsync: FsyncPolicy::Always,
         index_interval_bytes: 512,
         checkpoint_interval_bytes: 4096,
+        // Everything behind the writer leaves the page cache: kills land in drops too.
+        cached_tail_bytes: Some(0),
         faults: None,
     }
 }

@@ -213,9 +213,16 @@ fn config() -> impl Strategy<Value = LogConfig> {
         prop_oneof![Just(64u32), Just(256), Just(4096)],
         prop_oneof![Just(512u64), Just(4096), Just(1 << 30)],
         fsync_policy(),
+        prop_oneof![Just(None), Just(Some(0u64)), Just(Some(4096))],
     )
         .prop_map(
-            |(segment_max_bytes, index_interval_bytes, checkpoint_interval_bytes, fsync)| {
+            |(
+                segment_max_bytes,
+                index_interval_bytes,
+                checkpoint_interval_bytes,
+                fsync,
+                cached_tail_bytes,
+            )| {
                 LogConfig {
                     segment_max_bytes,
                     segment_max_ms: None,
@@ -224,6 +231,7 @@ fn config() -> impl Strategy<Value = LogConfig> {
                     fsync,
                     index_interval_bytes,
                     checkpoint_interval_bytes,
+                    cached_tail_bytes,
                     faults: None,
                 }
             },

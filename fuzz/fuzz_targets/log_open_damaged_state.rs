@@ -27,6 +27,7 @@ fn config() -> LogConfig {
         fsync: FsyncPolicy::Never,
         index_interval_bytes: 256,
         checkpoint_interval_bytes: 2048,
+        cached_tail_bytes: None,
         faults: None,
     }
 }

@@ -2,7 +2,7 @@
 
 use super::BrokerError;
 use crate::record::MAX_BATCH_BYTES;
-use crate::storage::{FsyncPolicy, LogConfig};
+use crate::storage::{DEFAULT_CACHED_TAIL_BYTES, FsyncPolicy, LogConfig};
 use serde::{Deserialize, Serialize};
 use std::{path::PathBuf, time::Duration};
 
@@ -25,6 +25,9 @@ pub struct BrokerConfig {
     pub max_wait: Duration,
     /// How often the ticker runs each log's periodic work (interval fsync, checkpoints, retention).
     pub tick_interval: Duration,
+    /// The newest bytes of each partition kept in the page cache; older ones are written back
+    /// and dropped from it (see [`LogConfig::cached_tail_bytes`]). `None`: the kernel decides.
+    pub cached_tail_bytes: Option<u64>,
 }
 
 impl BrokerConfig {
@@ -39,6 +42,7 @@ impl BrokerConfig {
             default_fetch_bytes: 1024 * 1024,
             max_wait: Duration::from_secs(5 * 60),
             tick_interval: Duration::from_millis(100),
+            cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
         }
     }
 }
@@ -95,8 +99,9 @@ pub const MIN_SEGMENT_BYTES: u64 = 1024;
 pub const MAX_SEGMENT_BYTES: u64 = MAX_BATCH_BYTES as u64;
 
 impl TopicConfig {
-    /// The storage settings of each of the topic's partition logs.
-    pub fn log_config(&self) -> LogConfig {
+    /// The storage settings of each of the topic's partition logs, keeping the newest
+    /// `cached_tail_bytes` of each in the page cache (a broker-wide setting).
+    pub fn log_config(&self, cached_tail_bytes: Option<u64>) -> LogConfig {
         LogConfig {
             segment_max_bytes: self.segment_max_bytes,
             segment_max_ms: self.segment_max_ms,
@@ -109,6 +114,7 @@ impl TopicConfig {
                 }
                 FsyncMode::Never => FsyncPolicy::Never,
             },
+            cached_tail_bytes,
             ..LogConfig::default()
         }
     }
@@ -194,7 +200,7 @@ mod tests {
         let broker = BrokerConfig::new("data");
         let config = TopicConfig::default();
         config.validate(&broker).unwrap();
-        assert_eq!(config.log_config().fsync, FsyncPolicy::Always);
+        assert_eq!(config.log_config(None).fsync, FsyncPolicy::Always);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use names::{MAX_NAME_LEN, validate_group_name, validate_topic_name};
 pub use produce::{ProduceInput, Produced};
 pub use topic::{PartitionHandle, PartitionInfo, TopicInfo};
 
-use crate::storage::{Log, Offset};
+use crate::storage::{Log, LogConfig, Offset};
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -127,7 +127,7 @@ impl Broker {
                 .map_err(|e| BrokerError::io("empty the trash", &trash_dir, e))?;
         }
         fs::create_dir_durable(&trash_dir)?;
-        let (topics, damaged) = open_topics(&topics_dir)?;
+        let (topics, damaged) = open_topics(&topics_dir, config.cached_tail_bytes)?;
         let groups = groups::GroupStore::open(data_dir.join("groups"))?;
         // A crash between deleting a topic and forgetting its offsets leaves offsets behind.
         for topic in groups.topics() {
@@ -284,7 +284,13 @@ impl Broker {
             return Err(self.missing(name));
         }
         let dir = self.topics_dir.join(name);
-        let opened = create_topic_files(&dir, name, partitions, &config);
+        let opened = create_topic_files(
+            &dir,
+            name,
+            partitions,
+            &config,
+            self.config.cached_tail_bytes,
+        );
         let topic = match opened {
             Ok(topic) => topic,
             Err(e) => {
@@ -388,7 +394,8 @@ impl Broker {
         *write_lock(&topic.config) = config.clone();
         let now = now_ms();
         for p in &topic.partitions {
-            p.log.set_config(config.log_config());
+            p.log
+                .set_config(config.log_config(self.config.cached_tail_bytes));
             p.log
                 .apply_retention(now)
                 .map_err(topic.storage_error(p.id))?;
@@ -589,6 +596,7 @@ fn create_topic_files(
     name: &str,
     partitions: u32,
     config: &TopicConfig,
+    cached_tail_bytes: Option<u64>,
 ) -> Result<Topic> {
     fs::create_dir_durable(dir)?;
     // The metadata file is the commit point: once it is there, a restart opens (and so creates)
@@ -596,7 +604,8 @@ fn create_topic_files(
     TopicFile::new(name, partitions, config.clone()).write(dir)?;
     let mut parts = Vec::with_capacity(partitions as usize);
     for id in 0..partitions {
-        parts.push(topic::Partition::new(id, open_log(dir, name, id, config)?));
+        let log = open_log(dir, name, id, config.log_config(cached_tail_bytes))?;
+        parts.push(topic::Partition::new(id, log));
     }
     Ok(Topic {
         name: name.to_owned(),
@@ -608,10 +617,10 @@ fn create_topic_files(
     })
 }
 
-fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: &TopicConfig) -> Result<Log> {
+fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: LogConfig) -> Result<Log> {
     let dir = topic_dir.join(partition.to_string());
     fs::create_dir_durable(&dir)?;
-    Log::open(&dir, config.log_config()).map_err(|source| BrokerError::Storage {
+    Log::open(&dir, config).map_err(|source| BrokerError::Storage {
         topic: topic.to_owned(),
         partition,
         source,
@@ -648,6 +657,7 @@ fn remove_interrupted_create(dir: &Path) -> Result<()> {
 #[allow(clippy::type_complexity)]
 fn open_topics(
     topics_dir: &Path,
+    cached_tail_bytes: Option<u64>,
 ) -> Result<(BTreeMap<String, Arc<Topic>>, BTreeMap<String, String>)> {
     let mut files = Vec::new();
     let mut damaged = BTreeMap::new();
@@ -705,7 +715,12 @@ fn open_topics(
                     let i = next_job.fetch_add(1, Ordering::Relaxed);
                     let Some(&(t, p)) = jobs.get(i) else { break };
                     let (dir, file) = &files[t];
-                    match open_log(dir, &file.name, p, &file.config) {
+                    match open_log(
+                        dir,
+                        &file.name,
+                        p,
+                        file.config.log_config(cached_tail_bytes),
+                    ) {
                         Ok(log) => {
                             opened
                                 .lock()

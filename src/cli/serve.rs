@@ -2,6 +2,7 @@
 
 use crate::broker::{Broker, BrokerConfig, error_chain};
 use crate::server;
+use crate::storage::DEFAULT_CACHED_TAIL_BYTES;
 use clap::{ArgMatches, Args, parser::ValueSource};
 use serde::Deserialize;
 use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
@@ -25,6 +26,12 @@ pub struct ServeArgs {
     /// The most bytes one fetch or pushed message carries.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_fetch_bytes: usize,
+    /// The newest bytes of each partition kept in the page cache; older bytes are written back
+    /// and dropped from it, so that new writes reuse their memory, and consumers further behind
+    /// read from disk (with read-ahead). A value larger than any partition leaves it to the
+    /// kernel.
+    #[arg(long, default_value_t = DEFAULT_CACHED_TAIL_BYTES)]
+    pub cached_tail_bytes: u64,
     /// A TOML file with any of these settings (keys as the flags: `data-dir = "..."`); flags
     /// and environment variables win over it.
     #[arg(long, value_name = "FILE", env = "STRATA_CONFIG")]
@@ -44,6 +51,8 @@ struct ServeFile {
     max_request_bytes: Option<usize>,
     #[serde(alias = "max_fetch_bytes")]
     max_fetch_bytes: Option<usize>,
+    #[serde(alias = "cached_tail_bytes")]
+    cached_tail_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -87,6 +96,12 @@ impl ServeArgs {
         {
             self.max_fetch_bytes = v;
         }
+        if let Some(v) = file
+            .cached_tail_bytes
+            .filter(|_| defaulted("cached_tail_bytes"))
+        {
+            self.cached_tail_bytes = v;
+        }
         Ok(())
     }
 }
@@ -106,6 +121,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     config.max_request_bytes = args.max_request_bytes;
     config.max_fetch_bytes = args.max_fetch_bytes;
     config.default_fetch_bytes = config.default_fetch_bytes.min(args.max_fetch_bytes);
+    config.cached_tail_bytes = Some(args.cached_tail_bytes);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,6 +16,9 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// [`LogConfig::cached_tail_bytes`] unless set: a consumer up to this far behind reads from memory.
+pub const DEFAULT_CACHED_TAIL_BYTES: u64 = 256 * 1024 * 1024;
+
 /// A partition log's settings.
 #[derive(Clone)]
 pub struct LogConfig {
@@ -34,6 +37,10 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// Bytes of new data after which [`super::Log::tick`] writes a recovery checkpoint.
     pub checkpoint_interval_bytes: u64,
+    /// The newest bytes of the log the page cache keeps; older ones are written back and dropped
+    /// from it as appends go on (reads of them then come from disk, with read-ahead). `None`:
+    /// the kernel decides. See `page_cache.rs` for why.
+    pub cached_tail_bytes: Option<u64>,
     /// A seam for tests that inject I/O faults; `None` in production.
     pub faults: Option<Arc<dyn FaultInjector>>,
 }
@@ -48,6 +55,7 @@ impl Default for LogConfig {
             fsync: FsyncPolicy::Always,
             index_interval_bytes: 4096,
             checkpoint_interval_bytes: 64 * 1024 * 1024,
+            cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
             faults: None,
         }
     }
@@ -63,6 +71,7 @@ impl std::fmt::Debug for LogConfig {
             .field("fsync", &self.fsync)
             .field("index_interval_bytes", &self.index_interval_bytes)
             .field("checkpoint_interval_bytes", &self.checkpoint_interval_bytes)
+            .field("cached_tail_bytes", &self.cached_tail_bytes)
             .field("faults", &self.faults.is_some())
             .finish()
     }

@@ -5,6 +5,7 @@ use super::{
     FsyncPolicy, LogConfig, Offset, Result, StorageError,
     checkpoint::{self, RecoveryPoint},
     fs::Io,
+    page_cache::{DropBehind, Range},
     segment::{Indexer, Segment},
 };
 use crate::record::{BATCH_HEADER_BYTES, ValidatedBatch};
@@ -73,6 +74,8 @@ pub(crate) struct Writer {
     pub capacity: u64,
     /// Bytes of the active segment with disk blocks allocated ahead of the writes.
     pub allocated: u64,
+    /// What of the log's older bytes was asked to leave the page cache.
+    pub drop_behind: DropBehind,
 }
 
 /// Blocks are allocated ahead of the write position by the segment's size so far, within these
@@ -255,6 +258,7 @@ impl Log {
         self.check_poisoned()?;
         let config = self.config();
         let mut out = Vec::with_capacity(batches.len());
+        let mut drop_later: Vec<Range> = Vec::new();
         let target = {
             let mut w = lock(&self.writer);
             self.remove_clean_marker()?;
@@ -279,8 +283,18 @@ impl Log {
                 self.high_watermark
                     .fetch_max(w.next_offset, Ordering::AcqRel);
             }
+            if let Some(tail) = config.cached_tail_bytes {
+                let active = w.active.clone();
+                let size = w.size;
+                let ranges = w.drop_behind.after_append(&active, size, tail);
+                drop_later.extend(ranges);
+            }
             w.next_offset
         };
+        // Outside the writer lock: writing back and dropping pages takes a while.
+        for range in drop_later {
+            range.drop_from_cache();
+        }
         match config.fsync {
             FsyncPolicy::Always => self.wait_durable(target)?,
             FsyncPolicy::Interval(every) => {
@@ -542,6 +556,11 @@ impl Log {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push(new.clone());
+        if config.cached_tail_bytes.is_some()
+            && let Some(older) = w.drop_behind.after_roll(&old, w.size)
+        {
+            older.drop_from_cache();
+        }
         w.sealed_bytes += w.size;
         w.active = new;
         w.capacity = capacity;

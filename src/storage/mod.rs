@@ -11,11 +11,12 @@ mod fault;
 mod fs;
 mod index;
 mod log;
+mod page_cache;
 mod recovery;
 mod retention;
 mod segment;
 
-pub use config::{FsyncPolicy, LogConfig};
+pub use config::{DEFAULT_CACHED_TAIL_BYTES, FsyncPolicy, LogConfig};
 pub use error::StorageError;
 pub use fault::{FaultInjector, FileOp};
 pub use log::{Appended, Log, LogStats, ReadChunk};

@@ -9,6 +9,7 @@ use super::{
     checkpoint::{self, CLEAN_SHUTDOWN_FILE, RecoveryPoint},
     fs::{self, Io},
     log::{Log, Writer},
+    page_cache::DropBehind,
     segment::{Indexer, Scan, Segment, segment_path},
 };
 use std::{path::Path, sync::Arc, time::Instant};
@@ -88,6 +89,7 @@ fn create_fresh(dir: &Path, io: Io, config: LogConfig, base: Offset) -> Result<L
         last_sync: Instant::now(),
         capacity: config.segment_max_bytes,
         allocated: 0,
+        drop_behind: DropBehind::default(),
     };
     Ok(Log::assemble(dir.to_owned(), io, config, vec![seg], writer))
 }
@@ -346,6 +348,7 @@ fn finish(
         last_sync: Instant::now(),
         capacity,
         allocated: size,
+        drop_behind: DropBehind::default(),
     };
     Ok(Log::assemble(
         dir.to_owned(),

@@ -4,6 +4,7 @@
 //! Writes go through `pwrite`, never through the map: a full disk is then an `ENOSPC` error
 //! rather than a `SIGBUS`. Reads borrow the map and hand out zero-copy [`Bytes`].
 
+use super::page_cache::READ_AHEAD_BYTES;
 use super::{
     Offset, Result, StorageError,
     fs::Io,
@@ -13,7 +14,9 @@ use crate::record::{
     BATCH_HEADER_BYTES, BATCH_MAGIC, BatchHeader, Corruption, Frame, decode_frame,
 };
 use bytes::Bytes;
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
+use rustix::fs::Advice;
+use std::num::NonZeroU64;
 use std::{
     fs::File,
     path::{Path, PathBuf},
@@ -207,6 +210,19 @@ fn map_file(file: &File, path: &Path, len: u64) -> Result<Mmap> {
         .map_err(|e| StorageError::io("mmap", path, e))
 }
 
+/// Drops the page-table entries of `len` bytes of `map` from `start`, so that the page cache
+/// can let the pages go (it keeps pages a process maps).
+#[allow(unsafe_code)]
+fn unmap_pages(map: &Mmap, start: usize, len: usize) {
+    // SAFETY: the map is a shared, read-only map of a file. MADV_DONTNEED on it only removes
+    // this process's page-table entries for the range: the next access faults the same file
+    // bytes back in (from the page cache or the disk). It never changes what the memory reads
+    // as (that is what makes it unsafe for private or anonymous maps, which are not used here),
+    // and the range is below the segment's written end, bytes that are never written again
+    // (see `map_file`). `start + len` is within the map (checked by the caller).
+    let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, len) };
+}
+
 impl Segment {
     /// Creates a new, empty segment preallocated (sparsely) to `capacity` bytes.
     pub(crate) fn create(io: &Io, dir: &Path, base: Offset, capacity: u64) -> Result<Segment> {
@@ -287,6 +303,25 @@ impl Segment {
             self.open_and_map()?;
         }
         Ok(self.map.get().cloned())
+    }
+
+    /// Unmaps bytes `from..to` from this process's map, starts writing back those still dirty
+    /// and drops the clean ones from the page cache (see `page_cache.rs`). Best effort: errors
+    /// only leave more in the cache.
+    pub(crate) fn drop_from_cache(&self, from: u64, to: u64) {
+        let (Some(file), Some(len)) = (self.file.get(), NonZeroU64::new(to.saturating_sub(from)))
+        else {
+            return;
+        };
+        if let Some(map) = self.map.get() {
+            let end = (to as usize).min(map.len());
+            let start = (from as usize).min(end);
+            if end > start {
+                unmap_pages(map, start, end - start);
+            }
+        }
+        // DONTNEED writes back dirty pages in the range (without waiting) and drops clean ones.
+        let _ = rustix::fs::fadvise(&**file, from, Some(len), Advice::DontNeed);
     }
 
     pub(crate) fn readable_end(&self) -> u64 {
@@ -595,12 +630,29 @@ impl Segment {
                 }
             }
         }
+        self.read_ahead(first, pos, end);
         let bytes = Bytes::from_owner(MapSlice {
             map: map.clone(),
             start: first,
             end: pos,
         });
         Ok(Some((bytes, expected)))
+    }
+
+    /// A read of `first..pos` that is not at the readable `end`: asks the kernel to start
+    /// reading what comes next, up to [`READ_AHEAD_BYTES`] past this read, so that a reader
+    /// catching up from disk streams rather than faulting page by page. Only the part a read
+    /// that ended at `first` did not already ask for; nothing at all for a reader at the tail.
+    fn read_ahead(&self, first: usize, pos: usize, end: usize) {
+        let ahead = READ_AHEAD_BYTES as usize;
+        let from = (first + ahead).max(pos);
+        let to = (pos + ahead).min(end);
+        if let (Some(file), Some(len)) = (
+            self.file.get(),
+            NonZeroU64::new((to.saturating_sub(from)) as u64),
+        ) {
+            let _ = rustix::fs::fadvise(&**file, from as u64, Some(len), Advice::WillNeed);
+        }
     }
 
     /// The error for damage at `pos` of `bytes`, where the batch of `offset` should be. The

@@ -16,7 +16,8 @@ use strata::{
     storage::{Appended, FaultInjector, FileOp, FsyncPolicy, Log, LogConfig, Offset, StorageError},
 };
 
-/// 4 KiB segments, an index entry per batch, no retention, no roll by age.
+/// 4 KiB segments, an index entry per batch, no retention, no roll by age, and everything behind
+/// the writer dropped from the page cache (so reads of sealed segments fault from the file).
 pub fn small_config() -> LogConfig {
     LogConfig {
         segment_max_bytes: 4096,
@@ -26,6 +27,7 @@ pub fn small_config() -> LogConfig {
         fsync: FsyncPolicy::Always,
         index_interval_bytes: 1,
         checkpoint_interval_bytes: 1 << 30,
+        cached_tail_bytes: Some(0),
         faults: None,
     }
 }
