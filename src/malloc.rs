@@ -16,13 +16,17 @@ use std::{ffi::OsString, os::unix::process::CommandExt, process::Command};
 
 const TUNABLES: &str = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864";
 const VAR: &str = "GLIBC_TUNABLES";
+/// Set in the re-executed process, so that it never re-executes again: glibc removes
+/// `GLIBC_TUNABLES` from the environment of setuid or file-capability processes, which would
+/// otherwise loop.
+const MARKER: &str = "STRATA_MALLOC_TUNED";
 
 /// Re-executes the process with [`TUNABLES`] unless they are in effect (or the user set glibc's
 /// malloc tunables themselves). Returns only if they are, or if the re-exec failed (then the
 /// process runs with glibc's defaults: slower, not wrong).
 pub fn tune() {
     let current = std::env::var_os(VAR).unwrap_or_default();
-    if current.to_string_lossy().contains("glibc.malloc.") {
+    if std::env::var_os(MARKER).is_some() || current.to_string_lossy().contains("glibc.malloc.") {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -34,8 +38,10 @@ pub fn tune() {
         value.push(&current);
     }
     // `exec` only returns on failure.
-    let _ = Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env(VAR, value)
-        .exec();
+    let mut args = std::env::args_os();
+    let mut command = Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    let _ = command.args(args).env(VAR, value).env(MARKER, "1").exec();
 }

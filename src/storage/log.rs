@@ -556,10 +556,8 @@ impl Log {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push(new.clone());
-        if config.cached_tail_bytes.is_some()
-            && let Some(older) = w.drop_behind.after_roll(&old, w.size)
-        {
-            older.drop_from_cache();
+        if let Some(tail) = config.cached_tail_bytes {
+            w.drop_behind.after_roll(&old, w.size, tail);
         }
         w.sealed_bytes += w.size;
         w.active = new;
@@ -599,6 +597,7 @@ impl Log {
         w.active = grown;
         w.capacity = capacity;
         w.allocated = 0;
+        w.drop_behind.reset_active();
         Ok(())
     }
 

@@ -148,6 +148,8 @@ impl Log {
         w.sealed_bytes = segs[..i].iter().map(|s| s.readable_end()).sum();
         w.active = new;
         w.size = end;
+        // The active segment is a new file: nothing of it was dropped yet.
+        w.drop_behind.reset_active();
         w.capacity = capacity;
         w.allocated = end;
         w.next_offset = next;
