@@ -14,15 +14,15 @@ pub enum BrokerError {
         /// The name asked for.
         topic: String,
     },
-    /// The topic's metadata file could not be read at start; its data is kept but not served.
+    /// The topic's metadata file could not be read, or one of its partitions could not be
+    /// opened, at start; its data is kept but not served.
     #[error(
-        "topic '{topic}' cannot be served: its topic.json is damaged ({reason}); restore it and \
-         restart, or delete the topic"
+        "topic '{topic}' cannot be served: {reason}; repair it and restart, or delete the topic"
     )]
     TopicDamaged {
         /// The topic.
         topic: String,
-        /// What is wrong with its metadata.
+        /// What is wrong: "its topic.json is damaged (...)", "partition 2 cannot be opened (...)".
         reason: String,
     },
     /// The topic exists but has no such partition.

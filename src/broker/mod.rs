@@ -630,6 +630,11 @@ fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: LogConfig) ->
 /// A create writes `topic.json` (through `topic.json.tmp`) before any partition directory, so a
 /// topic directory without `topic.json` holding nothing else is a create that crashed before its
 /// commit point: it was never acknowledged and is removed. Anything more is not ours to delete.
+/// Why a topic whose metadata cannot be read is not served.
+fn metadata_damage(e: &BrokerError) -> String {
+    format!("its topic.json is damaged ({})", error_chain(e))
+}
+
 fn remove_interrupted_create(dir: &Path) -> Result<()> {
     let entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| BrokerError::io("list", dir, e))?
@@ -672,7 +677,7 @@ fn open_topics(
         let name = entry.file_name().to_string_lossy().into_owned();
         if !dir.join(TOPIC_FILE).exists() {
             if let Err(e) = remove_interrupted_create(&dir) {
-                damaged.insert(name, error_chain(&e));
+                damaged.insert(name, metadata_damage(&e));
             }
             continue;
         }
@@ -689,7 +694,7 @@ fn open_topics(
         match file {
             Ok(file) => files.push((dir, file)),
             Err(e) => {
-                let reason = error_chain(&e);
+                let reason = metadata_damage(&e);
                 tracing::error!(topic = %name, error = %reason, "topic metadata damaged; serving the other topics without it");
                 damaged.insert(name, reason);
             }
@@ -702,8 +707,8 @@ fn open_topics(
         .flat_map(|(t, (_, f))| (0..f.partitions).map(move |p| (t, p)))
         .collect();
     let next_job = std::sync::atomic::AtomicUsize::new(0);
-    let opened: Mutex<Vec<Option<Log>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
-    let first_error: Mutex<Option<BrokerError>> = Mutex::new(None);
+    let opened: Mutex<Vec<Option<Result<Log>>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
     let workers = std::thread::available_parallelism()
         .map_or(2, std::num::NonZero::get)
         .clamp(1, 8)
@@ -715,35 +720,19 @@ fn open_topics(
                     let i = next_job.fetch_add(1, Ordering::Relaxed);
                     let Some(&(t, p)) = jobs.get(i) else { break };
                     let (dir, file) = &files[t];
-                    match open_log(
+                    let log = open_log(
                         dir,
                         &file.name,
                         p,
                         file.config.log_config(cached_tail_bytes),
-                    ) {
-                        Ok(log) => {
-                            opened
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(log);
-                        }
-                        Err(e) => {
-                            first_error
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .get_or_insert(e);
-                            break;
-                        }
-                    }
+                    );
+                    opened
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(log);
                 }
             });
         }
     });
-    if let Some(e) = first_error
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-    {
-        return Err(e);
-    }
     let mut logs = opened
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -751,14 +740,27 @@ fn open_topics(
     let mut topics = BTreeMap::new();
     for (dir, file) in files {
         let mut parts = Vec::with_capacity(file.partitions as usize);
+        let mut failed = None;
         for id in 0..file.partitions {
-            let Some(Some(log)) = logs.next() else {
-                return Err(BrokerError::BadStateFile {
-                    path: dir.clone(),
-                    reason: "a partition log was not opened".into(),
-                });
-            };
-            parts.push(topic::Partition::new(id, log));
+            match logs.next() {
+                Some(Some(Ok(log))) => parts.push(topic::Partition::new(id, log)),
+                Some(Some(Err(e))) => {
+                    failed.get_or_insert_with(|| {
+                        format!("partition {id} cannot be opened ({})", error_chain(&e))
+                    });
+                }
+                _ => {
+                    failed.get_or_insert_with(|| format!("partition {id} was not opened"));
+                }
+            }
+        }
+        // A partition that cannot be opened takes its topic offline, not the broker: the other
+        // topics are served, this one answers DATA_LOSS naming why until it is repaired (and
+        // the broker restarted) or deleted. Its opened partitions are dropped unchanged.
+        if let Some(reason) = failed {
+            tracing::error!(topic = %file.name, error = %reason, "a partition of the topic cannot be opened; serving the other topics without it");
+            damaged.insert(file.name, reason);
+            continue;
         }
         let topic = Topic {
             name: file.name.clone(),

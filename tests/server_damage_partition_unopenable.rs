@@ -1,0 +1,75 @@
+//! A stopped broker's partition that cannot be opened at all (its directory replaced by a file,
+//! or by a symlink to a directory that is not there, as on a disk that was not mounted): the broker still starts and serves every other
+//! topic whole; the topic with that partition answers DATA_LOSS naming it and why. Repairing the
+//! files and restarting brings the topic back whole.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+#[path = "common/damage.rs"]
+mod damage;
+
+use common::Server;
+use damage::{check_all, partition_dir, populate};
+use strata::proto::{DescribeTopicRequest, ListTopicsRequest};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unopenable_partition_takes_only_its_topic_offline() {
+    for how in ["directory is a file", "directory is a dangling symlink"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, acked) = populate(dir.path(), 20).await;
+        assert!(server.terminate().await.success());
+
+        let part = partition_dir(dir.path(), "damaged", 1);
+        let aside = dir.path().join("aside");
+        std::fs::rename(&part, &aside).unwrap();
+        if how == "directory is a file" {
+            std::fs::write(&part, b"not a directory").unwrap();
+        } else {
+            std::os::unix::fs::symlink(dir.path().join("unmounted/disk"), &part).unwrap();
+        }
+
+        let server = Server::start(dir.path());
+        let mut client = server.client().await;
+        let status = client
+            .describe_topic(DescribeTopicRequest {
+                name: "damaged".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DataLoss, "{how}: {status:?}");
+        assert!(
+            status.message().contains("topic 'damaged'")
+                && status.message().contains("partition 1"),
+            "{how}: {status:?}"
+        );
+        let names: Vec<String> = client
+            .list_topics(ListTopicsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .topics
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["intact"], "{how}");
+        let intact: damage::Acked = acked
+            .iter()
+            .filter(|(p, _)| p.0 == "intact")
+            .map(|(p, r)| (p.clone(), r.clone()))
+            .collect();
+        check_all(&mut client, &intact, &("none".to_owned(), 0), |_| false).await;
+        drop(client);
+        assert!(server.terminate().await.success());
+
+        // Repaired: the topic is back whole.
+        std::fs::remove_file(&part).unwrap();
+        std::fs::rename(&aside, &part).unwrap();
+        let server = Server::start(dir.path());
+        let mut client = server.client().await;
+        check_all(&mut client, &acked, &("none".to_owned(), 0), |_| false).await;
+        drop(client);
+        assert!(server.terminate().await.success());
+    }
+}
