@@ -25,6 +25,8 @@ pub struct BrokerConfig {
     pub max_wait: Duration,
     /// How often the ticker runs each log's periodic work (interval fsync, checkpoints, retention).
     pub tick_interval: Duration,
+    /// The most client connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
     /// The newest bytes of each partition kept in the page cache; older ones are written back
     /// and dropped from it (see [`LogConfig::cached_tail_bytes`]). `None`: the kernel decides.
     pub cached_tail_bytes: Option<u64>,
@@ -42,6 +44,7 @@ impl BrokerConfig {
             default_fetch_bytes: 1024 * 1024,
             max_wait: Duration::from_secs(5 * 60),
             tick_interval: Duration::from_millis(100),
+            max_connections: 4096,
             cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
         }
     }

@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// The most bytes one fetch or pushed message carries.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_fetch_bytes: usize,
+    /// The most client connections open at once; one more is closed as soon as it is accepted.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// The newest bytes of each partition kept in the page cache; older bytes are written back
     /// and dropped from it, so that new writes reuse their memory, and consumers further behind
     /// read from disk (with read-ahead). A value larger than any partition leaves it to the
@@ -53,6 +56,8 @@ struct ServeFile {
     max_fetch_bytes: Option<usize>,
     #[serde(alias = "cached_tail_bytes")]
     cached_tail_bytes: Option<u64>,
+    #[serde(alias = "max_connections")]
+    max_connections: Option<u32>,
 }
 
 impl ServeArgs {
@@ -102,6 +107,12 @@ impl ServeArgs {
         {
             self.cached_tail_bytes = v;
         }
+        if let Some(v) = file
+            .max_connections
+            .filter(|_| defaulted("max_connections"))
+        {
+            self.max_connections = v;
+        }
         Ok(())
     }
 }
@@ -122,6 +133,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     config.max_fetch_bytes = args.max_fetch_bytes;
     config.default_fetch_bytes = config.default_fetch_bytes.min(args.max_fetch_bytes);
     config.cached_tail_bytes = Some(args.cached_tail_bytes);
+    config.max_connections = args.max_connections as usize;
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

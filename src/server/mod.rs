@@ -7,6 +7,7 @@
 //! the logs) is the caller's next step.
 
 mod budget;
+mod connections;
 mod convert;
 mod fetch;
 mod limits;
@@ -71,6 +72,7 @@ pub async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tasks_tx, mut tasks_rx) = mpsc::channel::<()>(1);
     let max_request_bytes = broker.config().max_request_bytes;
+    let broker_max_connections = broker.config().max_connections;
     let strata = StrataServer::new(service::Service {
         broker,
         shutdown: shutdown_rx.clone(),
@@ -87,13 +89,16 @@ pub async fn serve(
         .build_v1()
         .map_err(ServeError::Reflection)?;
 
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        stream.inspect(|s| {
+    let limit = connections::ConnectionLimit::new(broker_max_connections);
+    let incoming = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
+        Ok(stream) => {
             // Small responses (acks, long-poll wake-ups) must not wait for Nagle.
-            if let Err(e) = s.set_nodelay(true) {
+            if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
-        })
+            limit.admit(stream).map(Ok)
+        }
+        Err(e) => Some(Err(e)),
     });
     let signal = async move {
         shutdown.await;
