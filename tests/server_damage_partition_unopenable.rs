@@ -1,5 +1,6 @@
 //! A stopped broker's partition that cannot be opened at all (its directory replaced by a file,
-//! or by a symlink to a directory that is not there, as on a disk that was not mounted): the broker still starts and serves every other
+//! or by a symlink to a directory that is not there, as on a disk that was not mounted; or one
+//! of its segment files replaced by a directory): the broker still starts and serves every other
 //! topic whole; the topic with that partition answers DATA_LOSS naming it and why. Repairing the
 //! files and restarting brings the topic back whole.
 
@@ -10,13 +11,17 @@ mod common;
 mod damage;
 
 use common::Server;
-use damage::{check_all, partition_dir, populate};
+use damage::{check_all, files, partition_dir, populate};
 use strata::proto::{DescribeTopicRequest, ListTopicsRequest};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unopenable_partition_takes_only_its_topic_offline() {
-    for how in ["directory is a file", "directory is a dangling symlink"] {
+    for how in [
+        "directory is a file",
+        "directory is a dangling symlink",
+        "a segment is a directory",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let (server, acked) = populate(dir.path(), 20).await;
         assert!(server.terminate().await.success());
@@ -24,10 +29,17 @@ async fn an_unopenable_partition_takes_only_its_topic_offline() {
         let part = partition_dir(dir.path(), "damaged", 1);
         let aside = dir.path().join("aside");
         std::fs::rename(&part, &aside).unwrap();
-        if how == "directory is a file" {
-            std::fs::write(&part, b"not a directory").unwrap();
-        } else {
-            std::os::unix::fs::symlink(dir.path().join("unmounted/disk"), &part).unwrap();
+        match how {
+            "directory is a file" => std::fs::write(&part, b"not a directory").unwrap(),
+            "directory is a dangling symlink" => {
+                std::os::unix::fs::symlink(dir.path().join("unmounted/disk"), &part).unwrap();
+            }
+            _ => {
+                copy_dir(&aside, &part);
+                let segment = files(&part, "log").remove(1);
+                std::fs::remove_file(&segment).unwrap();
+                std::fs::create_dir(&segment).unwrap();
+            }
         }
 
         let server = Server::start(dir.path());
@@ -64,12 +76,24 @@ async fn an_unopenable_partition_takes_only_its_topic_offline() {
         assert!(server.terminate().await.success());
 
         // Repaired: the topic is back whole.
-        std::fs::remove_file(&part).unwrap();
+        if how == "a segment is a directory" {
+            std::fs::remove_dir_all(&part).unwrap();
+        } else {
+            std::fs::remove_file(&part).unwrap();
+        }
         std::fs::rename(&aside, &part).unwrap();
         let server = Server::start(dir.path());
         let mut client = server.client().await;
         check_all(&mut client, &acked, &("none".to_owned(), 0), |_| false).await;
         drop(client);
         assert!(server.terminate().await.success());
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }

@@ -62,6 +62,18 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
             && stem.len() == 20
             && let Ok(base) = stem.parse::<Offset>()
         {
+            // A directory (or anything else) under a segment's name would read as an empty or
+            // unreadable segment later; refuse to open rather than serve around it.
+            let is_file = entry
+                .file_type()
+                .map_err(|e| StorageError::io("stat", entry.path(), e))?
+                .is_file();
+            if !is_file {
+                return Err(StorageError::BadStateFile {
+                    path: entry.path(),
+                    reason: "named as a segment, but not a regular file".into(),
+                });
+            }
             bases.push(base);
         }
     }
@@ -116,6 +128,22 @@ fn recover(
             && bases.binary_search(&p.segment_base).is_ok()
             && file_len(&segment_path(dir, p.segment_base, "log")).is_ok_and(|l| p.position <= l)
     });
+    if let Some(p) = point
+        && trusted.is_none()
+    {
+        // Either the checkpoint is damaged in a way its checksum missed, or the segment it names
+        // was deleted or cut short by something other than Strata: then records it held are gone
+        // and their offsets will be given again. Say so loudly.
+        tracing::error!(
+            dir = %dir.display(),
+            checkpoint_segment = p.segment_base,
+            checkpoint_position = p.position,
+            checkpoint_next_offset = p.next_offset,
+            "the recovery checkpoint names a segment that is missing or shorter than it says; \
+             recovering from the segments that are there: records up to the checkpoint's next \
+             offset may have been lost"
+        );
+    }
     let (start_index, start_pos, start_next, start_max_ts) = if let Some(p) = trusted {
         (
             bases.binary_search(&p.segment_base).unwrap_or(0),
