@@ -294,3 +294,24 @@ pub async fn check_all(
     }
     lost
 }
+
+/// With "damaged" offline: the broker lists only "intact" and serves every record acknowledged
+/// to it.
+pub async fn only_intact_is_served(client: &mut Client, acked: &Acked, how: &str) {
+    let names: Vec<String> = client
+        .list_topics(strata::proto::ListTopicsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .topics
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["intact"], "{how}");
+    let intact: Acked = acked
+        .iter()
+        .filter(|(p, _)| p.0 == "intact")
+        .map(|(p, r)| (p.clone(), r.clone()))
+        .collect();
+    check_all(client, &intact, &("none".to_owned(), 0), |_| false).await;
+}
