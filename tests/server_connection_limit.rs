@@ -81,3 +81,45 @@ async fn connections_past_the_limit_are_closed_and_slots_come_back() {
     drop((client, third, fourth));
     assert!(server.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_free_their_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &["--max-connections", "3", "--handshake-timeout", "300ms"],
+    );
+    let addr = server.addr.to_string();
+    let mut client = server.client().await;
+    client.list_topics(ListTopicsRequest {}).await.unwrap();
+
+    // Two connections that never send a byte take the other two slots...
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // ...until the broker closes them: their reads end (after the broker's own HTTP/2 settings,
+    // which it sends unasked).
+    for stream in &mut silent {
+        let closed = tokio::time::timeout(PATIENCE, async {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a silent connection was not closed");
+    }
+    // The client that spoke, idle for longer than the timeout, still works; the freed slots take
+    // new connections.
+    client.list_topics(ListTopicsRequest {}).await.unwrap();
+    let (admitted, n) = raw_connection(&addr).await;
+    assert!(
+        n > 0,
+        "a connection was refused after the silent ones were closed"
+    );
+    drop((client, admitted, silent));
+    assert!(server.terminate().await.success());
+}

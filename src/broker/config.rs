@@ -27,6 +27,8 @@ pub struct BrokerConfig {
     pub tick_interval: Duration,
     /// The most client connections open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// A connection that sends nothing for this long after it is accepted is closed.
+    pub handshake_timeout: Duration,
     /// The newest bytes of each partition kept in the page cache; older ones are written back
     /// and dropped from it (see [`LogConfig::cached_tail_bytes`]). `None`: the kernel decides.
     pub cached_tail_bytes: Option<u64>,
@@ -45,6 +47,7 @@ impl BrokerConfig {
             max_wait: Duration::from_secs(5 * 60),
             tick_interval: Duration::from_millis(100),
             max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
             cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
         }
     }

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// The most client connections open at once; one more is closed as soon as it is accepted.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// A connection that sends nothing at all for this long after it is accepted is closed
+    /// (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
     /// The newest bytes of each partition kept in the page cache; older bytes are written back
     /// and dropped from it, so that new writes reuse their memory, and consumers further behind
     /// read from disk (with read-ahead). A value larger than any partition leaves it to the
@@ -58,6 +62,8 @@ struct ServeFile {
     cached_tail_bytes: Option<u64>,
     #[serde(alias = "max_connections")]
     max_connections: Option<u32>,
+    #[serde(alias = "handshake_timeout")]
+    handshake_timeout: Option<String>,
 }
 
 impl ServeArgs {
@@ -113,6 +119,13 @@ impl ServeArgs {
         {
             self.max_connections = v;
         }
+        if let Some(v) = file
+            .handshake_timeout
+            .filter(|_| defaulted("handshake_timeout"))
+        {
+            self.handshake_timeout = humantime::parse_duration(&v)
+                .map_err(|e| format!("config file {}: handshake-timeout: {e}", path.display()))?;
+        }
         Ok(())
     }
 }
@@ -134,6 +147,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     config.default_fetch_bytes = config.default_fetch_bytes.min(args.max_fetch_bytes);
     config.cached_tail_bytes = Some(args.cached_tail_bytes);
     config.max_connections = args.max_connections as usize;
+    config.handshake_timeout = args.handshake_timeout;
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

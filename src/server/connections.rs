@@ -1,18 +1,22 @@
 //! The broker's connection limit: each accepted TCP connection takes a slot for as long as it is
 //! open; a connection accepted while every slot is taken is closed at once. This bounds the
-//! descriptors and per-connection state clients can pin (an idle HTTP/2 connection costs ~30 KiB;
-//! one that never speaks is never timed out).
+//! descriptors and per-connection state clients can pin (an idle HTTP/2 connection costs ~30 KiB).
+//! A connection that sends nothing at all within the handshake timeout is closed, so that silent
+//! connections cannot hold every slot.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
     sync::{OwnedSemaphorePermit, Semaphore},
+    time::Sleep,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -20,6 +24,8 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub(super) struct Counted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// Until the client's first byte arrives: when it must have arrived by.
+    first_byte_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 /// Hands out slots to accepted connections.
@@ -27,13 +33,15 @@ pub(super) struct Counted {
 pub(super) struct ConnectionLimit {
     slots: Arc<Semaphore>,
     max: usize,
+    handshake_timeout: Duration,
 }
 
 impl ConnectionLimit {
-    pub(super) fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize, handshake_timeout: Duration) -> Self {
         ConnectionLimit {
             slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
             max,
+            handshake_timeout,
         }
     }
 
@@ -44,6 +52,7 @@ impl ConnectionLimit {
             return Some(Counted {
                 stream,
                 _slot: slot,
+                first_byte_deadline: Some(Box::pin(tokio::time::sleep(self.handshake_timeout))),
             });
         }
         tracing::warn!(
@@ -69,7 +78,25 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Some(deadline) = &mut this.first_byte_deadline {
+            match read {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                    this.first_byte_deadline = None;
+                }
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    tracing::debug!(peer = ?this.stream.peer_addr().ok(), "closing a connection that sent nothing");
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent nothing within the handshake timeout",
+                    )));
+                }
+                _ => {}
+            }
+        }
+        read
     }
 }
 

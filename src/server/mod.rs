@@ -73,6 +73,7 @@ pub async fn serve(
     let (tasks_tx, mut tasks_rx) = mpsc::channel::<()>(1);
     let max_request_bytes = broker.config().max_request_bytes;
     let broker_max_connections = broker.config().max_connections;
+    let handshake_timeout = broker.config().handshake_timeout;
     let strata = StrataServer::new(service::Service {
         broker,
         shutdown: shutdown_rx.clone(),
@@ -89,7 +90,7 @@ pub async fn serve(
         .build_v1()
         .map_err(ServeError::Reflection)?;
 
-    let limit = connections::ConnectionLimit::new(broker_max_connections);
+    let limit = connections::ConnectionLimit::new(broker_max_connections, handshake_timeout);
     let incoming = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
         Ok(stream) => {
             // Small responses (acks, long-poll wake-ups) must not wait for Nagle.
