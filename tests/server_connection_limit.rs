@@ -83,7 +83,7 @@ async fn connections_past_the_limit_are_closed_and_slots_come_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_connections_are_closed_and_free_their_slots() {
+async fn connections_without_the_http2_preface_are_closed_and_free_their_slots() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         dir.path(),
@@ -93,11 +93,13 @@ async fn silent_connections_are_closed_and_free_their_slots() {
     let mut client = server.client().await;
     client.list_topics(ListTopicsRequest {}).await.unwrap();
 
-    // Two connections that never send a byte take the other two slots...
+    // Two connections that never send the HTTP/2 preface (one sends nothing, one a single byte
+    // of it) take the other two slots...
     let mut silent = Vec::new();
     for _ in 0..2 {
         silent.push(TcpStream::connect(&addr).await.unwrap());
     }
+    silent[1].write_all(b"P").await.unwrap();
     // ...until the broker closes them: their reads end (after the broker's own HTTP/2 settings,
     // which it sends unasked).
     for stream in &mut silent {

@@ -27,7 +27,7 @@ pub struct BrokerConfig {
     pub tick_interval: Duration,
     /// The most client connections open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
-    /// A connection that sends nothing for this long after it is accepted is closed.
+    /// A connection that has not sent the HTTP/2 preface this long after it is accepted is closed.
     pub handshake_timeout: Duration,
     /// The newest bytes of each partition kept in the page cache; older ones are written back
     /// and dropped from it (see [`LogConfig::cached_tail_bytes`]). `None`: the kernel decides.

@@ -83,8 +83,9 @@ pub struct Broker {
     topics_dir: PathBuf,
     trash_dir: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Topics whose metadata could not be read at start, by name, with why: kept on disk and
-    /// refused with DATA_LOSS (others are served) until restored or deleted.
+    /// Topics whose metadata could not be read, or a partition of which could not be opened, at
+    /// start, by name, with why: kept on disk and refused with DATA_LOSS (others are served)
+    /// until repaired (and the broker restarted) or deleted.
     damaged: RwLock<BTreeMap<String, String>>,
     /// Serialises create, delete and alter, which touch files and the map together.
     admin: Mutex<()>,
@@ -339,8 +340,8 @@ impl Broker {
         Ok(())
     }
 
-    /// Deletes a topic whose metadata was damaged at start: its files go to the trash like a
-    /// live topic's. The caller holds the admin lock.
+    /// Deletes a topic left offline at start (damaged metadata, a partition that could not be
+    /// opened): its files go to the trash like a live topic's. The caller holds the admin lock.
     fn delete_damaged_topic(&self, name: &str) -> Result<()> {
         if !read_lock(&self.damaged).contains_key(name) {
             return Err(self.missing(name));
@@ -627,14 +628,35 @@ fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: LogConfig) ->
     })
 }
 
-/// A create writes `topic.json` (through `topic.json.tmp`) before any partition directory, so a
-/// topic directory without `topic.json` holding nothing else is a create that crashed before its
-/// commit point: it was never acknowledged and is removed. Anything more is not ours to delete.
+/// An error opening a partition that comes from the process or the system rather than from the
+/// partition's files: out of descriptors or memory, or no permission.
+fn is_environmental(e: &BrokerError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::PermissionDenied
+            ) || matches!(io.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM));
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// `errno` values for "too many open files" (process, system) and "out of memory".
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+const ENOMEM: i32 = 12;
+
 /// Why a topic whose metadata cannot be read is not served.
 fn metadata_damage(e: &BrokerError) -> String {
     format!("its topic.json is damaged ({})", error_chain(e))
 }
 
+/// A create writes `topic.json` (through `topic.json.tmp`) before any partition directory, so a
+/// topic directory without `topic.json` holding nothing else is a create that crashed before its
+/// commit point: it was never acknowledged and is removed. Anything more is not ours to delete.
 fn remove_interrupted_create(dir: &Path) -> Result<()> {
     let entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| BrokerError::io("list", dir, e))?
@@ -658,7 +680,10 @@ fn remove_interrupted_create(dir: &Path) -> Result<()> {
 }
 
 /// Opens every topic under `topics_dir`, the partitions of all topics in parallel. A topic whose
-/// `topic.json` cannot be read is left out (and on disk) and returned with why, by name.
+/// `topic.json` cannot be read, or a partition of which cannot be opened because of what is on
+/// disk, is left out (and on disk) and returned with why, by name. An error that says nothing
+/// about the topic's files (out of descriptors or memory, no permission) fails the whole start,
+/// as a restart may not fix it and serving DATA_LOSS would blame the data.
 #[allow(clippy::type_complexity)]
 fn open_topics(
     topics_dir: &Path,
@@ -744,6 +769,7 @@ fn open_topics(
         for id in 0..file.partitions {
             match logs.next() {
                 Some(Some(Ok(log))) => parts.push(topic::Partition::new(id, log)),
+                Some(Some(Err(e))) if is_environmental(&e) => return Err(e),
                 Some(Some(Err(e))) => {
                     failed.get_or_insert_with(|| {
                         format!("partition {id} cannot be opened ({})", error_chain(&e))
@@ -756,7 +782,8 @@ fn open_topics(
         }
         // A partition that cannot be opened takes its topic offline, not the broker: the other
         // topics are served, this one answers DATA_LOSS naming why until it is repaired (and
-        // the broker restarted) or deleted. Its opened partitions are dropped unchanged.
+        // the broker restarted) or deleted. Its other partitions were opened, so recovered as
+        // at any start (tails checked, checkpoints written), and are dropped without changes.
         if let Some(reason) = failed {
             tracing::error!(topic = %file.name, error = %reason, "a partition of the topic cannot be opened; serving the other topics without it");
             damaged.insert(file.name, reason);

@@ -29,8 +29,8 @@ pub struct ServeArgs {
     /// The most client connections open at once; one more is closed as soon as it is accepted.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
-    /// A connection that sends nothing at all for this long after it is accepted is closed
-    /// (e.g. 10s, 500ms).
+    /// A connection that has not sent the HTTP/2 preface this long after it is accepted is
+    /// closed (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
     /// The newest bytes of each partition kept in the page cache; older bytes are written back

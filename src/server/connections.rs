@@ -1,8 +1,8 @@
 //! The broker's connection limit: each accepted TCP connection takes a slot for as long as it is
 //! open; a connection accepted while every slot is taken is closed at once. This bounds the
 //! descriptors and per-connection state clients can pin (an idle HTTP/2 connection costs ~30 KiB).
-//! A connection that sends nothing at all within the handshake timeout is closed, so that silent
-//! connections cannot hold every slot.
+//! A connection that has not sent the HTTP/2 preface within the handshake timeout is closed, so
+//! that silent connections cannot hold every slot.
 
 use std::{
     future::Future,
@@ -20,12 +20,19 @@ use tokio::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`: what every HTTP/2 client sends first.
+const HTTP2_PREFACE_BYTES: usize = 24;
+/// Refused connections are logged at most this often (a flood must not flood the log).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// An accepted connection holding one of the limit's slots until it is dropped.
 pub(super) struct Counted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
-    /// Until the client's first byte arrives: when it must have arrived by.
-    first_byte_deadline: Option<Pin<Box<Sleep>>>,
+    /// Until the client has sent the HTTP/2 connection preface: when it must have by.
+    handshake_deadline: Option<Pin<Box<Sleep>>>,
+    /// Bytes read so far, while the deadline stands.
+    read_bytes: usize,
 }
 
 /// Hands out slots to accepted connections.
@@ -34,6 +41,8 @@ pub(super) struct ConnectionLimit {
     slots: Arc<Semaphore>,
     max: usize,
     handshake_timeout: Duration,
+    /// When a refusal was last logged, and how many since.
+    refusals: Arc<std::sync::Mutex<(Option<std::time::Instant>, u64)>>,
 }
 
 impl ConnectionLimit {
@@ -42,6 +51,7 @@ impl ConnectionLimit {
             slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
             max,
             handshake_timeout,
+            refusals: Arc::default(),
         }
     }
 
@@ -52,14 +62,27 @@ impl ConnectionLimit {
             return Some(Counted {
                 stream,
                 _slot: slot,
-                first_byte_deadline: Some(Box::pin(tokio::time::sleep(self.handshake_timeout))),
+                handshake_deadline: Some(Box::pin(tokio::time::sleep(self.handshake_timeout))),
+                read_bytes: 0,
             });
         }
-        tracing::warn!(
-            max_connections = self.max,
-            peer = ?stream.peer_addr().ok(),
-            "connection refused: the broker has max_connections open"
-        );
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        refusals.1 += 1;
+        if refusals
+            .0
+            .is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                max_connections = self.max,
+                refused = refusals.1,
+                peer = ?stream.peer_addr().ok(),
+                "connections refused: the broker has max_connections open"
+            );
+            *refusals = (Some(std::time::Instant::now()), 0);
+        }
         None
     }
 }
@@ -81,16 +104,20 @@ impl AsyncRead for Counted {
         let this = self.get_mut();
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Some(deadline) = &mut this.first_byte_deadline {
+        if let Some(deadline) = &mut this.handshake_deadline {
             match read {
                 Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                    this.first_byte_deadline = None;
+                    // A byte or two does not keep a slot: the whole preface must arrive in time.
+                    this.read_bytes += buf.filled().len() - before;
+                    if this.read_bytes >= HTTP2_PREFACE_BYTES {
+                        this.handshake_deadline = None;
+                    }
                 }
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                    tracing::debug!(peer = ?this.stream.peer_addr().ok(), "closing a connection that sent nothing");
+                    tracing::debug!(peer = ?this.stream.peer_addr().ok(), "closing a connection that did not send the HTTP/2 preface in time");
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        "the client sent nothing within the handshake timeout",
+                        "the client did not send the HTTP/2 preface within the handshake timeout",
                     )));
                 }
                 _ => {}

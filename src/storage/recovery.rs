@@ -64,8 +64,8 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
         {
             // A directory (or anything else) under a segment's name would read as an empty or
             // unreadable segment later; refuse to open rather than serve around it.
-            let is_file = entry
-                .file_type()
+            // Following symlinks: a segment moved elsewhere and linked back is fine.
+            let is_file = std::fs::metadata(entry.path())
                 .map_err(|e| StorageError::io("stat", entry.path(), e))?
                 .is_file();
             if !is_file {
