@@ -41,6 +41,18 @@ pub enum BrokerError {
         /// The name.
         topic: String,
     },
+    /// The group's offsets file could not be read at start; it is kept but not served (nor
+    /// written).
+    #[error(
+        "consumer group '{group}' cannot be served: its offsets file is damaged ({reason}); \
+         repair or remove it and restart"
+    )]
+    GroupDamaged {
+        /// The group.
+        group: String,
+        /// What is wrong with its file.
+        reason: String,
+    },
     /// The group has committed nothing.
     #[error("consumer group '{group}' has no committed offsets")]
     GroupNotFound {

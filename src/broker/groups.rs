@@ -66,6 +66,9 @@ struct Group {
 pub(crate) struct GroupStore {
     dir: PathBuf,
     groups: RwLock<BTreeMap<String, Arc<Mutex<Group>>>>,
+    /// Groups whose file could not be read at start, with why: neither served nor written (a
+    /// commit would replace the file) until it is repaired or removed and the broker restarted.
+    damaged: BTreeMap<String, String>,
 }
 
 fn bincode_config() -> bincode::config::Configuration {
@@ -107,6 +110,14 @@ fn decode_entries(buf: &[u8]) -> (Vec<GroupEntry>, usize) {
         at = start + len;
     }
     (entries, at)
+}
+
+/// The position of a whole, valid entry that starts after `from` in `file` (magic included),
+/// if there is one: then the bytes at `from` are damage, not a torn tail (a crash can only tear
+/// the last entry).
+fn entry_after(file: &[u8], from: usize) -> Option<usize> {
+    (from + 1..file.len().saturating_sub(ENTRY_HEADER_BYTES - 1))
+        .find(|&at| decode_entries(&file[at..]).1 > 0)
 }
 
 fn apply(offsets: &mut OffsetMap, entry: GroupEntry) {
@@ -160,6 +171,15 @@ impl Group {
         }
         let (entries, valid) = decode_entries(&bytes[MAGIC.len()..]);
         let valid = MAGIC.len() + valid;
+        if let Some(at) = entry_after(&bytes, valid) {
+            // Not a torn tail: whole entries follow the bad one, commits that were acknowledged.
+            return Err(BrokerError::BadStateFile {
+                path,
+                reason: format!(
+                    "the entry at byte {valid} is damaged, and entries follow it (from byte {at})"
+                ),
+            });
+        }
         if valid < bytes.len() {
             tracing::warn!(
                 path = %path.display(),
@@ -256,6 +276,7 @@ impl GroupStore {
     pub(crate) fn open(dir: PathBuf) -> Result<GroupStore, BrokerError> {
         fs::create_dir_durable(&dir)?;
         let mut groups = BTreeMap::new();
+        let mut damaged = BTreeMap::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| BrokerError::io("list", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| BrokerError::io("list", &dir, e))?;
@@ -277,13 +298,34 @@ impl GroupStore {
             if super::names::validate_group_name(name).is_err() {
                 continue;
             }
-            let group = Group::load(entry.path())?;
-            groups.insert(name.to_owned(), Arc::new(Mutex::new(group)));
+            match Group::load(entry.path()) {
+                Ok(group) => {
+                    groups.insert(name.to_owned(), Arc::new(Mutex::new(group)));
+                }
+                Err(e) if super::is_environmental(&e) => return Err(e),
+                Err(e) => {
+                    let reason = super::error_chain(&e);
+                    tracing::error!(group = name, error = %reason, "group offsets file damaged; serving the other groups without it");
+                    damaged.insert(name.to_owned(), reason);
+                }
+            }
         }
         Ok(GroupStore {
             dir,
             groups: RwLock::new(groups),
+            damaged,
         })
+    }
+
+    /// An error if `group`'s file was found damaged at start.
+    fn check(&self, group: &str) -> Result<(), BrokerError> {
+        match self.damaged.get(group) {
+            Some(reason) => Err(BrokerError::GroupDamaged {
+                group: group.to_owned(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn get(&self, name: &str) -> Option<Arc<Mutex<Group>>> {
@@ -325,24 +367,36 @@ impl GroupStore {
         group: &str,
         offsets: Vec<CommittedOffset>,
     ) -> Result<(), BrokerError> {
+        self.check(group)?;
         let g = self.get_or_create(group)?;
         let mut g = lock(&g);
         g.append(group, GroupEntry::Commit(offsets))
     }
 
     /// The group's committed offset in one partition.
-    pub(crate) fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<Offset> {
-        let g = self.get(group)?;
+    pub(crate) fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<Offset>, BrokerError> {
+        self.check(group)?;
+        let Some(g) = self.get(group) else {
+            return Ok(None);
+        };
         let g = lock(&g);
-        g.offsets.get(&(topic.to_owned(), partition)).copied()
+        Ok(g.offsets.get(&(topic.to_owned(), partition)).copied())
     }
 
     /// Every committed offset of the group, sorted by topic and partition; `None` if the group
     /// is unknown.
-    pub(crate) fn all(&self, group: &str) -> Option<Vec<CommittedOffset>> {
-        let g = self.get(group)?;
+    pub(crate) fn all(&self, group: &str) -> Result<Option<Vec<CommittedOffset>>, BrokerError> {
+        self.check(group)?;
+        let Some(g) = self.get(group) else {
+            return Ok(None);
+        };
         let g = lock(&g);
-        Some(
+        Ok(Some(
             g.offsets
                 .iter()
                 .map(|((topic, partition), offset)| CommittedOffset {
@@ -351,20 +405,23 @@ impl GroupStore {
                     offset: *offset,
                 })
                 .collect(),
-        )
+        ))
     }
 
-    /// Groups that hold at least one committed offset, sorted.
+    /// Groups that hold at least one committed offset, and damaged ones, sorted.
     pub(crate) fn list(&self) -> Vec<String> {
         let groups = self
             .groups
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        groups
+        let mut names: Vec<String> = groups
             .iter()
             .filter(|(_, g)| !lock(g).offsets.is_empty())
             .map(|(name, _)| name.clone())
-            .collect()
+            .chain(self.damaged.keys().cloned())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Drops every group's offsets in `topic` (after the topic is deleted).
@@ -436,13 +493,59 @@ mod tests {
         drop(file);
 
         let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
-        assert_eq!(store.committed("g", "t", 0), Some(9));
-        assert_eq!(store.committed("g", "t", 1), Some(7));
+        assert_eq!(store.committed("g", "t", 0).unwrap(), Some(9));
+        assert_eq!(store.committed("g", "t", 1).unwrap(), Some(7));
         store.commit("g", vec![offset("t", 1, 8)]).unwrap();
         drop(store);
         let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
-        assert_eq!(store.committed("g", "t", 1), Some(8));
+        assert_eq!(store.committed("g", "t", 1).unwrap(), Some(8));
         assert_eq!(store.list(), vec!["g".to_owned()]);
+    }
+
+    #[test]
+    fn a_damaged_file_takes_only_its_group_offline_and_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
+        for (i, group) in ["g", "h"].into_iter().enumerate() {
+            for o in 1..=3 {
+                store
+                    .commit(group, vec![offset("t", 0, o + i as u64)])
+                    .unwrap();
+            }
+        }
+        drop(store);
+        let path = dir.path().join("g.offsets");
+        let good = std::fs::read(&path).unwrap();
+        for how in ["a flipped byte in the middle entry", "bad magic"] {
+            let mut bad = good.clone();
+            if how == "bad magic" {
+                bad[0] ^= 0xff;
+            } else {
+                // The file: magic, then three entries of equal length; flip one in the second.
+                let entry = (bad.len() - MAGIC.len()) / 3;
+                bad[MAGIC.len() + entry + ENTRY_HEADER_BYTES + 1] ^= 0x40;
+            }
+            std::fs::write(&path, &bad).unwrap();
+            let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
+            let damaged = |r: Result<(), BrokerError>| matches!(r, Err(BrokerError::GroupDamaged { ref group, .. }) if group == "g");
+            assert!(damaged(store.committed("g", "t", 0).map(|_| ())), "{how}");
+            assert!(damaged(store.all("g").map(|_| ())), "{how}");
+            assert!(damaged(store.commit("g", vec![offset("t", 0, 9)])), "{how}");
+            assert_eq!(store.committed("h", "t", 0).unwrap(), Some(4), "{how}");
+            assert_eq!(store.list(), ["g", "h"], "{how}");
+            drop(store);
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bad,
+                "{how}: the damaged file changed"
+            );
+            // Repaired: back whole.
+            std::fs::write(&path, &good).unwrap();
+            let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
+            assert_eq!(store.committed("g", "t", 0).unwrap(), Some(3), "{how}");
+            drop(store);
+            std::fs::write(&path, &good).unwrap();
+        }
     }
 
     #[test]
@@ -460,7 +563,7 @@ mod tests {
         assert!(size < 2000, "file was not compacted: {size} bytes");
         drop(store);
         let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
-        let all = store.all("g").unwrap();
+        let all = store.all("g").unwrap().unwrap();
         assert_eq!(all.len(), 3);
         let last = COMPACT_AFTER_ENTRIES as u64 + 9;
         assert!(all.iter().any(|c| c.offset == last));
@@ -476,7 +579,7 @@ mod tests {
         store.forget_topic("a").unwrap();
         drop(store);
         let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
-        assert_eq!(store.all("g").unwrap(), vec![offset("b", 0, 2)]);
+        assert_eq!(store.all("g").unwrap().unwrap(), vec![offset("b", 0, 2)]);
         assert_eq!(store.topics(), vec!["b".to_owned()]);
     }
 }

@@ -455,7 +455,7 @@ impl Broker {
                 validate_group_name(group)?;
                 match self
                     .groups
-                    .committed(group, &handle.topic.name, handle.partition)
+                    .committed(group, &handle.topic.name, handle.partition)?
                 {
                     Some(o) => o,
                     None => log.earliest_offset(),
@@ -515,7 +515,7 @@ impl Broker {
         self.topic(topic)?;
         Ok(self
             .groups
-            .all(group)
+            .all(group)?
             .unwrap_or_default()
             .into_iter()
             .filter(|c| c.topic == topic)
@@ -534,7 +534,7 @@ impl Broker {
         self.check_open()?;
         let offsets = self
             .groups
-            .all(group)
+            .all(group)?
             .filter(|o| !o.is_empty())
             .ok_or_else(|| BrokerError::GroupNotFound {
                 group: group.to_owned(),
@@ -630,7 +630,7 @@ fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: LogConfig) ->
 
 /// An error opening a partition that comes from the process or the system rather than from the
 /// partition's files: out of descriptors or memory, or no permission.
-fn is_environmental(e: &BrokerError) -> bool {
+pub(crate) fn is_environmental(e: &BrokerError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {

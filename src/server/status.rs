@@ -45,7 +45,9 @@ pub fn broker_code(err: &BrokerError) -> Code {
                 Code::Unavailable
             }
         }
-        BrokerError::BadStateFile { .. } | BrokerError::TopicDamaged { .. } => Code::DataLoss,
+        BrokerError::BadStateFile { .. }
+        | BrokerError::TopicDamaged { .. }
+        | BrokerError::GroupDamaged { .. } => Code::DataLoss,
         BrokerError::GroupPoisoned { .. } => Code::FailedPrecondition,
         BrokerError::DataDirLocked { .. } | BrokerError::ShuttingDown => Code::Unavailable,
     }
