@@ -8,7 +8,8 @@
 //!
 //! A payload is a [`GroupEntry`]. A commit appends one entry holding every offset of the request
 //! (so a commit is all or nothing) and fsyncs the file before it is acknowledged. On open, entries
-//! are replayed in order; a torn or corrupt tail (a crash mid-append) is cut off. Every
+//! are replayed in order; a torn tail (a crash mid-append: zeroes, or an entry cut short) is cut
+//! off, while a whole entry that fails its CRC is damage: the group goes offline (DATA_LOSS). Every
 //! [`COMPACT_AFTER_ENTRIES`] entries the file is rewritten as one snapshot entry, atomically.
 
 use super::{BrokerError, fs};
@@ -112,12 +113,17 @@ fn decode_entries(buf: &[u8]) -> (Vec<GroupEntry>, usize) {
     (entries, at)
 }
 
-/// The position of a whole, valid entry that starts after `from` in `file` (magic included),
-/// if there is one: then the bytes at `from` are damage, not a torn tail (a crash can only tear
-/// the last entry).
-fn entry_after(file: &[u8], from: usize) -> Option<usize> {
-    (from + 1..file.len().saturating_sub(ENTRY_HEADER_BYTES - 1))
-        .find(|&at| decode_entries(&file[at..]).1 > 0)
+/// Whether `rest`, the bytes after the last good entry, can be what a crash in the middle of an
+/// append leaves: nothing but zeroes (blocks allocated, never written), less than an entry
+/// header, or a header whose payload runs past the end of the file. Anything else (a whole entry
+/// that fails its CRC or does not decode, whatever follows it) is damage: a commit that was
+/// acknowledged, or a snapshot, which is written atomically and so is never torn.
+fn is_torn_tail(rest: &[u8]) -> bool {
+    if rest.iter().all(|&b| b == 0) || rest.len() < ENTRY_HEADER_BYTES {
+        return true;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    rest.len() - ENTRY_HEADER_BYTES < len
 }
 
 fn apply(offsets: &mut OffsetMap, entry: GroupEntry) {
@@ -171,12 +177,12 @@ impl Group {
         }
         let (entries, valid) = decode_entries(&bytes[MAGIC.len()..]);
         let valid = MAGIC.len() + valid;
-        if let Some(at) = entry_after(&bytes, valid) {
-            // Not a torn tail: whole entries follow the bad one, commits that were acknowledged.
+        if !is_torn_tail(&bytes[valid..]) {
             return Err(BrokerError::BadStateFile {
                 path,
                 reason: format!(
-                    "the entry at byte {valid} is damaged, and entries follow it (from byte {at})"
+                    "the entry at byte {valid} is damaged (a whole entry that fails its CRC or \
+                     does not decode, not a torn append)"
                 ),
             });
         }
@@ -500,6 +506,38 @@ mod tests {
         let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(store.committed("g", "t", 1).unwrap(), Some(8));
         assert_eq!(store.list(), vec!["g".to_owned()]);
+    }
+
+    #[test]
+    fn only_what_a_crashed_append_leaves_counts_as_a_torn_tail() {
+        assert!(is_torn_tail(&[]));
+        assert!(is_torn_tail(&[0; 4096]));
+        assert!(is_torn_tail(&[40, 0, 0, 0, 1, 2, 3]));
+        assert!(is_torn_tail(&[40, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]));
+        // A whole entry (length 3, three bytes of payload) that failed its CRC: damage.
+        assert!(!is_torn_tail(&[3, 0, 0, 0, 9, 9, 9, 9, 1, 2, 3]));
+        assert!(!is_torn_tail(&[0, 0, 0, 0, 9, 9, 9, 9, 0, 0]));
+    }
+
+    #[test]
+    fn a_damaged_last_entry_or_snapshot_is_damage_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
+        store.commit("g", vec![offset("t", 0, 5)]).unwrap();
+        drop(store);
+        // The file holds one entry (a commit, or after compaction a snapshot); flip its last byte.
+        let path = dir.path().join("g.offsets");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
+        assert!(matches!(
+            store.committed("g", "t", 0),
+            Err(BrokerError::GroupDamaged { .. })
+        ));
+        drop(store);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     #[test]

@@ -522,7 +522,7 @@ impl Broker {
             .collect())
     }
 
-    /// Groups with at least one committed offset, sorted.
+    /// Groups with at least one committed offset, and groups whose offsets file is damaged, sorted.
     pub fn list_groups(&self) -> Result<Vec<String>> {
         self.check_open()?;
         Ok(self.groups.list())
