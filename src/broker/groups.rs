@@ -146,6 +146,16 @@ fn open_append(path: &Path) -> Result<File, BrokerError> {
 
 /// Writes a fresh file holding the magic and, if any, one snapshot entry of `offsets`. Returns
 /// its length.
+/// Whether `path` no longer names the file `file` is open on (it was replaced or removed), or that
+/// cannot be told.
+fn no_longer_appends_to(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => (named.dev(), named.ino()) != (open.dev(), open.ino()),
+        _ => true,
+    }
+}
+
 fn write_snapshot(path: &Path, offsets: &OffsetMap) -> Result<u64, BrokerError> {
     let mut buf = MAGIC.to_vec();
     if !offsets.is_empty() {
@@ -261,6 +271,13 @@ impl Group {
                 self.file = file;
                 self.len = len;
                 self.entries_since_snapshot = 0;
+            }
+            Err(e) if no_longer_appends_to(&self.file, &self.path) => {
+                // The snapshot was renamed over the file (so it may or may not survive a crash)
+                // but what came after failed: appending to the old, unlinked file would lose
+                // acknowledged commits. Refuse commits until a restart reloads the file.
+                self.poisoned = true;
+                tracing::error!(path = %self.path.display(), error = %super::error_chain(&e), "a group offsets compaction failed after its rename; refusing commits to the group until restart");
             }
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %super::error_chain(&e), "could not compact a group offsets file");
@@ -506,6 +523,21 @@ mod tests {
         let store = GroupStore::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(store.committed("g", "t", 1).unwrap(), Some(8));
         assert_eq!(store.list(), vec!["g".to_owned()]);
+    }
+
+    #[test]
+    fn a_file_replaced_under_an_open_handle_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.offsets");
+        std::fs::write(&path, b"old").unwrap();
+        let file = open_append(&path).unwrap();
+        assert!(!no_longer_appends_to(&file, &path));
+        let tmp = dir.path().join("g.offsets.tmp");
+        std::fs::write(&tmp, b"new").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(no_longer_appends_to(&file, &path));
+        std::fs::remove_file(&path).unwrap();
+        assert!(no_longer_appends_to(&file, &path));
     }
 
     #[test]
