@@ -13,18 +13,16 @@
 mod common;
 
 use common::{
-    at_offset, batch_of,
+    at_offset,
     hostile::{
-        Baseline, MIB, Probe, assert_memory_bounded, open_sockets, start_server, wait_until,
+        Baseline, Probe, assert_memory_bounded, fill_backlog, open_sockets, produce_backlog,
+        start_server, wait_until,
     },
 };
-use strata::proto::{
-    CreateTopicRequest, FsyncPolicy, ProduceRequest, SubscribeRequest, TopicConfig,
-};
+use strata::proto::SubscribeRequest;
 
 const STALLED: usize = 64;
-const BACKLOG_BYTES: usize = 32 * 1024 * 1024;
-const VALUE_BYTES: usize = 64 * 1024;
+const BACKLOG_MIB: usize = 32;
 /// The broker's largest fetch (`--max-fetch-bytes` default): the most a subscriber may ask for.
 const MAX_FETCH_BYTES: u32 = 16 * 1024 * 1024;
 
@@ -33,29 +31,7 @@ async fn stalled_subscribers_asking_for_the_largest_messages_stay_under_the_memo
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &[]);
     let mut client = server.client().await;
-    client
-        .create_topic(CreateTopicRequest {
-            name: "backlog".into(),
-            partitions: 1,
-            config: Some(TopicConfig {
-                fsync_policy: Some(FsyncPolicy::Never.into()),
-                ..TopicConfig::default()
-            }),
-        })
-        .await
-        .unwrap();
-    let values: Vec<Vec<u8>> = (0..16).map(|i| vec![i as u8; VALUE_BYTES]).collect();
-    for _ in 0..BACKLOG_BYTES / (VALUE_BYTES * values.len()) {
-        client
-            .produce(ProduceRequest {
-                topic: "backlog".into(),
-                partition: Some(0),
-                records: vec![],
-                batch: batch_of(&values),
-            })
-            .await
-            .unwrap();
-    }
+    fill_backlog(&mut client, BACKLOG_MIB).await;
     let probe = Probe::start(&server).await;
     let baseline = Baseline::take(&server);
 
@@ -82,17 +58,7 @@ async fn stalled_subscribers_asking_for_the_largest_messages_stay_under_the_memo
         })
         .await;
         // Producers and the probe are served while the subscribers hold their streams.
-        for _ in 0..20 {
-            client
-                .produce(ProduceRequest {
-                    topic: "backlog".into(),
-                    partition: Some(0),
-                    records: vec![],
-                    batch: batch_of(&values),
-                })
-                .await
-                .unwrap();
-        }
+        produce_backlog(&mut client, 20).await;
         probe.served(50).await;
         assert_memory_bounded(
             &server,
@@ -107,6 +73,6 @@ async fn stalled_subscribers_asking_for_the_largest_messages_stay_under_the_memo
             )
             .await;
     }
-    println!("backlog {} MiB", BACKLOG_BYTES as u64 / MIB);
+    println!("backlog {BACKLOG_MIB} MiB");
     probe.stop().await;
 }

@@ -13,12 +13,13 @@ mod common;
 
 use common::{
     at_offset, batch_of,
-    hostile::{Baseline, Probe, assert_memory_bounded, open_sockets, start_server, wait_until},
+    hostile::{
+        Baseline, Probe, assert_memory_bounded, fill_backlog, open_sockets, start_server,
+        wait_until,
+    },
 };
 use std::net::SocketAddr;
-use strata::proto::{
-    CreateTopicRequest, FsyncPolicy, ProduceRequest, SubscribeRequest, TopicConfig,
-};
+use strata::proto::{ProduceRequest, SubscribeRequest};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 const ROUNDS: usize = 50;
@@ -75,29 +76,7 @@ async fn subscribers_and_producers_that_vanish_mid_stream_leave_nothing_behind()
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &[]);
     let mut client = server.client().await;
-    client
-        .create_topic(CreateTopicRequest {
-            name: "backlog".into(),
-            partitions: 1,
-            config: Some(TopicConfig {
-                fsync_policy: Some(FsyncPolicy::Never.into()),
-                ..TopicConfig::default()
-            }),
-        })
-        .await
-        .unwrap();
-    let values: Vec<Vec<u8>> = (0..16).map(|i| vec![i as u8; 64 * 1024]).collect();
-    for _ in 0..16 {
-        client
-            .produce(ProduceRequest {
-                topic: "backlog".into(),
-                partition: Some(0),
-                records: vec![],
-                batch: batch_of(&values),
-            })
-            .await
-            .unwrap();
-    }
+    fill_backlog(&mut client, 16).await;
     let probe = Probe::start(&server).await;
     let baseline = Baseline::take(&server);
 

@@ -629,25 +629,25 @@ fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: LogConfig) ->
 }
 
 /// An error opening a partition that comes from the process or the system rather than from the
-/// partition's files: out of descriptors or memory, or no permission.
+/// partition's files: out of descriptors (process or system) or memory, or no permission.
 pub(crate) fn is_environmental(e: &BrokerError) -> bool {
+    use rustix::io::Errno;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return matches!(
                 io.kind(),
                 std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::PermissionDenied
-            ) || matches!(io.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM));
+            ) || io.raw_os_error().is_some_and(|code| {
+                [Errno::MFILE, Errno::NFILE, Errno::NOMEM]
+                    .iter()
+                    .any(|e| e.raw_os_error() == code)
+            });
         }
         source = err.source();
     }
     false
 }
-
-/// `errno` values for "too many open files" (process, system) and "out of memory".
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
-const ENOMEM: i32 = 12;
 
 /// Why a topic whose metadata cannot be read is not served.
 fn metadata_damage(e: &BrokerError) -> String {

@@ -315,3 +315,19 @@ pub async fn only_intact_is_served(client: &mut Client, acked: &Acked, how: &str
         .collect();
     check_all(client, &intact, &("none".to_owned(), 0), |_| false).await;
 }
+
+/// "damaged" is offline: describing it is DATA_LOSS naming it. Returns the message.
+pub async fn damaged_topic_is_refused(client: &mut Client, how: &str) -> String {
+    let status = client
+        .describe_topic(DescribeTopicRequest {
+            name: "damaged".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DataLoss, "{how}: {status:?}");
+    assert!(
+        status.message().contains("topic 'damaged'"),
+        "{how}: {status:?}"
+    );
+    status.message().to_owned()
+}

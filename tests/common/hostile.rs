@@ -3,7 +3,7 @@
 //! polling a condition with a deadline. Used as `mod common; ` plus `use common::hostile`.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
 
-use super::{Client, Server, at_offset, create_topic, decode};
+use super::{Client, Server, at_offset, batch_of, create_topic, decode};
 use bytes::Bytes;
 use std::{
     sync::{
@@ -12,7 +12,9 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use strata::proto::{self, FetchRequest, ProduceRequest};
+use strata::proto::{
+    self, CreateTopicRequest, FetchRequest, FsyncPolicy, ProduceRequest, TopicConfig,
+};
 use tokio::task::JoinHandle;
 
 /// The broker's resident memory must stay below this while it is abused (docs/RELIABILITY.md).
@@ -33,6 +35,38 @@ const ALLOCATOR_ENV: [(&str, &str); 1] = [(
     "GLIBC_TUNABLES",
     "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=131072",
 )];
+
+/// Creates the one-partition topic "backlog" (fsync `never`) and fills it with `mib` MiB.
+pub async fn fill_backlog(client: &mut Client, mib: usize) {
+    client
+        .create_topic(CreateTopicRequest {
+            name: "backlog".into(),
+            partitions: 1,
+            config: Some(TopicConfig {
+                fsync_policy: Some(FsyncPolicy::Never.into()),
+                ..TopicConfig::default()
+            }),
+        })
+        .await
+        .unwrap();
+    produce_backlog(client, mib).await;
+}
+
+/// Appends `mib` produce requests of 16 records of 64 KiB each to "backlog".
+pub async fn produce_backlog(client: &mut Client, mib: usize) {
+    let values: Vec<Vec<u8>> = (0..16).map(|i| vec![i as u8; 64 * 1024]).collect();
+    for _ in 0..mib {
+        client
+            .produce(ProduceRequest {
+                topic: "backlog".into(),
+                partition: Some(0),
+                records: vec![],
+                batch: batch_of(&values),
+            })
+            .await
+            .unwrap();
+    }
+}
 
 /// Starts `strata serve` on `data_dir` (with `extra` arguments) for a hostile-client test.
 pub fn start_server(data_dir: &std::path::Path, extra: &[&str]) -> Server {
