@@ -2,12 +2,12 @@
 
 use super::BrokerError;
 use crate::record::MAX_BATCH_BYTES;
-use crate::storage::{DEFAULT_CACHED_TAIL_BYTES, FsyncPolicy, LogConfig};
+use crate::storage::{DEFAULT_CACHED_TAIL_BYTES, FaultInjector, FsyncPolicy, LogConfig};
 use serde::{Deserialize, Serialize};
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 /// Broker-wide settings and limits.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BrokerConfig {
     /// Where topics and group offsets live.
     pub data_dir: PathBuf,
@@ -32,6 +32,38 @@ pub struct BrokerConfig {
     /// The newest bytes of each partition kept in the page cache; older ones are written back
     /// and dropped from it (see [`LogConfig::cached_tail_bytes`]). `None`: the kernel decides.
     pub cached_tail_bytes: Option<u64>,
+    /// A seam for tests: every file operation of the broker (partition logs, topic metadata,
+    /// group journals, the trash) asks it first and reports to it after. `None` in production.
+    pub faults: Option<Arc<dyn FaultInjector>>,
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("topic_defaults", &self.topic_defaults)
+            .field("max_partitions_per_topic", &self.max_partitions_per_topic)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_fetch_bytes", &self.max_fetch_bytes)
+            .field("default_fetch_bytes", &self.default_fetch_bytes)
+            .field("max_wait", &self.max_wait)
+            .field("tick_interval", &self.tick_interval)
+            .field("max_connections", &self.max_connections)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("cached_tail_bytes", &self.cached_tail_bytes)
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
+
+impl BrokerConfig {
+    /// The storage settings of one of `topic`'s partition logs under this broker.
+    pub fn log_config(&self, topic: &TopicConfig) -> LogConfig {
+        LogConfig {
+            faults: self.faults.clone(),
+            ..topic.log_config(self.cached_tail_bytes)
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -49,6 +81,7 @@ impl BrokerConfig {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
+            faults: None,
         }
     }
 }

@@ -168,6 +168,25 @@ impl BrokerError {
         }
     }
 
+    /// A failed operation on one of the broker's own files (through the storage layer's file
+    /// seam), as a broker error: I/O stays I/O (a full disk stays recognisable), an undecodable
+    /// file stays a bad state file.
+    pub(crate) fn file(e: StorageError) -> Self {
+        match e {
+            StorageError::Io { op, path, source } | StorageError::DiskFull { op, path, source } => {
+                BrokerError::Io { op, path, source }
+            }
+            StorageError::BadStateFile { path, reason } => {
+                BrokerError::BadStateFile { path, reason }
+            }
+            other => BrokerError::Io {
+                op: "write",
+                path: PathBuf::new(),
+                source: io::Error::other(other),
+            },
+        }
+    }
+
     /// The storage error underneath, if this is one.
     pub fn storage(&self) -> Option<&StorageError> {
         match self {

@@ -8,13 +8,12 @@
 //! DATA/.lock                         held (flock) while a broker runs
 //! DATA/topics/<topic>/topic.json     name, partition count, config (written atomically)
 //! DATA/topics/<topic>/<partition>/   one storage::Log
-//! DATA/groups/<group>.offsets        committed offsets, append-only (see groups.rs)
+//! DATA/groups/<group>.offsets        committed offsets, a storage journal (see groups.rs)
 //! DATA/trash/                        deleted topics on their way out; emptied at start
 //! ```
 
 mod config;
 mod error;
-mod fs;
 mod groups;
 mod names;
 pub mod partitioner;
@@ -31,7 +30,7 @@ pub use names::{MAX_NAME_LEN, validate_group_name, validate_topic_name};
 pub use produce::{ProduceInput, Produced};
 pub use topic::{PartitionHandle, PartitionInfo, TopicInfo};
 
-use crate::storage::{Log, LogConfig, Offset};
+use crate::storage::{Io, Log, LogConfig, Offset};
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -80,6 +79,8 @@ pub struct GroupLag {
 /// The broker's state: every topic, every group, and the ticker doing periodic log work.
 pub struct Broker {
     config: BrokerConfig,
+    /// Every file operation of the broker's own goes through here (see `BrokerConfig::faults`).
+    io: Io,
     topics_dir: PathBuf,
     trash_dir: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -118,18 +119,19 @@ impl Broker {
     /// and starts the ticker.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
         let data_dir = config.data_dir.clone();
-        fs::create_dir_durable(&data_dir)?;
-        let lock = lock_data_dir(&data_dir)?;
+        let io = Io::new(config.faults.clone());
+        io.create_dir_durable(&data_dir)
+            .map_err(BrokerError::file)?;
+        let lock = lock_data_dir(&io, &data_dir)?;
         let topics_dir = data_dir.join("topics");
         let trash_dir = data_dir.join("trash");
-        fs::create_dir_durable(&topics_dir)?;
-        if trash_dir.exists() {
-            std::fs::remove_dir_all(&trash_dir)
-                .map_err(|e| BrokerError::io("empty the trash", &trash_dir, e))?;
-        }
-        fs::create_dir_durable(&trash_dir)?;
-        let (topics, damaged) = open_topics(&topics_dir, config.cached_tail_bytes)?;
-        let groups = groups::GroupStore::open(data_dir.join("groups"))?;
+        io.create_dir_durable(&topics_dir)
+            .map_err(BrokerError::file)?;
+        io.remove_dir_all(&trash_dir).map_err(BrokerError::file)?;
+        io.create_dir_durable(&trash_dir)
+            .map_err(BrokerError::file)?;
+        let (topics, damaged) = open_topics(&io, &topics_dir, &config)?;
+        let groups = groups::GroupStore::open(&io, data_dir.join("groups"))?;
         // A crash between deleting a topic and forgetting its offsets leaves offsets behind.
         for topic in groups.topics() {
             if !topics.contains_key(&topic) && !damaged.contains_key(&topic) {
@@ -144,6 +146,7 @@ impl Broker {
         let tick_interval = config.tick_interval;
         let broker = Arc::new(Broker {
             config,
+            io,
             topics_dir,
             trash_dir,
             topics: RwLock::new(topics),
@@ -285,18 +288,12 @@ impl Broker {
             return Err(self.missing(name));
         }
         let dir = self.topics_dir.join(name);
-        let opened = create_topic_files(
-            &dir,
-            name,
-            partitions,
-            &config,
-            self.config.cached_tail_bytes,
-        );
+        let opened = create_topic_files(&self.io, &dir, name, partitions, &config, &self.config);
         let topic = match opened {
             Ok(topic) => topic,
             Err(e) => {
                 // Nothing was acknowledged: leave no half-created topic behind.
-                if let Err(rm) = std::fs::remove_dir_all(&dir) {
+                if let Err(rm) = self.io.remove_dir_all(&dir) {
                     tracing::warn!(dir = %dir.display(), error = %rm, "could not remove a half-created topic");
                 }
                 return Err(e);
@@ -322,22 +319,34 @@ impl Broker {
             return self.delete_damaged_topic(name);
         };
         topic.mark_deleted();
-        // Renaming into the trash is the commit point: after it, a restart no longer sees the
-        // topic, even if removing the files is cut short.
-        let trash = self
-            .trash_dir
-            .join(format!("{name}.{}", now_ms().unsigned_abs()));
-        std::fs::rename(&topic.dir, &trash)
-            .map_err(|e| BrokerError::io("move to the trash", &topic.dir, e))?;
-        fs::fsync_dir(&self.topics_dir)?;
-        fs::fsync_dir(&self.trash_dir)?;
+        let trash = self.move_to_trash(name)?;
         drop(topic);
-        if let Err(e) = std::fs::remove_dir_all(&trash) {
-            tracing::warn!(dir = %trash.display(), error = %e, "could not remove a deleted topic's files; they go at the next start");
-        }
+        self.empty_trash(&trash);
         self.groups.forget_topic(name)?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
+    }
+
+    /// Renames a topic's directory into the trash, durably: the commit point of a delete. After
+    /// it, a restart no longer sees the topic, even if removing the files is cut short.
+    fn move_to_trash(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.topics_dir.join(name);
+        let trash = self
+            .trash_dir
+            .join(format!("{name}.{}", now_ms().unsigned_abs()));
+        self.io.rename(&dir, &trash).map_err(BrokerError::file)?;
+        self.io
+            .sync_dir(&self.topics_dir)
+            .and_then(|()| self.io.sync_dir(&self.trash_dir))
+            .map_err(BrokerError::file)?;
+        Ok(trash)
+    }
+
+    /// Removes a deleted topic's files; what is left goes at the next start.
+    fn empty_trash(&self, trash: &Path) {
+        if let Err(e) = self.io.remove_dir_all(trash) {
+            tracing::warn!(dir = %trash.display(), error = %e, "could not remove a deleted topic's files; they go at the next start");
+        }
     }
 
     /// Deletes a topic left offline at start (damaged metadata, a partition that could not be
@@ -346,17 +355,9 @@ impl Broker {
         if !read_lock(&self.damaged).contains_key(name) {
             return Err(self.missing(name));
         }
-        let dir = self.topics_dir.join(name);
-        let trash = self
-            .trash_dir
-            .join(format!("{name}.{}", now_ms().unsigned_abs()));
-        std::fs::rename(&dir, &trash).map_err(|e| BrokerError::io("move to the trash", &dir, e))?;
-        fs::fsync_dir(&self.topics_dir)?;
-        fs::fsync_dir(&self.trash_dir)?;
+        let trash = self.move_to_trash(name)?;
         write_lock(&self.damaged).remove(name);
-        if let Err(e) = std::fs::remove_dir_all(&trash) {
-            tracing::warn!(dir = %trash.display(), error = %e, "could not remove a deleted topic's files; they go at the next start");
-        }
+        self.empty_trash(&trash);
         self.groups.forget_topic(name)?;
         tracing::info!(topic = name, "damaged topic deleted");
         Ok(())
@@ -391,12 +392,12 @@ impl Broker {
         let topic = self.topic(name)?;
         let config = topic.config().updated(update);
         config.validate(&self.config)?;
-        TopicFile::new(name, topic.partitions.len() as u32, config.clone()).write(&topic.dir)?;
+        TopicFile::new(name, topic.partitions.len() as u32, config.clone())
+            .write(&self.io, &topic.dir)?;
         *write_lock(&topic.config) = config.clone();
         let now = now_ms();
         for p in &topic.partitions {
-            p.log
-                .set_config(config.log_config(self.config.cached_tail_bytes));
+            p.log.set_config(self.config.log_config(&config));
             p.log
                 .apply_retention(now)
                 .map_err(topic.storage_error(p.id))?;
@@ -575,14 +576,9 @@ impl Drop for Broker {
     }
 }
 
-fn lock_data_dir(data_dir: &Path) -> Result<File> {
+fn lock_data_dir(io: &Io, data_dir: &Path) -> Result<File> {
     let path = data_dir.join(".lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| BrokerError::io("open", &path, e))?;
+    let file = io.open_rw(&path, true).map_err(BrokerError::file)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(BrokerError::DataDirLocked {
@@ -593,19 +589,20 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
 }
 
 fn create_topic_files(
+    io: &Io,
     dir: &Path,
     name: &str,
     partitions: u32,
     config: &TopicConfig,
-    cached_tail_bytes: Option<u64>,
+    broker: &BrokerConfig,
 ) -> Result<Topic> {
-    fs::create_dir_durable(dir)?;
+    io.create_dir_durable(dir).map_err(BrokerError::file)?;
     // The metadata file is the commit point: once it is there, a restart opens (and so creates)
     // every partition's log.
-    TopicFile::new(name, partitions, config.clone()).write(dir)?;
+    TopicFile::new(name, partitions, config.clone()).write(io, dir)?;
     let mut parts = Vec::with_capacity(partitions as usize);
     for id in 0..partitions {
-        let log = open_log(dir, name, id, config.log_config(cached_tail_bytes))?;
+        let log = open_log(dir, name, id, broker.log_config(config))?;
         parts.push(topic::Partition::new(id, log));
     }
     Ok(Topic {
@@ -620,7 +617,6 @@ fn create_topic_files(
 
 fn open_log(topic_dir: &Path, topic: &str, partition: u32, config: LogConfig) -> Result<Log> {
     let dir = topic_dir.join(partition.to_string());
-    fs::create_dir_durable(&dir)?;
     Log::open(&dir, config).map_err(|source| BrokerError::Storage {
         topic: topic.to_owned(),
         partition,
@@ -657,7 +653,7 @@ fn metadata_damage(e: &BrokerError) -> String {
 /// A create writes `topic.json` (through `topic.json.tmp`) before any partition directory, so a
 /// topic directory without `topic.json` holding nothing else is a create that crashed before its
 /// commit point: it was never acknowledged and is removed. Anything more is not ours to delete.
-fn remove_interrupted_create(dir: &Path) -> Result<()> {
+fn remove_interrupted_create(io: &Io, dir: &Path) -> Result<()> {
     let entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| BrokerError::io("list", dir, e))?
         .filter_map(std::result::Result::ok)
@@ -676,7 +672,7 @@ fn remove_interrupted_create(dir: &Path) -> Result<()> {
         });
     }
     tracing::warn!(dir = %dir.display(), "removing an interrupted topic create (no topic.json)");
-    std::fs::remove_dir_all(dir).map_err(|e| BrokerError::io("remove", dir, e))
+    io.remove_dir_all(dir).map_err(BrokerError::file)
 }
 
 /// Opens every topic under `topics_dir`, the partitions of all topics in parallel. A topic whose
@@ -686,8 +682,9 @@ fn remove_interrupted_create(dir: &Path) -> Result<()> {
 /// as a restart may not fix it and serving DATA_LOSS would blame the data.
 #[allow(clippy::type_complexity)]
 fn open_topics(
+    io: &Io,
     topics_dir: &Path,
-    cached_tail_bytes: Option<u64>,
+    broker: &BrokerConfig,
 ) -> Result<(BTreeMap<String, Arc<Topic>>, BTreeMap<String, String>)> {
     let mut files = Vec::new();
     let mut damaged = BTreeMap::new();
@@ -701,7 +698,7 @@ fn open_topics(
         }
         let name = entry.file_name().to_string_lossy().into_owned();
         if !dir.join(TOPIC_FILE).exists() {
-            if let Err(e) = remove_interrupted_create(&dir) {
+            if let Err(e) = remove_interrupted_create(io, &dir) {
                 damaged.insert(name, metadata_damage(&e));
             }
             continue;
@@ -745,12 +742,7 @@ fn open_topics(
                     let i = next_job.fetch_add(1, Ordering::Relaxed);
                     let Some(&(t, p)) = jobs.get(i) else { break };
                     let (dir, file) = &files[t];
-                    let log = open_log(
-                        dir,
-                        &file.name,
-                        p,
-                        file.config.log_config(cached_tail_bytes),
-                    );
+                    let log = open_log(dir, &file.name, p, broker.log_config(&file.config));
                     opened
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(log);

@@ -1,8 +1,8 @@
 //! A topic: its metadata file, its partitions (one [`Log`] each) and the signal that wakes readers
 //! waiting for new data in a partition.
 
-use super::{BrokerError, TopicConfig, fs::write_atomic};
-use crate::storage::{Log, LogStats, Offset, ReadChunk};
+use super::{BrokerError, TopicConfig};
+use crate::storage::{Io, Log, LogStats, Offset, ReadChunk};
 use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
@@ -36,13 +36,13 @@ impl TopicFile {
         }
     }
 
-    pub(crate) fn write(&self, topic_dir: &Path) -> Result<(), BrokerError> {
+    pub(crate) fn write(&self, io: &Io, topic_dir: &Path) -> Result<(), BrokerError> {
         let path = topic_dir.join(TOPIC_FILE);
         let json = serde_json::to_vec_pretty(self).map_err(|e| BrokerError::BadStateFile {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        write_atomic(&path, &json)
+        io.write_atomic(&path, &json).map_err(BrokerError::file)
     }
 
     pub(crate) fn read(topic_dir: &Path) -> Result<TopicFile, BrokerError> {

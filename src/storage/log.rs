@@ -801,7 +801,8 @@ impl Log {
     /// the open. Callers hold the writer.
     pub(crate) fn remove_clean_marker(&self) -> Result<()> {
         if self.clean_marker.load(Ordering::Acquire) {
-            super::fs::remove_if_exists(&self.dir.join(checkpoint::CLEAN_SHUTDOWN_FILE))?;
+            self.io
+                .remove_file(&self.dir.join(checkpoint::CLEAN_SHUTDOWN_FILE))?;
             self.io.sync_dir(&self.dir)?;
             self.clean_marker.store(false, Ordering::Release);
         }

@@ -10,6 +10,7 @@ mod error;
 mod fault;
 mod fs;
 mod index;
+pub(crate) mod journal;
 mod log;
 mod page_cache;
 mod recovery;
@@ -18,7 +19,8 @@ mod segment;
 
 pub use config::{DEFAULT_CACHED_TAIL_BYTES, FsyncPolicy, LogConfig};
 pub use error::StorageError;
-pub use fault::{FaultInjector, FileOp};
+pub use fault::{FaultInjector, FileOp, IoEvent};
+pub(crate) use fs::Io;
 pub use log::{Appended, Log, LogStats, ReadChunk};
 
 /// A record's position in a partition: the first record is 0, and each record gets the next one.

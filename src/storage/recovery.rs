@@ -22,11 +22,8 @@ impl Log {
     pub fn open(dir: &Path, mut config: LogConfig) -> Result<Log> {
         config.segment_max_bytes = config.segment_max_bytes.clamp(4096, MAX_SEGMENT_BYTES);
         let io = Io::new(config.faults.clone());
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
-            io.sync_dir(fs::parent(dir))?;
-        }
-        let bases = list_segments(dir)?;
+        io.create_dir_durable(dir)?;
+        let bases = list_segments(dir, &io)?;
         if bases.is_empty() {
             return create_fresh(dir, io, config, 0);
         }
@@ -49,7 +46,7 @@ impl Log {
 }
 
 /// Base offsets of the `.log` files in `dir`, sorted. Leftover temporary files are removed.
-fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
+fn list_segments(dir: &Path, io: &Io) -> Result<Vec<Offset>> {
     let mut bases = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
     for entry in entries {
@@ -57,7 +54,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if Path::new(name).extension().is_some_and(|ext| ext == "tmp") {
-            fs::remove_if_exists(&entry.path())?;
+            io.remove_file(&entry.path())?;
         } else if let Some(stem) = name.strip_suffix(".log")
             && stem.len() == 20
             && let Ok(base) = stem.parse::<Offset>()
@@ -176,7 +173,7 @@ fn recover(
             // Not following on (left behind by a cut or an unfinished truncation): these
             // segments hold nothing we can trust.
             tracing::warn!(segment = %path.display(), "removing segment after the recovered end");
-            Segment::existing(dir, base, 0).remove_files()?;
+            Segment::existing(dir, base, 0).remove_files(io)?;
             changed = true;
             continue;
         }

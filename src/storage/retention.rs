@@ -55,7 +55,7 @@ impl Log {
         drop(w);
         for seg in &segs[..doomed] {
             tracing::info!(segment = %seg.path().display(), "retention: deleting segment");
-            seg.remove_files()?;
+            seg.remove_files(&self.io)?;
         }
         self.io.sync_dir(&self.dir)?;
         Ok(doomed)
@@ -104,7 +104,7 @@ impl Log {
         )?;
         // 2. Later segments go.
         for later in &segs[i + 1..] {
-            later.remove_files()?;
+            later.remove_files(&self.io)?;
         }
         self.io.sync_dir(&self.dir)?;
         // 3. The kept prefix of segment i goes to a new file that replaces the old one.

@@ -814,9 +814,9 @@ impl Segment {
     }
 
     /// Removes the segment's files (the map stays valid for readers that hold it).
-    pub(crate) fn remove_files(&self) -> Result<()> {
+    pub(crate) fn remove_files(&self, io: &Io) -> Result<()> {
         for ext in ["log", "index", "timeindex"] {
-            super::fs::remove_if_exists(&segment_path(&self.dir, self.base_offset, ext))?;
+            io.remove_file(&segment_path(&self.dir, self.base_offset, ext))?;
         }
         Ok(())
     }
