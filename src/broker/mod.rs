@@ -377,7 +377,7 @@ impl Broker {
             .iter()
             .map(|p| PartitionInfo {
                 partition: p.id,
-                stats: p.log.stats(),
+                stats: p.stats(),
             })
             .collect();
         Ok((topic.info(), partitions))
@@ -444,13 +444,13 @@ impl Broker {
         Ok(match start {
             StartPosition::Offset(o) => *o,
             StartPosition::Earliest => log.earliest_offset(),
-            StartPosition::Latest => log.next_offset(),
+            StartPosition::Latest => handle.next_offset(),
             StartPosition::Timestamp(ts) => match log
                 .offset_for_timestamp(*ts)
                 .map_err(handle.topic.storage_error(handle.partition))?
             {
-                Some(o) => o,
-                None => log.next_offset(),
+                Some(o) => o.min(handle.next_offset()),
+                None => handle.next_offset(),
             },
             StartPosition::Group(group) => {
                 validate_group_name(group)?;
@@ -495,8 +495,8 @@ impl Broker {
         }
         for c in &offsets {
             let topic = self.topic(&c.topic)?;
-            let log = &topic.partition(c.partition)?.log;
-            let (earliest, next) = (log.earliest_offset(), log.next_offset());
+            let p = topic.partition(c.partition)?;
+            let (earliest, next) = (p.log.earliest_offset(), p.high_watermark());
             if c.offset < earliest || c.offset > next {
                 return Err(BrokerError::CommitOutOfRange {
                     topic: c.topic.clone(),
@@ -548,7 +548,7 @@ impl Broker {
             let Ok(p) = topic.partition(c.partition) else {
                 continue;
             };
-            let next_offset = p.log.next_offset();
+            let next_offset = p.high_watermark();
             out.push(GroupLag {
                 lag: next_offset.saturating_sub(c.offset),
                 topic: c.topic,

@@ -70,14 +70,13 @@ fn append(
     max_record_bytes: usize,
 ) -> Result<Vec<Produced>> {
     let batches = validate_batch(bytes, max_record_bytes).map_err(|e| bad_batch(topic, e))?;
-    let part = topic.partition(partition)?;
-    let appended = part
+    // The log moves the partition's high watermark (and wakes readers) as the batches become
+    // readable: at once, or under `fsync always` once the group-commit fsync covers them.
+    let appended = topic
+        .partition(partition)?
         .log
         .append_batches(&batches)
         .map_err(topic.storage_error(partition))?;
-    if let Some(last) = appended.last() {
-        part.publish(last.next_offset);
-    }
     Ok(batches
         .iter()
         .zip(&appended)

@@ -2,7 +2,7 @@
 //! waiting for new data in a partition.
 
 use super::{BrokerError, TopicConfig};
-use crate::storage::{Io, Log, LogStats, Offset, ReadChunk};
+use crate::storage::{Io, Log, LogEndListener, LogStats, Offset, ReadChunk};
 use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
@@ -83,18 +83,38 @@ pub struct PartitionInfo {
     pub stats: LogStats,
 }
 
-/// One partition: its log and the high-watermark signal readers wait on.
+/// A partition's high watermark: readers see only offsets below it, and wait on it for more.
+/// Its one writer is the partition's log, through [`LogEndListener`]: every path that makes
+/// records readable (an append, a group-commit fsync, a roll, a checkpoint, a tick) moves it,
+/// and waiters wake here and nowhere else. Today it is the log's end (the locally durable
+/// offset under `fsync always`); replicated, it becomes the offset a quorum holds.
+struct HighWatermark(watch::Sender<Offset>);
+
+impl LogEndListener for HighWatermark {
+    fn log_end_moved(&self, end: Offset) {
+        self.0.send_if_modified(|hw| {
+            let moved = *hw != end;
+            *hw = end;
+            moved
+        });
+    }
+}
+
+/// One partition: its log and its high watermark, which it owns.
 pub struct Partition {
     pub(crate) id: u32,
     pub(crate) log: Log,
-    /// The high watermark as last published by an append. Waiters hold receivers; a send (or a
-    /// `send_modify` on delete) wakes them all.
-    high_watermark: watch::Sender<Offset>,
+    /// Waiters hold receivers; a move (or a `send_modify` on delete) wakes them all.
+    high_watermark: Arc<HighWatermark>,
 }
 
 impl Partition {
     pub(crate) fn new(id: u32, log: Log) -> Self {
-        let (high_watermark, _) = watch::channel(log.next_offset());
+        let high_watermark = Arc::new(HighWatermark(watch::Sender::new(log.next_offset())));
+        log.set_listener(high_watermark.clone());
+        // An append between the first read of the log end and the listener's registration
+        // would be missed: catch up once the listener is in place.
+        high_watermark.log_end_moved(log.next_offset());
         Partition {
             id,
             log,
@@ -102,21 +122,32 @@ impl Partition {
         }
     }
 
-    /// Publishes a new high watermark after an append.
-    pub(crate) fn publish(&self, next_offset: Offset) {
-        self.high_watermark.send_if_modified(|hw| {
-            if next_offset > *hw {
-                *hw = next_offset;
-                true
-            } else {
-                false
-            }
-        });
+    /// Every offset below this is readable.
+    pub(crate) fn high_watermark(&self) -> Offset {
+        *self.high_watermark.0.borrow()
+    }
+
+    /// The log's state, with the partition's high watermark as its next offset.
+    pub(crate) fn stats(&self) -> LogStats {
+        LogStats {
+            next_offset: self.high_watermark(),
+            ..self.log.stats()
+        }
+    }
+
+    /// Reads whole batches below the high watermark; see [`Log::read`].
+    pub(crate) fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> crate::storage::Result<ReadChunk> {
+        self.log
+            .read_below(offset, max_bytes, self.high_watermark())
     }
 
     /// Wakes every waiter without changing the high watermark (used on delete and shutdown).
     pub(crate) fn wake_all(&self) {
-        self.high_watermark.send_modify(|_| {});
+        self.high_watermark.0.send_modify(|_| {});
     }
 }
 
@@ -207,7 +238,6 @@ impl PartitionHandle {
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadChunk, BrokerError> {
         self.check_live()?;
         self.part()
-            .log
             .read(offset, max_bytes)
             .map_err(self.topic.storage_error(self.partition))
     }
@@ -217,15 +247,15 @@ impl PartitionHandle {
         self.part().log.earliest_offset()
     }
 
-    /// The high watermark. May block briefly: call it off the async runtime.
+    /// The high watermark: one past the last readable record.
     pub fn next_offset(&self) -> Offset {
-        self.part().log.next_offset()
+        self.part().high_watermark()
     }
 
     /// A receiver that is notified whenever the partition's high watermark moves, or the topic is
     /// deleted. Take it *before* reading so that no append can slip between the read and the wait.
     pub fn watch(&self) -> watch::Receiver<Offset> {
-        self.part().high_watermark.subscribe()
+        self.part().high_watermark.0.subscribe()
     }
 
     /// `TopicNotFound` once the topic has been deleted.

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use std::{
     path::{Path, PathBuf},
     sync::{
-        Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock,
+        Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Instant, SystemTime, UNIX_EPOCH},
@@ -60,8 +60,8 @@ pub(crate) struct Writer {
     pub active: Arc<Segment>,
     /// Bytes written to the active segment (may be ahead of what readers see).
     pub size: u64,
-    /// The offset the next record gets.
-    pub next_offset: Offset,
+    /// The offset the next appended record gets (may be ahead of the log end readers see).
+    pub write_offset: Offset,
     pub indexer: Indexer,
     /// Wall-clock ms of the active segment's first append (for rolling by age).
     pub first_append_ms: Option<i64>,
@@ -98,7 +98,7 @@ impl Writer {
 struct Mark {
     base_offset: Offset,
     size: u64,
-    next_offset: Offset,
+    write_offset: Offset,
     indexer: Indexer,
     first_append_ms: Option<i64>,
     since_checkpoint: u64,
@@ -116,7 +116,7 @@ impl Mark {
         Mark {
             base_offset: w.active.base_offset,
             size: w.size,
-            next_offset: w.next_offset,
+            write_offset: w.write_offset,
             indexer: w.indexer,
             first_append_ms: w.first_append_ms,
             since_checkpoint: w.since_checkpoint,
@@ -131,7 +131,7 @@ impl Mark {
         Mark {
             base_offset: w.active.base_offset,
             size: 0,
-            next_offset: w.active.base_offset,
+            write_offset: w.active.base_offset,
             indexer: Indexer::new(config.index_interval_bytes),
             first_append_ms: None,
             since_checkpoint: 0,
@@ -154,6 +154,14 @@ struct SyncState {
     syncing: bool,
 }
 
+/// Hears every move of a log's end (the offset below which its records are readable): the
+/// broker's partition, which owns the high watermark readers see and wake on, implements it.
+/// Called with the new end, under the log's locks: it must be quick and must not call the log.
+pub trait LogEndListener: Send + Sync {
+    /// The log end is now `end` (up after appends and syncs, down after a truncation).
+    fn log_end_moved(&self, end: Offset);
+}
+
 /// A durable partition log. `Send + Sync`: share it behind an `Arc`; appends serialise on an
 /// internal lock and share fsyncs, reads run concurrently.
 pub struct Log {
@@ -163,8 +171,11 @@ pub struct Log {
     /// Ordered by base offset; contiguous; the last is the active segment.
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
-    /// Every offset below this is readable (and, under `Always`, durable).
-    pub(crate) high_watermark: AtomicU64,
+    /// The log end: every offset below it is readable in this log (under `Always`, durable).
+    /// Only [`Log::advance_end`] and [`Log::reset_end`] move it, and they tell the listener.
+    pub(crate) log_end: AtomicU64,
+    /// Told every time the log end moves: the partition that owns the high watermark.
+    listener: OnceLock<Arc<dyn LogEndListener>>,
     sync: Mutex<SyncState>,
     synced: Condvar,
     pub(crate) poisoned: Mutex<Option<String>>,
@@ -191,14 +202,15 @@ impl Log {
         segments: Vec<Arc<Segment>>,
         writer: Writer,
     ) -> Log {
-        let next = writer.next_offset;
+        let next = writer.write_offset;
         Log {
             dir,
             io,
             config: RwLock::new(config),
             segments: RwLock::new(segments),
             writer: Mutex::new(writer),
-            high_watermark: AtomicU64::new(next),
+            log_end: AtomicU64::new(next),
+            listener: OnceLock::new(),
             sync: Mutex::new(SyncState {
                 durable_next: next,
                 syncing: false,
@@ -206,6 +218,29 @@ impl Log {
             synced: Condvar::new(),
             poisoned: Mutex::new(None),
             clean_marker: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets the one listener told of every move of the log end (a second call is ignored).
+    pub fn set_listener(&self, listener: Arc<dyn LogEndListener>) {
+        let _ = self.listener.set(listener);
+    }
+
+    /// Moves the log end up to `end` (never down) and tells the listener if it moved.
+    fn advance_end(&self, end: Offset) {
+        let before = self.log_end.fetch_max(end, Ordering::AcqRel);
+        if end > before
+            && let Some(l) = self.listener.get()
+        {
+            l.log_end_moved(end);
+        }
+    }
+
+    /// Sets the log end to `end` (after a truncation) and tells the listener.
+    fn reset_end(&self, end: Offset) {
+        self.log_end.store(end, Ordering::Release);
+        if let Some(l) = self.listener.get() {
+            l.log_end_moved(end);
         }
     }
 
@@ -280,8 +315,7 @@ impl Log {
             }
             if config.fsync != FsyncPolicy::Always {
                 w.active.publish(w.size);
-                self.high_watermark
-                    .fetch_max(w.next_offset, Ordering::AcqRel);
+                self.advance_end(w.write_offset);
             }
             if let Some(tail) = config.cached_tail_bytes {
                 let active = w.active.clone();
@@ -289,7 +323,7 @@ impl Log {
                 let ranges = w.drop_behind.after_append(&active, size, tail);
                 drop_later.extend(ranges);
             }
-            w.next_offset
+            w.write_offset
         };
         // Outside the writer lock: writing back and dropping pages takes a while.
         for range in drop_later {
@@ -331,7 +365,7 @@ impl Log {
                 self.roll_locked(w, config, len)?;
             }
         }
-        let base = w.next_offset;
+        let base = w.write_offset;
         let head = batch.restamped_header(base);
         let file = w.active.file()?;
         let path = w.active.path().to_owned();
@@ -386,11 +420,11 @@ impl Log {
         active.note_timestamp(header.max_timestamp_ms);
         w.size += len;
         w.since_checkpoint += len;
-        w.next_offset = header.next_offset();
+        w.write_offset = header.next_offset();
         w.first_append_ms.get_or_insert(now);
         Ok(Appended {
             base_offset: base,
-            next_offset: w.next_offset,
+            next_offset: w.write_offset,
         })
     }
 
@@ -440,7 +474,7 @@ impl Log {
         });
         active.reset_max_timestamp(mark.max_timestamp_ms);
         w.size = mark.size;
-        w.next_offset = mark.next_offset;
+        w.write_offset = mark.write_offset;
         w.indexer = mark.indexer;
         w.first_append_ms = mark.first_append_ms;
         w.since_checkpoint = mark.since_checkpoint;
@@ -498,12 +532,12 @@ impl Log {
         let (seg, size, next) = {
             let mut w = lock(&self.writer);
             w.last_sync = Instant::now();
-            (w.active.clone(), w.size, w.next_offset)
+            (w.active.clone(), w.size, w.write_offset)
         };
         let file = seg.file()?;
         self.io.sync_data(&file, seg.path())?;
         seg.publish(size);
-        self.high_watermark.fetch_max(next, Ordering::AcqRel);
+        self.advance_end(next);
         Ok(next)
     }
 
@@ -517,7 +551,7 @@ impl Log {
     /// Resets durability bookkeeping after truncation.
     pub(crate) fn reset_durable(&self, next: Offset) {
         lock(&self.sync).durable_next = next;
-        self.high_watermark.store(next, Ordering::Release);
+        self.reset_end(next);
     }
 
     /// Seals the active segment and starts one at the next offset. The caller holds the writer.
@@ -534,9 +568,8 @@ impl Log {
             return Err(e);
         }
         old.publish(w.size);
-        self.high_watermark
-            .fetch_max(w.next_offset, Ordering::AcqRel);
-        self.mark_durable(w.next_offset);
+        self.advance_end(w.write_offset);
+        self.mark_durable(w.write_offset);
         old.indexes_mut(|idx| {
             w.indexer.seal(idx);
             idx.persist(&self.io)
@@ -549,7 +582,7 @@ impl Log {
         let new = Arc::new(Segment::create(
             &self.io,
             &self.dir,
-            w.next_offset,
+            w.write_offset,
             capacity,
         )?);
         self.segments
@@ -578,7 +611,7 @@ impl Log {
         min_capacity: u64,
     ) -> Result<()> {
         debug_assert_eq!(w.size, 0);
-        debug_assert_eq!(w.active.base_offset, w.next_offset);
+        debug_assert_eq!(w.active.base_offset, w.write_offset);
         let capacity = config.segment_max_bytes.max(min_capacity);
         let grown = Arc::new(Segment::create(
             &self.io,
@@ -610,16 +643,15 @@ impl Log {
             return Err(e);
         }
         w.active.publish(w.size);
-        self.high_watermark
-            .fetch_max(w.next_offset, Ordering::AcqRel);
-        self.mark_durable(w.next_offset);
+        self.advance_end(w.write_offset);
+        self.mark_durable(w.write_offset);
         w.active
             .indexes_mut(|idx| idx.persist(&self.io))
             .transpose()?;
         let point = RecoveryPoint {
             segment_base: w.active.base_offset,
             position: w.size,
-            next_offset: w.next_offset,
+            next_offset: w.write_offset,
             max_timestamp_ms: w.indexer.max_timestamp_ms(),
         };
         checkpoint::write(&self.io, &self.dir, &point)?;
@@ -629,9 +661,21 @@ impl Log {
     }
 
     /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one
-    /// batch). Reads never cross a segment boundary: ask again from `next_offset`.
+    /// batch), below the log end. Reads never cross a segment boundary: ask again from
+    /// `next_offset`.
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadChunk> {
-        let hw = self.high_watermark.load(Ordering::Acquire);
+        self.read_below(offset, max_bytes, Offset::MAX)
+    }
+
+    /// As [`Log::read`], but never returning a record at or past `high_watermark` (nor past the
+    /// log end): the owner of the high watermark reads through this.
+    pub fn read_below(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        high_watermark: Offset,
+    ) -> Result<ReadChunk> {
+        let hw = self.log_end.load(Ordering::Acquire).min(high_watermark);
         let (seg, seg_next, earliest) = {
             let segs = self.segments.read().unwrap_or_else(PoisonError::into_inner);
             let earliest = segs.first().map_or(hw, |s| s.base_offset);
@@ -689,7 +733,7 @@ impl Log {
 
     /// The first offset whose record has a timestamp >= `timestamp_ms`; `None` if there is none.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
-        let hw = self.high_watermark.load(Ordering::Acquire);
+        let hw = self.log_end.load(Ordering::Acquire);
         let segs = self.segments();
         for (i, seg) in segs.iter().enumerate() {
             let next = segs.get(i + 1).map_or(hw, |s| s.base_offset);
@@ -715,9 +759,10 @@ impl Log {
             .map_or_else(|| self.next_offset(), |s| s.base_offset)
     }
 
-    /// The high watermark: every offset below it is readable (under `Always`, durable).
+    /// The log end: one past the last readable record (under `Always`, durable). The broker's
+    /// partition publishes it as the high watermark.
     pub fn next_offset(&self) -> Offset {
-        self.high_watermark.load(Ordering::Acquire)
+        self.log_end.load(Ordering::Acquire)
     }
 
     /// Offsets, bytes and segment count.

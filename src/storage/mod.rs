@@ -21,7 +21,7 @@ pub use config::{DEFAULT_CACHED_TAIL_BYTES, FsyncPolicy, LogConfig};
 pub use error::StorageError;
 pub use fault::{FaultInjector, FileOp, IoEvent};
 pub(crate) use fs::Io;
-pub use log::{Appended, Log, LogStats, ReadChunk};
+pub use log::{Appended, Log, LogEndListener, LogStats, ReadChunk};
 
 /// A record's position in a partition: the first record is 0, and each record gets the next one.
 pub type Offset = u64;

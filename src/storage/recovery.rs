@@ -90,7 +90,7 @@ fn create_fresh(dir: &Path, io: Io, config: LogConfig, base: Offset) -> Result<L
     let writer = Writer {
         active: seg.clone(),
         size: 0,
-        next_offset: base,
+        write_offset: base,
         indexer: Indexer::new(config.index_interval_bytes),
         first_append_ms: None,
         since_checkpoint: 0,
@@ -365,7 +365,7 @@ fn finish(
     let writer = Writer {
         active,
         size,
-        next_offset,
+        write_offset: next_offset,
         indexer,
         first_append_ms: (size > 0).then(super::log::now_ms),
         since_checkpoint: 0,

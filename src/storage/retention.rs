@@ -71,8 +71,8 @@ impl Log {
         self.check_poisoned()?;
         let config = self.config();
         let mut w = lock(&self.writer);
-        if offset >= w.next_offset {
-            return Ok(w.next_offset);
+        if offset >= w.write_offset {
+            return Ok(w.write_offset);
         }
         self.remove_clean_marker()?;
         // Make what is written readable, so the cut point is found among all of it.
@@ -82,7 +82,7 @@ impl Log {
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1);
         let seg = segs[i].clone();
-        let seg_next = segs.get(i + 1).map_or(w.next_offset, |s| s.base_offset);
+        let seg_next = segs.get(i + 1).map_or(w.write_offset, |s| s.base_offset);
         let (cut, new_next) = if offset <= seg.base_offset {
             (0, seg.base_offset)
         } else {
@@ -152,7 +152,7 @@ impl Log {
         w.drop_behind.reset_active();
         w.capacity = capacity;
         w.allocated = end;
-        w.next_offset = next;
+        w.write_offset = next;
         w.indexer = indexer;
         w.first_append_ms = (end > 0).then(now_ms);
         self.reset_durable(next);
