@@ -173,7 +173,7 @@ pub struct Log {
     pub(crate) writer: Mutex<Writer>,
     /// The log end: every offset below it is readable in this log (under `Always`, durable).
     /// Only [`Log::advance_end`] and [`Log::reset_end`] move it, and they tell the listener.
-    pub(crate) log_end: AtomicU64,
+    pub(crate) end_offset: AtomicU64,
     /// Told every time the log end moves: the partition that owns the high watermark.
     listener: OnceLock<Arc<dyn LogEndListener>>,
     sync: Mutex<SyncState>,
@@ -209,7 +209,7 @@ impl Log {
             config: RwLock::new(config),
             segments: RwLock::new(segments),
             writer: Mutex::new(writer),
-            log_end: AtomicU64::new(next),
+            end_offset: AtomicU64::new(next),
             listener: OnceLock::new(),
             sync: Mutex::new(SyncState {
                 durable_next: next,
@@ -228,7 +228,7 @@ impl Log {
 
     /// Moves the log end up to `end` (never down) and tells the listener if it moved.
     fn advance_end(&self, end: Offset) {
-        let before = self.log_end.fetch_max(end, Ordering::AcqRel);
+        let before = self.end_offset.fetch_max(end, Ordering::AcqRel);
         if end > before
             && let Some(l) = self.listener.get()
         {
@@ -238,7 +238,7 @@ impl Log {
 
     /// Sets the log end to `end` (after a truncation) and tells the listener.
     fn reset_end(&self, end: Offset) {
-        self.log_end.store(end, Ordering::Release);
+        self.end_offset.store(end, Ordering::Release);
         if let Some(l) = self.listener.get() {
             l.log_end_moved(end);
         }
@@ -675,7 +675,7 @@ impl Log {
         max_bytes: usize,
         high_watermark: Offset,
     ) -> Result<ReadChunk> {
-        let hw = self.log_end.load(Ordering::Acquire).min(high_watermark);
+        let hw = self.end_offset.load(Ordering::Acquire).min(high_watermark);
         let (seg, seg_next, earliest) = {
             let segs = self.segments.read().unwrap_or_else(PoisonError::into_inner);
             let earliest = segs.first().map_or(hw, |s| s.base_offset);
@@ -733,7 +733,7 @@ impl Log {
 
     /// The first offset whose record has a timestamp >= `timestamp_ms`; `None` if there is none.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
-        let hw = self.log_end.load(Ordering::Acquire);
+        let hw = self.end_offset.load(Ordering::Acquire);
         let segs = self.segments();
         for (i, seg) in segs.iter().enumerate() {
             let next = segs.get(i + 1).map_or(hw, |s| s.base_offset);
@@ -762,7 +762,7 @@ impl Log {
     /// The log end: one past the last readable record (under `Always`, durable). The broker's
     /// partition publishes it as the high watermark.
     pub fn next_offset(&self) -> Offset {
-        self.log_end.load(Ordering::Acquire)
+        self.end_offset.load(Ordering::Acquire)
     }
 
     /// Offsets, bytes and segment count.

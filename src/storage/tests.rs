@@ -240,7 +240,8 @@ fn a_read_never_returns_records_past_the_high_watermark_it_reports() {
     }
     // As a reader sees it when it loads the watermark just before an append publishes its
     // batch: the segment's readable bytes are already past that watermark.
-    log.log_end.store(1, std::sync::atomic::Ordering::Release);
+    log.end_offset
+        .store(1, std::sync::atomic::Ordering::Release);
     let chunk = log.read(0, 1 << 20).unwrap();
     assert_eq!(chunk.high_watermark, 1);
     assert_eq!(chunk.next_offset, 1);
