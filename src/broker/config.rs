@@ -32,6 +32,8 @@ pub struct BrokerConfig {
     /// The newest bytes of each partition kept in the page cache; older ones are written back
     /// and dropped from it (see [`LogConfig::cached_tail_bytes`]). `None`: the kernel decides.
     pub cached_tail_bytes: Option<u64>,
+    /// Commits appended to a group's journal before it is rewritten as one snapshot entry.
+    pub group_compact_entries: usize,
     /// A seam for tests: every file operation of the broker (partition logs, topic metadata,
     /// group journals, the trash) asks it first and reports to it after. `None` in production.
     pub faults: Option<Arc<dyn FaultInjector>>,
@@ -51,6 +53,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("max_connections", &self.max_connections)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("cached_tail_bytes", &self.cached_tail_bytes)
+            .field("group_compact_entries", &self.group_compact_entries)
             .field("faults", &self.faults.is_some())
             .finish()
     }
@@ -81,6 +84,7 @@ impl BrokerConfig {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
+            group_compact_entries: 1000,
             faults: None,
         }
     }

@@ -5,7 +5,7 @@
 //! entry holding every offset of the request (so a commit is all or nothing), durable before it
 //! is acknowledged. On open, entries are replayed in order; the journal cuts a torn tail, and a
 //! damaged journal (or an entry that does not decode) takes only its group offline (DATA_LOSS).
-//! Every [`COMPACT_AFTER_ENTRIES`] entries the journal is rewritten as one snapshot entry.
+//! Every `BrokerConfig::group_compact_entries` entries the journal is rewritten as one snapshot entry.
 
 use super::BrokerError;
 use crate::storage::{Io, Offset, StorageError, journal::Journal};
@@ -18,8 +18,9 @@ use std::{
 
 const MAGIC: [u8; 8] = *b"STRAGRP1";
 const FILE_SUFFIX: &str = ".offsets";
-/// Appended entries after which a group's file is rewritten as a snapshot.
-pub(crate) const COMPACT_AFTER_ENTRIES: usize = 1000;
+/// Appended entries after which a group's file is rewritten as a snapshot, by default.
+#[cfg(test)]
+const COMPACT_AFTER_ENTRIES: usize = 1000;
 
 /// One entry of a group's offsets file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,7 @@ type OffsetMap = BTreeMap<(String, u32), Offset>;
 struct Group {
     journal: Journal,
     offsets: OffsetMap,
+    compact_entries: usize,
 }
 
 /// Every group's committed offsets, in memory and on disk.
@@ -56,6 +58,7 @@ pub(crate) struct GroupStore {
     /// Groups whose file could not be read at start, with why: neither served nor written (a
     /// commit would replace the file) until it is repaired or removed and the broker restarted.
     damaged: BTreeMap<String, String>,
+    compact_entries: usize,
 }
 
 fn bincode_config() -> bincode::config::Configuration {
@@ -97,7 +100,7 @@ fn snapshot(offsets: &OffsetMap) -> Result<Option<Vec<u8>>, BrokerError> {
 }
 
 impl Group {
-    fn load(io: &Io, path: PathBuf) -> Result<Group, BrokerError> {
+    fn load(io: &Io, path: PathBuf, compact_entries: usize) -> Result<Group, BrokerError> {
         let (journal, entries) = Journal::open(io, path, MAGIC).map_err(BrokerError::file)?;
         let mut offsets = OffsetMap::new();
         for (i, payload) in entries.iter().enumerate() {
@@ -111,7 +114,11 @@ impl Group {
                 }
             }
         }
-        Ok(Group { journal, offsets })
+        Ok(Group {
+            journal,
+            offsets,
+            compact_entries,
+        })
     }
 
     fn append(&mut self, group: &str, entry: GroupEntry) -> Result<(), BrokerError> {
@@ -123,7 +130,7 @@ impl Group {
             e => BrokerError::file(e),
         })?;
         apply(&mut self.offsets, entry);
-        if self.journal.entries_since_snapshot() >= COMPACT_AFTER_ENTRIES {
+        if self.journal.entries_since_snapshot() >= self.compact_entries {
             self.compact();
         }
         Ok(())
@@ -152,7 +159,11 @@ fn lock(group: &Mutex<Group>) -> std::sync::MutexGuard<'_, Group> {
 
 impl GroupStore {
     /// Opens `dir`, loading every group's offsets (and cutting torn tails).
-    pub(crate) fn open(io: &Io, dir: PathBuf) -> Result<GroupStore, BrokerError> {
+    pub(crate) fn open(
+        io: &Io,
+        dir: PathBuf,
+        compact_entries: usize,
+    ) -> Result<GroupStore, BrokerError> {
         io.create_dir_durable(&dir).map_err(BrokerError::file)?;
         let mut groups = BTreeMap::new();
         let mut damaged = BTreeMap::new();
@@ -177,7 +188,7 @@ impl GroupStore {
             if super::names::validate_group_name(name).is_err() {
                 continue;
             }
-            match Group::load(io, entry.path()) {
+            match Group::load(io, entry.path(), compact_entries) {
                 Ok(group) => {
                     groups.insert(name.to_owned(), Arc::new(Mutex::new(group)));
                 }
@@ -194,6 +205,7 @@ impl GroupStore {
             dir,
             groups: RwLock::new(groups),
             damaged,
+            compact_entries,
         })
     }
 
@@ -232,6 +244,7 @@ impl GroupStore {
         let group = Arc::new(Mutex::new(Group {
             journal,
             offsets: OffsetMap::new(),
+            compact_entries: self.compact_entries,
         }));
         groups.insert(name.to_owned(), group.clone());
         Ok(group)
@@ -347,7 +360,7 @@ mod tests {
     use std::{fs::OpenOptions, io::Write};
 
     fn open(dir: &std::path::Path) -> GroupStore {
-        GroupStore::open(&Io::default(), dir.to_path_buf()).unwrap()
+        GroupStore::open(&Io::default(), dir.to_path_buf(), COMPACT_AFTER_ENTRIES).unwrap()
     }
 
     fn offset(topic: &str, partition: u32, offset: u64) -> CommittedOffset {

@@ -131,7 +131,8 @@ impl Broker {
         io.create_dir_durable(&trash_dir)
             .map_err(BrokerError::file)?;
         let (topics, damaged) = open_topics(&io, &topics_dir, &config)?;
-        let groups = groups::GroupStore::open(&io, data_dir.join("groups"))?;
+        let groups =
+            groups::GroupStore::open(&io, data_dir.join("groups"), config.group_compact_entries)?;
         // A crash between deleting a topic and forgetting its offsets leaves offsets behind.
         for topic in groups.topics() {
             if !topics.contains_key(&topic) && !damaged.contains_key(&topic) {
@@ -163,6 +164,19 @@ impl Broker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ticker);
         Ok(broker)
+    }
+
+    /// Runs every partition's periodic work once (interval fsync, checkpoint, roll by age,
+    /// retention) as of `now_ms`: what the ticker does every `tick_interval`. A failure is
+    /// logged; the partition's next tick tries again.
+    pub fn tick(&self, now_ms: i64) {
+        for topic in self.all_topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.log.tick(now_ms) {
+                    tracing::warn!(topic = %topic.name, partition = p.id, error = %e, "periodic log work failed");
+                }
+            }
+        }
     }
 
     /// The broker's settings.

@@ -59,13 +59,6 @@ fn run(broker: &Weak<Broker>, interval: Duration, stop: &(Mutex<bool>, Condvar))
         let Some(broker) = broker.upgrade() else {
             return;
         };
-        let now = now_ms();
-        for topic in broker.all_topics() {
-            for p in &topic.partitions {
-                if let Err(e) = p.log.tick(now) {
-                    tracing::warn!(topic = %topic.name, partition = p.id, error = %e, "periodic log work failed");
-                }
-            }
-        }
+        broker.tick(now_ms());
     }
 }
