@@ -36,7 +36,7 @@ mod tests;
 /// recovery runs them on a file's contents. Not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
-    use super::{checkpoint, index};
+    use super::{checkpoint, index, journal};
     use std::path::{Path, PathBuf};
 
     /// Decodes a `recovery-point` file: `(segment_base, position, next_offset, max_timestamp_ms)`,
@@ -64,6 +64,40 @@ pub mod fuzzing {
             next_offset,
             max_timestamp_ms,
         })
+    }
+
+    /// How a journal's bytes (after its magic) end, as replay sees them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum JournalTail {
+        /// After the last whole entry, nothing.
+        Clean,
+        /// What a crashed append leaves: replay cuts it.
+        Torn,
+        /// Damage: replay refuses the journal.
+        Damaged,
+    }
+
+    /// Replays a journal's bytes after the magic: the entries' payloads, the bytes they take,
+    /// and how the rest ends.
+    pub fn decode_journal(bytes: &[u8]) -> (Vec<Vec<u8>>, usize, JournalTail) {
+        let replay = journal::decode(bytes);
+        let tail = match replay.tail {
+            journal::Tail::Clean => JournalTail::Clean,
+            journal::Tail::Torn => JournalTail::Torn,
+            journal::Tail::Damaged { .. } => JournalTail::Damaged,
+        };
+        (
+            replay.entries.iter().map(|e| e.to_vec()).collect(),
+            replay.valid_len,
+            tail,
+        )
+    }
+
+    /// Frames `payload` as a journal entry.
+    pub fn encode_journal_entry(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        journal::encode_entry(payload, &mut out);
+        out
     }
 
     /// What [`load_indexes`] found.
