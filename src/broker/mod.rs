@@ -436,11 +436,12 @@ impl Broker {
         Ok(out)
     }
 
-    /// The offset `start` means in this partition. May block on I/O.
+    /// The offset `start` means in this partition, checked to lie in `[earliest, next]`
+    /// ([`BrokerError::OffsetOutOfRange`] naming the range otherwise). May block on I/O.
     pub fn resolve_start(&self, handle: &PartitionHandle, start: &StartPosition) -> Result<Offset> {
         handle.check_live()?;
         let log = &handle.topic.partitions[handle.partition as usize].log;
-        Ok(match start {
+        let offset = match start {
             StartPosition::Offset(o) => *o,
             StartPosition::Earliest => log.earliest_offset(),
             StartPosition::Latest => log.next_offset(),
@@ -461,7 +462,18 @@ impl Broker {
                     None => log.earliest_offset(),
                 }
             }
-        })
+        };
+        let (earliest, next) = (log.earliest_offset(), log.next_offset());
+        if offset < earliest || offset > next {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: handle.topic.name.clone(),
+                partition: handle.partition,
+                offset,
+                earliest,
+                next,
+            });
+        }
+        Ok(offset)
     }
 
     /// The byte budget of a fetch: 0 is the default, larger than the broker's limit is capped,

@@ -7,11 +7,8 @@ use super::{
     status::to_status,
     subscribe,
 };
-use crate::broker::{
-    Broker, BrokerError, CommittedOffset, PartitionHandle, ProduceInput, StartPosition,
-};
+use crate::broker::{Broker, BrokerError, CommittedOffset, ProduceInput, StartPosition};
 use crate::proto::{self, strata_server::Strata};
-use crate::storage::{Offset, StorageError};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,24 +25,6 @@ pub(super) struct Service {
 
 fn status(e: &BrokerError) -> Status {
     to_status(e)
-}
-
-/// `OffsetOutOfRange` unless `offset` lies in [earliest, next].
-fn check_in_range(handle: &PartitionHandle, offset: Offset) -> Result<(), BrokerError> {
-    handle.check_live()?;
-    let (earliest, next) = (handle.earliest_offset(), handle.next_offset());
-    if offset < earliest || offset > next {
-        return Err(BrokerError::Storage {
-            topic: handle.topic().to_owned(),
-            partition: handle.partition(),
-            source: StorageError::OffsetOutOfRange {
-                requested: offset,
-                earliest,
-                next,
-            },
-        });
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -157,12 +136,7 @@ impl Strata for Service {
             .partition(&req.topic, req.partition)
             .map_err(|e| status(&e))?;
         let h = handle.clone();
-        let offset = blocking(move || {
-            let offset = broker.resolve_start(&h, &start)?;
-            check_in_range(&h, offset)?;
-            Ok(offset)
-        })
-        .await?;
+        let offset = blocking(move || broker.resolve_start(&h, &start)).await?;
         let plan = FetchPlan {
             offset,
             max_bytes,
@@ -214,16 +188,12 @@ impl Strata for Service {
         let starts = blocking(move || {
             handles
                 .into_iter()
-                .map(|h| {
-                    let offset = broker.resolve_start(&h, &start)?;
-                    check_in_range(&h, offset)?;
-                    Ok((h, offset))
-                })
+                .map(|h| Ok((broker.resolve_start(&h, &start)?, h)))
                 .collect::<Result<Vec<_>, BrokerError>>()
         })
         .await?;
         let (tx, rx) = mpsc::channel(subscribe::BUFFERED_MESSAGES + starts.len());
-        for (handle, offset) in starts {
+        for (offset, handle) in starts {
             tokio::spawn(subscribe::follow(
                 handle,
                 offset,

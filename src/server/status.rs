@@ -36,7 +36,9 @@ pub fn broker_code(err: &BrokerError) -> Code {
             | FormatError::Empty
             | FormatError::UnsupportedAttributes(_) => Code::InvalidArgument,
         },
-        BrokerError::CommitOutOfRange { .. } => Code::OutOfRange,
+        BrokerError::OffsetOutOfRange { .. } | BrokerError::CommitOutOfRange { .. } => {
+            Code::OutOfRange
+        }
         BrokerError::Storage { source, .. } => storage_code(source),
         BrokerError::Io { source, .. } => {
             if source.kind() == std::io::ErrorKind::StorageFull {
@@ -89,6 +91,59 @@ mod tests {
             status.message()
         );
         assert!(status.message().contains("5..9"), "{}", status.message());
+    }
+
+    #[test]
+    fn a_start_out_of_range_names_the_partition_and_its_range() {
+        let err = BrokerError::OffsetOutOfRange {
+            topic: "orders".into(),
+            partition: 2,
+            offset: 0,
+            earliest: 120,
+            next: 480,
+        };
+        let status = to_status(&err);
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(
+            status.message(),
+            "topic 'orders' partition 2: offset 0 is out of range: this partition holds offsets \
+             120..480"
+        );
+    }
+
+    #[test]
+    fn the_broker_refuses_a_start_outside_the_partition() {
+        use crate::broker::{Broker, BrokerConfig, StartPosition, TopicConfigUpdate};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let broker = Broker::open(BrokerConfig::new(dir.path())).expect("open the broker");
+        broker
+            .create_topic("t", 1, &TopicConfigUpdate::default())
+            .expect("create the topic");
+        let handle = broker.partition("t", 0).expect("partition 0");
+        assert_eq!(
+            broker
+                .resolve_start(&handle, &StartPosition::Latest)
+                .expect("latest"),
+            0
+        );
+        let err = broker
+            .resolve_start(&handle, &StartPosition::Offset(5))
+            .expect_err("offset 5 of an empty partition");
+        assert!(
+            matches!(
+                err,
+                BrokerError::OffsetOutOfRange {
+                    partition: 0,
+                    offset: 5,
+                    earliest: 0,
+                    next: 0,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(broker_code(&err), Code::OutOfRange);
+        broker.close().expect("close the broker");
     }
 
     #[test]
