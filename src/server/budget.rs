@@ -9,6 +9,7 @@
 //! handler has answered. While a request waits, HTTP/2 flow control holds its client back: the
 //! broker buffers at most the stream's window of it.
 
+use super::RequestError;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use std::{
@@ -164,14 +165,14 @@ impl BudgetBody {
 
     /// The error for a message that did not arrive in time.
     fn too_slow(a: &Arriving) -> tonic::Status {
-        tonic::Status::deadline_exceeded(format!(
-            "the request arrived too slowly: {} of its {} bytes in {:?}; a request holds room in \
-             the broker's request memory budget for {:?} plus {SECONDS_PER_MIB} s per MiB",
-            a.size - a.missing,
-            a.size,
-            timeout_for(a.size),
-            BODY_BASE_TIMEOUT
-        ))
+        RequestError::TooSlow {
+            received: a.size - a.missing,
+            size: a.size,
+            allowed: timeout_for(a.size),
+            base: BODY_BASE_TIMEOUT,
+            per_mib_secs: SECONDS_PER_MIB,
+        }
+        .into()
     }
 
     /// The room to take for a message of `len` bytes: all of it, or none if tonic is going to
@@ -216,7 +217,6 @@ impl HttpBody for BudgetBody {
                     if let Some(a) = &mut this.arriving {
                         ready!(a.deadline.as_mut().poll(cx));
                         let status = Self::too_slow(a);
-                        tracing::debug!(error = %status.message(), "request body too slow");
                         this.arriving = None;
                         *ended = true;
                         return Poll::Ready(Some(Err(status)));

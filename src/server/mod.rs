@@ -9,15 +9,17 @@
 mod budget;
 mod connections;
 mod convert;
+mod error;
 mod fetch;
 mod limits;
 mod service;
 pub mod status;
 mod subscribe;
 
-pub use status::to_status;
+pub use error::RequestError;
+pub use status::{request_status, to_status};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::Broker;
 use crate::proto::{FILE_DESCRIPTOR_SET, strata_server::StrataServer};
 use std::{future::Future, sync::Arc};
 use tokio::{net::TcpListener, sync::mpsc, sync::watch};
@@ -48,17 +50,18 @@ pub enum ServeError {
     Reflection(#[source] tonic_reflection::server::Error),
 }
 
-/// Runs a broker-blocking call on the blocking pool and maps its error to a gRPC status.
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T, tonic::Status>
+/// Runs a broker call on the blocking pool (the broker is synchronous and may block on disk).
+pub(crate) async fn blocking<T, E, F>(f: F) -> Result<T, RequestError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, BrokerError> + Send + 'static,
+    E: Into<RequestError> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(|e| to_status(&e)),
-        Err(e) => Err(tonic::Status::internal(format!(
-            "a broker task failed: {e}"
-        ))),
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => Err(RequestError::TaskFailed {
+            reason: e.to_string(),
+        }),
     }
 }
 

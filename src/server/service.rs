@@ -2,9 +2,8 @@
 //! blocking thread, and converts the answer back.
 
 use super::{
-    Shutdown, blocking, convert,
+    RequestError, Shutdown, blocking, convert,
     fetch::{FetchPlan, long_poll},
-    status::to_status,
     subscribe,
 };
 use crate::broker::{Broker, BrokerError, CommittedOffset, ProduceInput, StartPosition};
@@ -23,10 +22,6 @@ pub(super) struct Service {
     pub tasks: mpsc::Sender<()>,
 }
 
-fn status(e: &BrokerError) -> Status {
-    to_status(e)
-}
-
 #[tonic::async_trait]
 impl Strata for Service {
     async fn create_topic(
@@ -34,7 +29,7 @@ impl Strata for Service {
         request: Request<proto::CreateTopicRequest>,
     ) -> Result<Response<proto::CreateTopicResponse>, Status> {
         let req = request.into_inner();
-        let update = convert::config_update(req.config).map_err(|e| status(&e))?;
+        let update = convert::config_update(req.config)?;
         let broker = self.broker.clone();
         let info =
             blocking(move || broker.create_topic(&req.name, req.partitions, &update)).await?;
@@ -57,7 +52,7 @@ impl Strata for Service {
         &self,
         _request: Request<proto::ListTopicsRequest>,
     ) -> Result<Response<proto::ListTopicsResponse>, Status> {
-        let topics = self.broker.list_topics().map_err(|e| status(&e))?;
+        let topics = self.broker.list_topics()?;
         Ok(Response::new(proto::ListTopicsResponse {
             topics: topics.iter().map(convert::topic_info).collect(),
         }))
@@ -81,7 +76,7 @@ impl Strata for Service {
         request: Request<proto::AlterTopicConfigRequest>,
     ) -> Result<Response<proto::AlterTopicConfigResponse>, Status> {
         let req = request.into_inner();
-        let update = convert::config_update(req.config).map_err(|e| status(&e))?;
+        let update = convert::config_update(req.config)?;
         let broker = self.broker.clone();
         let info = blocking(move || broker.alter_topic_config(&req.name, &update)).await?;
         Ok(Response::new(proto::AlterTopicConfigResponse {
@@ -98,16 +93,18 @@ impl Strata for Service {
             (false, true) => ProduceInput::Records(convert::records_in(req.records)),
             (true, false) => ProduceInput::Batches(req.batch),
             (true, true) => {
-                return Err(status(&BrokerError::invalid(
+                return Err(RequestError::invalid(
                     "records",
                     "the request is empty: send `records` or an encoded `batch`",
-                )));
+                )
+                .into());
             }
             (false, false) => {
-                return Err(status(&BrokerError::invalid(
+                return Err(RequestError::invalid(
                     "batch",
                     "send either `records` or an encoded `batch`, not both",
-                )));
+                )
+                .into());
             }
         };
         let broker = self.broker.clone();
@@ -130,11 +127,9 @@ impl Strata for Service {
     ) -> Result<Response<proto::FetchResponse>, Status> {
         let req = request.into_inner();
         let broker = self.broker.clone();
-        let max_bytes = broker.fetch_bytes(req.max_bytes).map_err(|e| status(&e))?;
+        let max_bytes = broker.fetch_bytes(req.max_bytes)?;
         let start = convert::start_position(req.start, StartPosition::Earliest);
-        let handle = broker
-            .partition(&req.topic, req.partition)
-            .map_err(|e| status(&e))?;
+        let handle = broker.partition(&req.topic, req.partition)?;
         let h = handle.clone();
         let offset = blocking(move || broker.resolve_start(&h, &start)).await?;
         let plan = FetchPlan {
@@ -180,9 +175,7 @@ impl Strata for Service {
         }
         .min(subscribe::MAX_MESSAGE_BYTES);
         let start = convert::start_position(req.start, StartPosition::Latest);
-        let handles = broker
-            .partitions(&req.topic, &req.partitions)
-            .map_err(|e| status(&e))?;
+        let handles = broker.partitions(&req.topic, &req.partitions)?;
         // Resolved before the response is returned: once the caller has the stream's headers,
         // every record appended afterwards is delivered.
         let starts = blocking(move || {

@@ -1,6 +1,8 @@
-//! The one table from errors to gRPC status codes. The message is the error and its causes, each a
-//! sentence a user can act on.
+//! The one table from errors to gRPC status codes: every status the server sends, apart from
+//! those tonic and the health and reflection services mint themselves, comes from here. The
+//! message is the error and its causes, each a sentence a user can act on.
 
+use super::RequestError;
 use crate::broker::{BrokerError, error_chain};
 use crate::record::FormatError;
 use crate::storage::StorageError;
@@ -8,8 +10,19 @@ use tonic::{Code, Status};
 
 /// The gRPC status for a broker error.
 pub fn to_status(err: &BrokerError) -> Status {
-    let code = broker_code(err);
-    let message = error_chain(err);
+    logged(broker_code(err), error_chain(err))
+}
+
+/// The gRPC status for a request the server refused or failed.
+pub fn request_status(err: &RequestError) -> Status {
+    match err {
+        RequestError::Broker(e) => to_status(e),
+        other => logged(request_code(other), error_chain(other)),
+    }
+}
+
+/// Logs a failure at warn (the broker's problem) or a refusal at debug (the client's).
+fn logged(code: Code, message: String) -> Status {
     match code {
         Code::Unavailable | Code::DataLoss | Code::FailedPrecondition | Code::Internal => {
             tracing::warn!(code = ?code, error = %message, "request failed");
@@ -17,6 +30,31 @@ pub fn to_status(err: &BrokerError) -> Status {
         _ => tracing::debug!(code = ?code, error = %message, "request refused"),
     }
     Status::new(code, message)
+}
+
+impl From<RequestError> for Status {
+    fn from(err: RequestError) -> Status {
+        request_status(&err)
+    }
+}
+
+impl From<BrokerError> for Status {
+    fn from(err: BrokerError) -> Status {
+        to_status(&err)
+    }
+}
+
+/// The code for a request error.
+pub fn request_code(err: &RequestError) -> Code {
+    match err {
+        RequestError::Broker(e) => broker_code(e),
+        RequestError::InvalidArgument { .. } => Code::InvalidArgument,
+        // What gRPC itself uses for a message over a configured limit.
+        RequestError::TooLarge { .. } => Code::ResourceExhausted,
+        RequestError::TooSlow { .. } => Code::DeadlineExceeded,
+        RequestError::Undecodable { .. } => Code::DataLoss,
+        RequestError::TaskFailed { .. } => Code::Internal,
+    }
 }
 
 /// The code alone, for tests and logs.
@@ -144,6 +182,32 @@ mod tests {
         );
         assert_eq!(broker_code(&err), Code::OutOfRange);
         broker.close().expect("close the broker");
+    }
+
+    #[test]
+    fn the_edge_s_own_errors_have_their_codes() {
+        let too_large = RequestError::TooLarge {
+            size: 70_000_000,
+            limit: 67_108_864,
+        };
+        let status = request_status(&too_large);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("70000000 bytes"), "{status:?}");
+        assert!(status.message().contains("67108864 bytes"), "{status:?}");
+        assert_eq!(
+            request_code(&RequestError::invalid("max_bytes", "-1 is negative")),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            request_code(&RequestError::TaskFailed {
+                reason: "panicked".into()
+            }),
+            Code::Internal
+        );
+        let broker = RequestError::from(BrokerError::TopicNotFound { topic: "t".into() });
+        let status = Status::from(broker);
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "topic 't' does not exist");
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub(super) async fn follow(
         let h = handle.clone();
         let chunk = match blocking(move || h.read(offset, max_bytes)).await {
             Ok(chunk) => chunk,
-            Err(status) => {
-                let _ = tx.send(Err(status)).await;
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
                 return;
             }
         };
