@@ -476,24 +476,6 @@ impl Broker {
         Ok(offset)
     }
 
-    /// The byte budget of a fetch: 0 is the default, larger than the broker's limit is capped,
-    /// negative is an error.
-    pub fn fetch_bytes(&self, requested: i64) -> Result<usize> {
-        match requested {
-            0 => Ok(self.config.default_fetch_bytes),
-            n if n < 0 => Err(BrokerError::invalid(
-                "max_bytes",
-                format!(
-                    "{n} is negative; use 0 for the default ({} bytes) or up to {}",
-                    self.config.default_fetch_bytes, self.config.max_fetch_bytes
-                ),
-            )),
-            n => Ok(usize::try_from(n)
-                .unwrap_or(usize::MAX)
-                .min(self.config.max_fetch_bytes)),
-        }
-    }
-
     /// Commits a group's offsets durably; each must lie in [earliest, next] of its partition.
     pub fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>) -> Result<()> {
         validate_group_name(group)?;

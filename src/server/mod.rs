@@ -7,6 +7,7 @@
 //! the logs) is the caller's next step.
 
 mod budget;
+mod config;
 mod connections;
 mod convert;
 mod error;
@@ -16,6 +17,7 @@ mod service;
 pub mod status;
 mod subscribe;
 
+pub use config::ServerConfig;
 pub use error::RequestError;
 pub use status::{request_status, to_status};
 
@@ -65,20 +67,22 @@ where
     }
 }
 
-/// Serves `broker` on `listener` until `shutdown` completes, then shuts down gracefully. Does not
-/// close the broker.
+/// Serves `broker` on `listener` with `config`'s limits until `shutdown` completes, then shuts
+/// down gracefully. Does not close the broker. `config.listen` is not read: the listener is
+/// already bound.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tasks_tx, mut tasks_rx) = mpsc::channel::<()>(1);
-    let max_request_bytes = broker.config().max_request_bytes;
-    let broker_max_connections = broker.config().max_connections;
-    let handshake_timeout = broker.config().handshake_timeout;
+    let max_request_bytes = config.max_request_bytes;
+    let limit = connections::ConnectionLimit::new(config.max_connections, config.handshake_timeout);
     let strata = StrataServer::new(service::Service {
         broker,
+        config: Arc::new(config),
         shutdown: shutdown_rx.clone(),
         tasks: tasks_tx,
     })
@@ -93,7 +97,6 @@ pub async fn serve(
         .build_v1()
         .map_err(ServeError::Reflection)?;
 
-    let limit = connections::ConnectionLimit::new(broker_max_connections, handshake_timeout);
     let incoming = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
         Ok(stream) => {
             // Small responses (acks, long-poll wake-ups) must not wait for Nagle.

@@ -2,7 +2,7 @@
 //! blocking thread, and converts the answer back.
 
 use super::{
-    RequestError, Shutdown, blocking, convert,
+    RequestError, ServerConfig, Shutdown, blocking, convert,
     fetch::{FetchPlan, long_poll},
     subscribe,
 };
@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub(super) struct Service {
     pub broker: Arc<Broker>,
+    pub config: Arc<ServerConfig>,
     pub shutdown: Shutdown,
     /// Each subscription task holds a clone; `serve` waits until all are dropped.
     pub tasks: mpsc::Sender<()>,
@@ -127,7 +128,7 @@ impl Strata for Service {
     ) -> Result<Response<proto::FetchResponse>, Status> {
         let req = request.into_inner();
         let broker = self.broker.clone();
-        let max_bytes = broker.fetch_bytes(req.max_bytes)?;
+        let max_bytes = self.config.fetch_bytes(req.max_bytes)?;
         let start = convert::start_position(req.start, StartPosition::Earliest);
         let handle = broker.partition(&req.topic, req.partition)?;
         let h = handle.clone();
@@ -136,8 +137,7 @@ impl Strata for Service {
             offset,
             max_bytes,
             min_bytes: (req.min_bytes as usize).max(1),
-            max_wait: Duration::from_millis(u64::from(req.max_wait_ms))
-                .min(self.broker.config().max_wait),
+            max_wait: Duration::from_millis(u64::from(req.max_wait_ms)).min(self.config.max_wait),
         };
         let chunk = long_poll(handle, &plan, self.shutdown.clone()).await?;
         let batches = chunk.batches.clone();
@@ -168,12 +168,7 @@ impl Strata for Service {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let broker = self.broker.clone();
-        let config = broker.config();
-        let max_bytes = match req.max_bytes as usize {
-            0 => config.default_fetch_bytes,
-            n => n.min(config.max_fetch_bytes),
-        }
-        .min(subscribe::MAX_MESSAGE_BYTES);
+        let max_bytes = self.config.push_bytes(i64::from(req.max_bytes))?;
         let start = convert::start_position(req.start, StartPosition::Latest);
         let handles = broker.partitions(&req.topic, &req.partitions)?;
         // Resolved before the response is returned: once the caller has the stream's headers,

@@ -13,13 +13,6 @@ use tonic::Status;
 /// limit this bounds what a subscription holds.
 pub(super) const BUFFERED_MESSAGES: usize = 4;
 
-/// The largest pushed message (unless a single batch is larger), whatever the subscriber asks
-/// for. The queued messages are slices of the segment maps, but the one being sent is copied
-/// when it is encoded and held until the subscriber's HTTP/2 window takes it: a subscriber that
-/// stops reading pins about two messages of memory. Larger messages would not make a stream
-/// faster, only make each stalled subscriber cost more (16 MiB messages: ~30 MiB each).
-pub(super) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-
 /// Follows one partition from `offset` until the subscriber leaves, the server shuts down or the
 /// topic is deleted (then the subscriber gets the error).
 pub(super) async fn follow(
