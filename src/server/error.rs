@@ -22,7 +22,7 @@ pub enum RequestError {
     },
     /// A request message is larger than the server's `max_request_bytes`.
     #[error(
-        "the request is {size} bytes, over the broker's limit of {limit} bytes \
+        "the request is too large: {size} bytes, over the broker's limit of {limit} bytes \
          (max_request_bytes)"
     )]
     TooLarge {

@@ -12,10 +12,11 @@ mod connections;
 mod convert;
 mod error;
 mod fetch;
-mod limits;
 mod service;
 pub mod status;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 
 pub use config::ServerConfig;
 pub use error::RequestError;
@@ -86,16 +87,20 @@ pub async fn serve(
         shutdown: shutdown_rx.clone(),
         tasks: tasks_tx,
     })
+    // The budget layer refuses a larger message first (RESOURCE_EXHAUSTED): tonic's own check, at
+    // the same limit, is a backstop that no request reaches.
     .max_decoding_message_size(max_request_bytes)
     .max_encoding_message_size(usize::MAX);
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(max_request_bytes);
     health.set_serving::<StrataServer<service::Service>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(ServeError::Reflection)?;
+        .map_err(ServeError::Reflection)?
+        .max_decoding_message_size(max_request_bytes);
 
     let incoming = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
         Ok(stream) => {
@@ -124,9 +129,7 @@ pub async fn serve(
         .max_frame_size(MAX_FRAME_BYTES)
         .layer(budget::RequestBudget::new(
             REQUEST_BUDGET_FACTOR.saturating_mul(max_request_bytes),
-        ))
-        .layer(tower::util::MapResponseLayer::new(
-            limits::oversized_request_is_resource_exhausted,
+            max_request_bytes,
         ))
         .add_service(health_service)
         .add_service(reflection)
