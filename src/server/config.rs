@@ -24,8 +24,8 @@ use std::time::Duration;
 ///   its refusal would be a [`RequestError`] variant mapped in `status.rs` (UNAUTHENTICATED,
 ///   PERMISSION_DENIED).
 /// - **An HTTP listener** (Server-Sent Events for subscriptions): its own listen address, served
-///   next to the gRPC listener; it reads partitions through the same read-then-wait loop as
-///   Subscribe, takes its
+///   next to the gRPC listener; it reads partitions through the same `Tail` as Subscribe
+///   (`server/tail.rs`), takes its
 ///   byte limits from [`ServerConfig::push_bytes`], and maps [`RequestError`] to HTTP codes.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

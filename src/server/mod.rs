@@ -11,10 +11,10 @@ mod config;
 mod connections;
 mod convert;
 mod error;
-mod fetch;
 mod service;
 pub mod status;
 mod subscribe;
+mod tail;
 #[cfg(test)]
 mod tests;
 

@@ -1,11 +1,7 @@
 //! The `strata.v1.Strata` service: each rpc converts its request, runs the broker call on a
 //! blocking thread, and converts the answer back.
 
-use super::{
-    RequestError, ServerConfig, Shutdown, blocking, convert,
-    fetch::{FetchPlan, long_poll},
-    subscribe,
-};
+use super::{RequestError, ServerConfig, Shutdown, blocking, convert, subscribe, tail::Tail};
 use crate::broker::{Broker, BrokerError, CommittedOffset, ProduceInput, StartPosition};
 use crate::proto::{self, strata_server::Strata};
 use std::{sync::Arc, time::Duration};
@@ -133,13 +129,12 @@ impl Strata for Service {
         let handle = broker.partition(&req.topic, req.partition)?;
         let h = handle.clone();
         let offset = blocking(move || broker.resolve_start(&h, &start)).await?;
-        let plan = FetchPlan {
-            offset,
-            max_bytes,
-            min_bytes: (req.min_bytes as usize).max(1),
-            max_wait: Duration::from_millis(u64::from(req.max_wait_ms)).min(self.config.max_wait),
-        };
-        let chunk = long_poll(handle, &plan, self.shutdown.clone()).await?;
+        let max_wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(self.config.max_wait);
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let min_bytes = (req.min_bytes as usize).max(1);
+        let chunk = Tail::new(handle, offset, max_bytes, self.shutdown.clone())
+            .read_at_least(min_bytes, deadline)
+            .await?;
         let batches = chunk.batches.clone();
         let records = if req.decode {
             blocking(move || convert::decode_records(&batches, offset)).await?
@@ -183,9 +178,7 @@ impl Strata for Service {
         let (tx, rx) = mpsc::channel(subscribe::BUFFERED_MESSAGES + starts.len());
         for (offset, handle) in starts {
             tokio::spawn(subscribe::follow(
-                handle,
-                offset,
-                max_bytes,
+                Tail::new(handle, offset, max_bytes, self.shutdown.clone()),
                 tx.clone(),
                 self.shutdown.clone(),
                 self.tasks.clone(),
