@@ -8,8 +8,9 @@
 //!   Knows nothing of tokio, gRPC or topics.
 //! - [`broker`]: topics and partitions over storage logs, key routing, committed consumer-group
 //!   offsets and the signals that wake waiting readers. Synchronous, shared behind an `Arc`.
-//! - [`server`]: the async gRPC edge (tonic): `serve(listener, broker, shutdown)`, long-poll
-//!   fetches, push subscriptions, and the one table that maps errors to gRPC status codes.
+//! - [`server`]: the async gRPC edge (tonic): `serve(listener, broker, config, shutdown)`,
+//!   long-poll fetches, push subscriptions, and the one table that maps errors to gRPC status
+//!   codes.
 //! - [`client`]: the Rust client: a batching [`client::Producer`], a [`client::Consumer`] that
 //!   owns its positions, and [`client::Admin`]. Needs only [`proto`] and [`record`].
 //! - [`cli`]: the `strata` command line (`serve`, `topic`, `produce`, `consume`, `group`);

@@ -6,7 +6,9 @@ use crate::storage::{DEFAULT_CACHED_TAIL_BYTES, FaultInjector, FsyncPolicy, LogC
 use serde::{Deserialize, Serialize};
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-/// Broker-wide settings and limits.
+/// Broker-wide settings: where the data lives, topic defaults and limits. How clients reach the
+/// broker (listen address, request and fetch limits, connections) is the server's
+/// `ServerConfig`.
 #[derive(Clone)]
 pub struct BrokerConfig {
     /// Where topics and group offsets live.
@@ -15,20 +17,11 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicConfig,
     /// The most partitions one topic may have.
     pub max_partitions_per_topic: u32,
-    /// The largest request the server decodes, in bytes.
-    pub max_request_bytes: usize,
-    /// The most bytes one fetch or pushed message carries (one larger batch still goes whole).
-    pub max_fetch_bytes: usize,
-    /// The bytes a fetch returns when it does not say.
-    pub default_fetch_bytes: usize,
-    /// The longest a fetch may long-poll.
-    pub max_wait: Duration,
+    /// The largest `max_record_bytes` a topic may set (itself at most [`MAX_BATCH_BYTES`]).
+    /// `strata serve` sets it to the server's request limit: a larger record could never arrive.
+    pub max_record_bytes: usize,
     /// How often the ticker runs each log's periodic work (interval fsync, checkpoints, retention).
     pub tick_interval: Duration,
-    /// The most client connections open at once; one more is closed as soon as it is accepted.
-    pub max_connections: usize,
-    /// A connection that has not sent the HTTP/2 preface this long after it is accepted is closed.
-    pub handshake_timeout: Duration,
     /// The newest bytes of each partition kept in the page cache; older ones are written back
     /// and dropped from it (see [`LogConfig::cached_tail_bytes`]). `None`: the kernel decides.
     pub cached_tail_bytes: Option<u64>,
@@ -45,13 +38,8 @@ impl std::fmt::Debug for BrokerConfig {
             .field("data_dir", &self.data_dir)
             .field("topic_defaults", &self.topic_defaults)
             .field("max_partitions_per_topic", &self.max_partitions_per_topic)
-            .field("max_request_bytes", &self.max_request_bytes)
-            .field("max_fetch_bytes", &self.max_fetch_bytes)
-            .field("default_fetch_bytes", &self.default_fetch_bytes)
-            .field("max_wait", &self.max_wait)
+            .field("max_record_bytes", &self.max_record_bytes)
             .field("tick_interval", &self.tick_interval)
-            .field("max_connections", &self.max_connections)
-            .field("handshake_timeout", &self.handshake_timeout)
             .field("cached_tail_bytes", &self.cached_tail_bytes)
             .field("group_compact_entries", &self.group_compact_entries)
             .field("faults", &self.faults.is_some())
@@ -76,13 +64,8 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             topic_defaults: TopicConfig::default(),
             max_partitions_per_topic: 1024,
-            max_request_bytes: 64 * 1024 * 1024,
-            max_fetch_bytes: 16 * 1024 * 1024,
-            default_fetch_bytes: 1024 * 1024,
-            max_wait: Duration::from_secs(5 * 60),
+            max_record_bytes: 64 * 1024 * 1024,
             tick_interval: Duration::from_millis(100),
-            max_connections: 4096,
-            handshake_timeout: Duration::from_secs(10),
             cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
             group_compact_entries: 1000,
             faults: None,
@@ -185,7 +168,7 @@ impl TopicConfig {
                 "must be at least 1 with the interval fsync policy",
             ));
         }
-        let max_record = broker.max_request_bytes.min(MAX_BATCH_BYTES);
+        let max_record = broker.max_record_bytes.min(MAX_BATCH_BYTES);
         if self.max_record_bytes == 0 || self.max_record_bytes as usize > max_record {
             return Err(BrokerError::invalid(
                 "max_record_bytes",
@@ -244,6 +227,24 @@ mod tests {
         let config = TopicConfig::default();
         config.validate(&broker).unwrap();
         assert_eq!(config.log_config(None).fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn a_topic_s_record_limit_is_bounded_by_the_broker_s() {
+        let mut broker = BrokerConfig::new("data");
+        broker.max_record_bytes = 1000;
+        let with = |max_record_bytes| TopicConfig {
+            max_record_bytes,
+            ..TopicConfig::default()
+        };
+        assert!(with(1000).validate(&broker).is_ok());
+        let err = with(1001)
+            .validate(&broker)
+            .expect_err("over the broker's bound");
+        assert_eq!(
+            err.to_string(),
+            "invalid max_record_bytes: 1001 is outside 1..=1000 (the broker's request limit)"
+        );
     }
 
     #[test]

@@ -103,6 +103,23 @@ pub enum BrokerError {
         /// The partition's next offset.
         next: Offset,
     },
+    /// A read's start offset lies outside the partition's stored range.
+    #[error(
+        "topic '{topic}' partition {partition}: offset {offset} is out of range: \
+         this partition holds offsets {earliest}..{next}"
+    )]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset the start position resolved to.
+        offset: Offset,
+        /// The partition's earliest offset.
+        earliest: Offset,
+        /// The partition's next offset.
+        next: Offset,
+    },
     /// A partition's log failed.
     #[error("topic '{topic}' partition {partition}")]
     Storage {

@@ -451,11 +451,12 @@ impl Broker {
         Ok(out)
     }
 
-    /// The offset `start` means in this partition. May block on I/O.
+    /// The offset `start` means in this partition, checked to lie in `[earliest, next]`
+    /// ([`BrokerError::OffsetOutOfRange`] naming the range otherwise). May block on I/O.
     pub fn resolve_start(&self, handle: &PartitionHandle, start: &StartPosition) -> Result<Offset> {
         handle.check_live()?;
         let log = &handle.topic.partitions[handle.partition as usize].log;
-        Ok(match start {
+        let offset = match start {
             StartPosition::Offset(o) => *o,
             StartPosition::Earliest => log.earliest_offset(),
             StartPosition::Latest => handle.next_offset(),
@@ -476,25 +477,18 @@ impl Broker {
                     None => log.earliest_offset(),
                 }
             }
-        })
-    }
-
-    /// The byte budget of a fetch: 0 is the default, larger than the broker's limit is capped,
-    /// negative is an error.
-    pub fn fetch_bytes(&self, requested: i64) -> Result<usize> {
-        match requested {
-            0 => Ok(self.config.default_fetch_bytes),
-            n if n < 0 => Err(BrokerError::invalid(
-                "max_bytes",
-                format!(
-                    "{n} is negative; use 0 for the default ({} bytes) or up to {}",
-                    self.config.default_fetch_bytes, self.config.max_fetch_bytes
-                ),
-            )),
-            n => Ok(usize::try_from(n)
-                .unwrap_or(usize::MAX)
-                .min(self.config.max_fetch_bytes)),
+        };
+        let (earliest, next) = (log.earliest_offset(), handle.next_offset());
+        if offset < earliest || offset > next {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: handle.topic.name.clone(),
+                partition: handle.partition,
+                offset,
+                earliest,
+                next,
+            });
         }
+        Ok(offset)
     }
 
     /// Commits a group's offsets durably; each must lie in [earliest, next] of its partition.

@@ -1,7 +1,7 @@
 //! `strata serve`: open the broker, serve gRPC, shut down cleanly on SIGINT or SIGTERM.
 
 use crate::broker::{Broker, BrokerConfig, error_chain};
-use crate::server;
+use crate::server::{self, ServerConfig};
 use crate::storage::DEFAULT_CACHED_TAIL_BYTES;
 use clap::{ArgMatches, Args, parser::ValueSource};
 use serde::Deserialize;
@@ -130,6 +130,29 @@ impl ServeArgs {
     }
 }
 
+impl ServeArgs {
+    /// The broker's settings: data and topics.
+    fn broker_config(&self) -> BrokerConfig {
+        let mut config = BrokerConfig::new(&self.data_dir);
+        config.max_partitions_per_topic = self.max_partitions_per_topic;
+        // A record larger than a request could never arrive.
+        config.max_record_bytes = self.max_request_bytes;
+        config.cached_tail_bytes = Some(self.cached_tail_bytes);
+        config
+    }
+
+    /// The network edge's settings.
+    fn server_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::default();
+        config.listen.clone_from(&self.listen);
+        config.max_request_bytes = self.max_request_bytes;
+        config.max_fetch_bytes = self.max_fetch_bytes;
+        config.max_connections = self.max_connections as usize;
+        config.handshake_timeout = self.handshake_timeout;
+        config
+    }
+}
+
 /// Runs the broker until SIGINT or SIGTERM. Prints `listening on ADDR` on stdout once it accepts
 /// connections; logs go to stderr (`RUST_LOG` filters them, default `info`).
 pub fn run(args: &ServeArgs) -> ExitCode {
@@ -140,14 +163,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         .init();
 
     raise_open_file_limit();
-    let mut config = BrokerConfig::new(&args.data_dir);
-    config.max_partitions_per_topic = args.max_partitions_per_topic;
-    config.max_request_bytes = args.max_request_bytes;
-    config.max_fetch_bytes = args.max_fetch_bytes;
-    config.default_fetch_bytes = config.default_fetch_bytes.min(args.max_fetch_bytes);
-    config.cached_tail_bytes = Some(args.cached_tail_bytes);
-    config.max_connections = args.max_connections as usize;
-    config.handshake_timeout = args.handshake_timeout;
+    let (config, server_config) = (args.broker_config(), args.server_config());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -169,10 +185,10 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     };
 
     let served = runtime.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        let listener = match tokio::net::TcpListener::bind(&server_config.listen).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(listen = %args.listen, error = %e, "could not listen");
+                tracing::error!(listen = %server_config.listen, error = %e, "could not listen");
                 return false;
             }
         };
@@ -185,7 +201,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             }
             Err(e) => tracing::warn!(error = %e, "could not read the bound address"),
         }
-        match server::serve(listener, broker.clone(), shutdown_signal()).await {
+        match server::serve(listener, broker.clone(), server_config, shutdown_signal()).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %error_chain(&e), "the server failed");
@@ -252,5 +268,48 @@ fn raise_open_file_limit() {
             Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised the open-file limit"),
             Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            data_dir: "/srv/strata".into(),
+            listen: "0.0.0.0:7000".into(),
+            max_partitions_per_topic: 8,
+            max_request_bytes: 2_000_000,
+            max_fetch_bytes: 500_000,
+            max_connections: 3,
+            handshake_timeout: Duration::from_millis(250),
+            cached_tail_bytes: 4096,
+            config: None,
+        }
+    }
+
+    #[test]
+    fn the_flags_go_to_the_broker_or_the_server() {
+        let args = args();
+        let broker = args.broker_config();
+        assert_eq!(broker.data_dir, PathBuf::from("/srv/strata"));
+        assert_eq!(broker.max_partitions_per_topic, 8);
+        assert_eq!(
+            broker.max_record_bytes, 2_000_000,
+            "bounded by the request limit"
+        );
+        assert_eq!(broker.cached_tail_bytes, Some(4096));
+        let server = args.server_config();
+        assert_eq!(server.listen, "0.0.0.0:7000");
+        assert_eq!(server.max_request_bytes, 2_000_000);
+        assert_eq!(server.max_fetch_bytes, 500_000);
+        assert_eq!(server.max_connections, 3);
+        assert_eq!(server.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(
+            server.fetch_bytes(0).ok(),
+            Some(500_000),
+            "the default fetch is at most the maximum"
+        );
     }
 }

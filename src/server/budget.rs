@@ -8,7 +8,14 @@
 //! once (so two half-received requests cannot wait for each other forever) and given back when the
 //! handler has answered. While a request waits, HTTP/2 flow control holds its client back: the
 //! broker buffers at most the stream's window of it.
+//!
+//! The same prefixes enforce `max_request_bytes`: a message announcing more is refused at once
+//! with RESOURCE_EXHAUSTED naming its size and the limit (`RequestError::TooLarge`), before any
+//! of it is buffered or budgeted. Every message of a body is checked, not only the first (the
+//! reflection service takes a stream of them). tonic's own decoding limit is set to the same
+//! value, so it never sees a message over it.
 
+use super::RequestError;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use std::{
@@ -40,17 +47,22 @@ const SECONDS_PER_MIB: u64 = 1;
 #[derive(Debug, Clone)]
 pub(super) struct RequestBudget {
     permits: Arc<Semaphore>,
-    /// The budget in bytes; a message larger than this is left to tonic's size limit.
+    /// The budget in bytes; a message larger than this (possible only if the message limit is
+    /// under the prefix size, or larger than the budget) passes without room in it.
     bytes: usize,
+    /// The largest message accepted (`max_request_bytes`), prefix not counted, as tonic counts.
+    max_message_bytes: usize,
 }
 
 impl RequestBudget {
-    /// A budget of `bytes` (at most `u32::MAX`, the largest gRPC message).
-    pub(super) fn new(bytes: usize) -> Self {
+    /// A budget of `bytes` (at most `u32::MAX`, the largest gRPC message) for messages of at most
+    /// `max_message_bytes` each.
+    pub(super) fn new(bytes: usize, max_message_bytes: usize) -> Self {
         let bytes = bytes.min(u32::MAX as usize);
         RequestBudget {
             permits: Arc::new(Semaphore::new(bytes)),
             bytes,
+            max_message_bytes,
         }
     }
 }
@@ -93,17 +105,7 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let held = Held::default();
         let (parts, body) = request.into_parts();
-        let body = BudgetBody {
-            inner: body,
-            budget: self.budget.clone(),
-            held: held.clone(),
-            stash: VecDeque::new(),
-            state: State::Prefix {
-                prefix: [0; PREFIX_BYTES],
-                seen: 0,
-            },
-            arriving: None,
-        };
+        let body = BudgetBody::new(body, self.budget.clone(), held.clone());
         let request = http::Request::from_parts(parts, Body::new(body));
         // The service that was polled ready handles this request; its clone takes the next.
         let clone = self.inner.clone();
@@ -118,11 +120,8 @@ where
 }
 
 enum State {
-    /// Reading frames until the message prefix is complete.
-    Prefix {
-        prefix: [u8; PREFIX_BYTES],
-        seen: usize,
-    },
+    /// Reading frames until the first message's prefix is complete.
+    Prefix,
     /// Waiting for room for this many bytes in the budget.
     Waiting(
         u32,
@@ -143,6 +142,60 @@ struct BudgetBody {
     /// A message with room in the budget still arriving: its bytes not yet passed on, and when
     /// it must be complete.
     arriving: Option<Arriving>,
+    /// Where the body's message boundaries are, to check each message's size.
+    messages: Messages,
+}
+
+/// Walks the gRPC messages of a body as its frames arrive: each is a 5-byte prefix (a compression
+/// flag and a big-endian u32 length) and that many bytes.
+struct Messages {
+    max_bytes: usize,
+    prefix: [u8; PREFIX_BYTES],
+    /// Bytes of the current prefix seen.
+    seen: usize,
+    /// Bytes of the current message still to come.
+    rest: usize,
+    /// The first message's length, once its prefix is complete.
+    first: Option<u32>,
+}
+
+impl Messages {
+    fn new(max_bytes: usize) -> Self {
+        Messages {
+            max_bytes,
+            prefix: [0; PREFIX_BYTES],
+            seen: 0,
+            rest: 0,
+            first: None,
+        }
+    }
+
+    /// Follows `data`; the length a prefix in it announces if that is over the limit.
+    fn follow(&mut self, mut data: &[u8]) -> Result<(), u32> {
+        while !data.is_empty() {
+            if self.rest > 0 {
+                let n = self.rest.min(data.len());
+                self.rest -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (PREFIX_BYTES - self.seen).min(data.len());
+            self.prefix[self.seen..self.seen + n].copy_from_slice(&data[..n]);
+            self.seen += n;
+            data = &data[n..];
+            if self.seen == PREFIX_BYTES {
+                self.seen = 0;
+                let p = self.prefix;
+                let len = u32::from_be_bytes([p[1], p[2], p[3], p[4]]);
+                if len as usize > self.max_bytes {
+                    return Err(len);
+                }
+                self.first.get_or_insert(len);
+                self.rest = len as usize;
+            }
+        }
+        Ok(())
+    }
 }
 
 struct Arriving {
@@ -152,6 +205,37 @@ struct Arriving {
 }
 
 impl BudgetBody {
+    fn new(inner: Body, budget: RequestBudget, held: Held) -> Self {
+        let messages = Messages::new(budget.max_message_bytes);
+        BudgetBody {
+            inner,
+            budget,
+            held,
+            stash: VecDeque::new(),
+            state: State::Prefix,
+            arriving: None,
+            messages,
+        }
+    }
+
+    /// Follows a frame just read from the client; the error if it starts a message over the
+    /// limit, after which the body ends.
+    fn follow(&mut self, frame: &Frame<Bytes>) -> Result<(), tonic::Status> {
+        let Some(data) = frame.data_ref() else {
+            return Ok(());
+        };
+        self.messages.follow(data).map_err(|size| {
+            self.stash.clear();
+            self.arriving = None;
+            self.state = State::Open { ended: true };
+            RequestError::TooLarge {
+                size: u64::from(size),
+                limit: self.budget.max_message_bytes,
+            }
+            .into()
+        })
+    }
+
     /// Counts a frame passed on against the message still arriving.
     fn passed(&mut self, frame: &Frame<Bytes>) {
         if let (Some(a), Some(data)) = (&mut self.arriving, frame.data_ref()) {
@@ -164,18 +248,18 @@ impl BudgetBody {
 
     /// The error for a message that did not arrive in time.
     fn too_slow(a: &Arriving) -> tonic::Status {
-        tonic::Status::deadline_exceeded(format!(
-            "the request arrived too slowly: {} of its {} bytes in {:?}; a request holds room in \
-             the broker's request memory budget for {:?} plus {SECONDS_PER_MIB} s per MiB",
-            a.size - a.missing,
-            a.size,
-            timeout_for(a.size),
-            BODY_BASE_TIMEOUT
-        ))
+        RequestError::TooSlow {
+            received: a.size - a.missing,
+            size: a.size,
+            allowed: timeout_for(a.size),
+            base: BODY_BASE_TIMEOUT,
+            per_mib_secs: SECONDS_PER_MIB,
+        }
+        .into()
     }
 
-    /// The room to take for a message of `len` bytes: all of it, or none if tonic is going to
-    /// refuse it as too large anyway.
+    /// The room to take for a message of `len` bytes (at most the message limit): all of it, or
+    /// none if that is more than the whole budget.
     fn wanted(&self, len: usize) -> u32 {
         let bytes = len + PREFIX_BYTES;
         if bytes > self.budget.bytes {
@@ -207,6 +291,7 @@ impl HttpBody for BudgetBody {
                     }
                     match Pin::new(&mut this.inner).poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
+                            this.follow(&frame)?;
                             this.passed(&frame);
                             return Poll::Ready(Some(Ok(frame)));
                         }
@@ -216,7 +301,6 @@ impl HttpBody for BudgetBody {
                     if let Some(a) = &mut this.arriving {
                         ready!(a.deadline.as_mut().poll(cx));
                         let status = Self::too_slow(a);
-                        tracing::debug!(error = %status.message(), "request body too slow");
                         this.arriving = None;
                         *ended = true;
                         return Poll::Ready(Some(Err(status)));
@@ -239,31 +323,22 @@ impl HttpBody for BudgetBody {
                     }
                     this.state = State::Open { ended: false };
                 }
-                State::Prefix { prefix, seen } => {
-                    match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                        None => this.state = State::Open { ended: true },
-                        Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                        Some(Ok(frame)) => {
-                            if let Some(data) = frame.data_ref() {
-                                let n = data.len().min(PREFIX_BYTES - *seen);
-                                prefix[*seen..*seen + n].copy_from_slice(&data[..n]);
-                                *seen += n;
-                            }
-                            let complete = *seen == PREFIX_BYTES;
-                            let len =
-                                u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-                            this.stash.push_back(frame);
-                            if complete {
-                                let wanted = this.wanted(len as usize);
-                                let permits = this.budget.permits.clone();
-                                this.state = State::Waiting(
-                                    wanted,
-                                    Box::pin(permits.acquire_many_owned(wanted)),
-                                );
-                            }
+                State::Prefix => match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                    None => this.state = State::Open { ended: true },
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Some(Ok(frame)) => {
+                        this.follow(&frame)?;
+                        this.stash.push_back(frame);
+                        if let Some(len) = this.messages.first {
+                            let wanted = this.wanted(len as usize);
+                            let permits = this.budget.permits.clone();
+                            this.state = State::Waiting(
+                                wanted,
+                                Box::pin(permits.acquire_many_owned(wanted)),
+                            );
                         }
                     }
-                }
+                },
             }
         }
     }
@@ -301,17 +376,7 @@ mod tests {
     fn body(budget: &RequestBudget, chunks: &[&[u8]]) -> (BudgetBody, Held) {
         let held = Held::default();
         let chunks = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
-        let body = BudgetBody {
-            inner: Body::new(Chunks(chunks)),
-            budget: budget.clone(),
-            held: held.clone(),
-            stash: VecDeque::new(),
-            state: State::Prefix {
-                prefix: [0; PREFIX_BYTES],
-                seen: 0,
-            },
-            arriving: None,
-        };
+        let body = BudgetBody::new(Body::new(Chunks(chunks)), budget.clone(), held.clone());
         (body, held)
     }
 
@@ -337,7 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_is_passed_on_whole_and_holds_its_size_until_answered() {
-        let budget = RequestBudget::new(100);
+        let budget = RequestBudget::new(100, usize::MAX);
         // The prefix arrives in pieces: flag, then the length (10) across two chunks.
         let chunks: [&[u8]; 4] = [b"\0", b"\0\0", b"\0\x0a0123", b"456789"];
         let (mut b, held) = body(&budget, &chunks);
@@ -355,7 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_that_does_not_fit_waits_and_is_not_read() {
-        let budget = RequestBudget::new(30);
+        let budget = RequestBudget::new(30, usize::MAX);
         let (mut first, first_held) = body(&budget, &[b"\0\0\0\0\x14", &[7; 20]]);
         assert_eq!(read_all(&mut first).len(), 25);
         let (mut second, _) = body(&budget, &[b"\0\0\0\0\x14", &[8; 20]]);
@@ -374,15 +439,63 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_larger_than_the_budget_is_left_to_the_size_limit() {
-        let budget = RequestBudget::new(10);
+        let budget = RequestBudget::new(10, usize::MAX);
         let (mut b, _) = body(&budget, &[b"\0\0\0\x01\0", b"x"]);
         assert_eq!(read_all(&mut b).len(), 6);
         assert_eq!(budget.permits.available_permits(), 10);
     }
 
+    /// Polls until the body fails, ends or must wait; the status it failed with.
+    fn error_of(body: &mut BudgetBody) -> Option<tonic::Status> {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            match Pin::new(&mut *body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(status))) => return Some(status),
+                Poll::Ready(None) | Poll::Pending => return None,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_is_refused_before_it_is_read_or_budgeted() {
+        let budget = RequestBudget::new(100, 20);
+        let (mut b, _) = body(&budget, &[b"\0\0\0\0\x15", &[1; 21]]);
+        let status = error_of(&mut b).expect("refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("21 bytes") && status.message().contains("limit of 20 bytes"),
+            "{status:?}"
+        );
+        assert_eq!(budget.permits.available_permits(), 100);
+        assert!(poll(&mut b) == Poll::Ready(None), "the body ends");
+        assert!(b.is_end_stream());
+
+        let (mut at_limit, held) = body(&budget, &[b"\0\0\0\0\x14", &[1; 20]]);
+        assert_eq!(
+            read_all(&mut at_limit).len(),
+            25,
+            "a message at the limit is fine"
+        );
+        drop((at_limit, held));
+    }
+
+    #[tokio::test]
+    async fn every_message_of_a_stream_is_checked() {
+        let budget = RequestBudget::new(100, 20);
+        // Two messages in one frame, then one over the limit split across frames.
+        let (mut b, _) = body(
+            &budget,
+            &[b"\0\0\0\0\x02ab\0\0\0\0\x01c", b"\0\0\0", b"\x01\0xx"],
+        );
+        let status = error_of(&mut b).expect("the third message is refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("256 bytes"), "{status:?}");
+    }
+
     #[tokio::test]
     async fn bodies_shorter_than_a_prefix_pass_through() {
-        let budget = RequestBudget::new(10);
+        let budget = RequestBudget::new(10, usize::MAX);
         let (mut empty, _) = body(&budget, &[]);
         assert!(poll(&mut empty) == Poll::Ready(None));
         let (mut short, _) = body(&budget, &[b"\0\0"]);

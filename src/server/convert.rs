@@ -1,8 +1,8 @@
 //! Conversions between the generated protobuf types and the broker's types.
 
+use super::RequestError;
 use crate::broker::{
-    BrokerError, FsyncMode, PartitionInfo, StartPosition, TopicConfig, TopicConfigUpdate,
-    TopicInfo, now_ms,
+    FsyncMode, PartitionInfo, StartPosition, TopicConfig, TopicConfigUpdate, TopicInfo, now_ms,
 };
 use crate::proto;
 use crate::record::{self, Frame, decode_frame};
@@ -11,12 +11,12 @@ use bytes::Bytes;
 
 /// A limit where -1 means "none".
 #[allow(clippy::option_option)]
-fn limit(field: &'static str, value: Option<i64>) -> Result<Option<Option<u64>>, BrokerError> {
+fn limit(field: &'static str, value: Option<i64>) -> Result<Option<Option<u64>>, RequestError> {
     match value {
         None => Ok(None),
         Some(-1) => Ok(Some(None)),
         Some(v) => u64::try_from(v).map(|v| Some(Some(v))).map_err(|_| {
-            BrokerError::invalid(field, format!("{v} is negative; use -1 for no limit"))
+            RequestError::invalid(field, format!("{v} is negative; use -1 for no limit"))
         }),
     }
 }
@@ -24,7 +24,7 @@ fn limit(field: &'static str, value: Option<i64>) -> Result<Option<Option<u64>>,
 /// The changes a request's config asks for (unset fields: no change).
 pub(super) fn config_update(
     config: Option<proto::TopicConfig>,
-) -> Result<TopicConfigUpdate, BrokerError> {
+) -> Result<TopicConfigUpdate, RequestError> {
     let Some(c) = config else {
         return Ok(TopicConfigUpdate::default());
     };
@@ -36,7 +36,7 @@ pub(super) fn config_update(
             Ok(proto::FsyncPolicy::Interval) => Some(FsyncMode::Interval),
             Ok(proto::FsyncPolicy::Never) => Some(FsyncMode::Never),
             Err(_) => {
-                return Err(BrokerError::invalid(
+                return Err(RequestError::invalid(
                     "fsync_policy",
                     format!("{raw} is not a known fsync policy"),
                 ));
@@ -139,20 +139,18 @@ pub(super) fn records_in(records: Vec<proto::Record>) -> Vec<record::Record> {
 pub(super) fn decode_records(
     batches: &Bytes,
     from: Offset,
-) -> Result<Vec<proto::Record>, BrokerError> {
+) -> Result<Vec<proto::Record>, RequestError> {
     let mut out = Vec::new();
     let mut rest: &[u8] = batches;
     while !rest.is_empty() {
         let Frame::Batch(view) = decode_frame(rest) else {
             // Storage only returns whole, checked batches; anything else is a bug worth reporting.
-            return Err(BrokerError::BadStateFile {
-                path: "(fetched batches)".into(),
+            return Err(RequestError::Undecodable {
                 reason: "a fetched chunk does not decode into whole batches".into(),
             });
         };
         for rec in view.records() {
-            let rec = rec.map_err(|c| BrokerError::BadStateFile {
-                path: "(fetched batches)".into(),
+            let rec = rec.map_err(|c| RequestError::Undecodable {
                 reason: c.to_string(),
             })?;
             if rec.offset < from {

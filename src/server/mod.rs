@@ -7,17 +7,22 @@
 //! the logs) is the caller's next step.
 
 mod budget;
+mod config;
 mod connections;
 mod convert;
-mod fetch;
-mod limits;
+mod error;
 mod service;
 pub mod status;
 mod subscribe;
+mod tail;
+#[cfg(test)]
+mod tests;
 
-pub use status::to_status;
+pub use config::ServerConfig;
+pub use error::RequestError;
+pub use status::{request_status, to_status};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::Broker;
 use crate::proto::{FILE_DESCRIPTOR_SET, strata_server::StrataServer};
 use std::{future::Future, sync::Arc};
 use tokio::{net::TcpListener, sync::mpsc, sync::watch};
@@ -48,49 +53,55 @@ pub enum ServeError {
     Reflection(#[source] tonic_reflection::server::Error),
 }
 
-/// Runs a broker-blocking call on the blocking pool and maps its error to a gRPC status.
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T, tonic::Status>
+/// Runs a broker call on the blocking pool (the broker is synchronous and may block on disk).
+pub(crate) async fn blocking<T, E, F>(f: F) -> Result<T, RequestError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, BrokerError> + Send + 'static,
+    E: Into<RequestError> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(|e| to_status(&e)),
-        Err(e) => Err(tonic::Status::internal(format!(
-            "a broker task failed: {e}"
-        ))),
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => Err(RequestError::TaskFailed {
+            reason: e.to_string(),
+        }),
     }
 }
 
-/// Serves `broker` on `listener` until `shutdown` completes, then shuts down gracefully. Does not
-/// close the broker.
+/// Serves `broker` on `listener` with `config`'s limits until `shutdown` completes, then shuts
+/// down gracefully. Does not close the broker. `config.listen` is not read: the listener is
+/// already bound.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tasks_tx, mut tasks_rx) = mpsc::channel::<()>(1);
-    let max_request_bytes = broker.config().max_request_bytes;
-    let broker_max_connections = broker.config().max_connections;
-    let handshake_timeout = broker.config().handshake_timeout;
+    let max_request_bytes = config.max_request_bytes;
+    let limit = connections::ConnectionLimit::new(config.max_connections, config.handshake_timeout);
     let strata = StrataServer::new(service::Service {
         broker,
+        config: Arc::new(config),
         shutdown: shutdown_rx.clone(),
         tasks: tasks_tx,
     })
+    // The budget layer refuses a larger message first (RESOURCE_EXHAUSTED): tonic's own check, at
+    // the same limit, is a backstop that no request reaches.
     .max_decoding_message_size(max_request_bytes)
     .max_encoding_message_size(usize::MAX);
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(max_request_bytes);
     health.set_serving::<StrataServer<service::Service>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(ServeError::Reflection)?;
+        .map_err(ServeError::Reflection)?
+        .max_decoding_message_size(max_request_bytes);
 
-    let limit = connections::ConnectionLimit::new(broker_max_connections, handshake_timeout);
     let incoming = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
         Ok(stream) => {
             // Small responses (acks, long-poll wake-ups) must not wait for Nagle.
@@ -118,9 +129,7 @@ pub async fn serve(
         .max_frame_size(MAX_FRAME_BYTES)
         .layer(budget::RequestBudget::new(
             REQUEST_BUDGET_FACTOR.saturating_mul(max_request_bytes),
-        ))
-        .layer(tower::util::MapResponseLayer::new(
-            limits::oversized_request_is_resource_exhausted,
+            max_request_bytes,
         ))
         .add_service(health_service)
         .add_service(reflection)

@@ -1,17 +1,9 @@
 //! The `strata.v1.Strata` service: each rpc converts its request, runs the broker call on a
 //! blocking thread, and converts the answer back.
 
-use super::{
-    Shutdown, blocking, convert,
-    fetch::{FetchPlan, long_poll},
-    status::to_status,
-    subscribe,
-};
-use crate::broker::{
-    Broker, BrokerError, CommittedOffset, PartitionHandle, ProduceInput, StartPosition,
-};
+use super::{RequestError, ServerConfig, Shutdown, blocking, convert, subscribe, tail::Tail};
+use crate::broker::{Broker, BrokerError, CommittedOffset, ProduceInput, StartPosition};
 use crate::proto::{self, strata_server::Strata};
-use crate::storage::{Offset, StorageError};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,31 +13,10 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub(super) struct Service {
     pub broker: Arc<Broker>,
+    pub config: Arc<ServerConfig>,
     pub shutdown: Shutdown,
     /// Each subscription task holds a clone; `serve` waits until all are dropped.
     pub tasks: mpsc::Sender<()>,
-}
-
-fn status(e: &BrokerError) -> Status {
-    to_status(e)
-}
-
-/// `OffsetOutOfRange` unless `offset` lies in [earliest, next].
-fn check_in_range(handle: &PartitionHandle, offset: Offset) -> Result<(), BrokerError> {
-    handle.check_live()?;
-    let (earliest, next) = (handle.earliest_offset(), handle.next_offset());
-    if offset < earliest || offset > next {
-        return Err(BrokerError::Storage {
-            topic: handle.topic().to_owned(),
-            partition: handle.partition(),
-            source: StorageError::OffsetOutOfRange {
-                requested: offset,
-                earliest,
-                next,
-            },
-        });
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -55,7 +26,7 @@ impl Strata for Service {
         request: Request<proto::CreateTopicRequest>,
     ) -> Result<Response<proto::CreateTopicResponse>, Status> {
         let req = request.into_inner();
-        let update = convert::config_update(req.config).map_err(|e| status(&e))?;
+        let update = convert::config_update(req.config)?;
         let broker = self.broker.clone();
         let info =
             blocking(move || broker.create_topic(&req.name, req.partitions, &update)).await?;
@@ -78,7 +49,7 @@ impl Strata for Service {
         &self,
         _request: Request<proto::ListTopicsRequest>,
     ) -> Result<Response<proto::ListTopicsResponse>, Status> {
-        let topics = self.broker.list_topics().map_err(|e| status(&e))?;
+        let topics = self.broker.list_topics()?;
         Ok(Response::new(proto::ListTopicsResponse {
             topics: topics.iter().map(convert::topic_info).collect(),
         }))
@@ -102,7 +73,7 @@ impl Strata for Service {
         request: Request<proto::AlterTopicConfigRequest>,
     ) -> Result<Response<proto::AlterTopicConfigResponse>, Status> {
         let req = request.into_inner();
-        let update = convert::config_update(req.config).map_err(|e| status(&e))?;
+        let update = convert::config_update(req.config)?;
         let broker = self.broker.clone();
         let info = blocking(move || broker.alter_topic_config(&req.name, &update)).await?;
         Ok(Response::new(proto::AlterTopicConfigResponse {
@@ -119,16 +90,18 @@ impl Strata for Service {
             (false, true) => ProduceInput::Records(convert::records_in(req.records)),
             (true, false) => ProduceInput::Batches(req.batch),
             (true, true) => {
-                return Err(status(&BrokerError::invalid(
+                return Err(RequestError::invalid(
                     "records",
                     "the request is empty: send `records` or an encoded `batch`",
-                )));
+                )
+                .into());
             }
             (false, false) => {
-                return Err(status(&BrokerError::invalid(
+                return Err(RequestError::invalid(
                     "batch",
                     "send either `records` or an encoded `batch`, not both",
-                )));
+                )
+                .into());
             }
         };
         let broker = self.broker.clone();
@@ -151,26 +124,17 @@ impl Strata for Service {
     ) -> Result<Response<proto::FetchResponse>, Status> {
         let req = request.into_inner();
         let broker = self.broker.clone();
-        let max_bytes = broker.fetch_bytes(req.max_bytes).map_err(|e| status(&e))?;
+        let max_bytes = self.config.fetch_bytes(req.max_bytes)?;
         let start = convert::start_position(req.start, StartPosition::Earliest);
-        let handle = broker
-            .partition(&req.topic, req.partition)
-            .map_err(|e| status(&e))?;
+        let handle = broker.partition(&req.topic, req.partition)?;
         let h = handle.clone();
-        let offset = blocking(move || {
-            let offset = broker.resolve_start(&h, &start)?;
-            check_in_range(&h, offset)?;
-            Ok(offset)
-        })
-        .await?;
-        let plan = FetchPlan {
-            offset,
-            max_bytes,
-            min_bytes: (req.min_bytes as usize).max(1),
-            max_wait: Duration::from_millis(u64::from(req.max_wait_ms))
-                .min(self.broker.config().max_wait),
-        };
-        let chunk = long_poll(handle, &plan, self.shutdown.clone()).await?;
+        let offset = blocking(move || broker.resolve_start(&h, &start)).await?;
+        let max_wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(self.config.max_wait);
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let min_bytes = (req.min_bytes as usize).max(1);
+        let chunk = Tail::new(handle, offset, max_bytes, self.shutdown.clone())
+            .read_at_least(min_bytes, deadline)
+            .await?;
         let batches = chunk.batches.clone();
         let records = if req.decode {
             blocking(move || convert::decode_records(&batches, offset)).await?
@@ -199,35 +163,22 @@ impl Strata for Service {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let broker = self.broker.clone();
-        let config = broker.config();
-        let max_bytes = match req.max_bytes as usize {
-            0 => config.default_fetch_bytes,
-            n => n.min(config.max_fetch_bytes),
-        }
-        .min(subscribe::MAX_MESSAGE_BYTES);
+        let max_bytes = self.config.push_bytes(i64::from(req.max_bytes))?;
         let start = convert::start_position(req.start, StartPosition::Latest);
-        let handles = broker
-            .partitions(&req.topic, &req.partitions)
-            .map_err(|e| status(&e))?;
+        let handles = broker.partitions(&req.topic, &req.partitions)?;
         // Resolved before the response is returned: once the caller has the stream's headers,
         // every record appended afterwards is delivered.
         let starts = blocking(move || {
             handles
                 .into_iter()
-                .map(|h| {
-                    let offset = broker.resolve_start(&h, &start)?;
-                    check_in_range(&h, offset)?;
-                    Ok((h, offset))
-                })
+                .map(|h| Ok((broker.resolve_start(&h, &start)?, h)))
                 .collect::<Result<Vec<_>, BrokerError>>()
         })
         .await?;
         let (tx, rx) = mpsc::channel(subscribe::BUFFERED_MESSAGES + starts.len());
-        for (handle, offset) in starts {
+        for (offset, handle) in starts {
             tokio::spawn(subscribe::follow(
-                handle,
-                offset,
-                max_bytes,
+                Tail::new(handle, offset, max_bytes, self.shutdown.clone()),
                 tx.clone(),
                 self.shutdown.clone(),
                 self.tasks.clone(),

@@ -1,6 +1,8 @@
-//! The one table from errors to gRPC status codes. The message is the error and its causes, each a
-//! sentence a user can act on.
+//! The one table from errors to gRPC status codes: every status the server sends, apart from
+//! those tonic and the health and reflection services mint themselves, comes from here. The
+//! message is the error and its causes, each a sentence a user can act on.
 
+use super::RequestError;
 use crate::broker::{BrokerError, error_chain};
 use crate::record::FormatError;
 use crate::storage::StorageError;
@@ -8,8 +10,19 @@ use tonic::{Code, Status};
 
 /// The gRPC status for a broker error.
 pub fn to_status(err: &BrokerError) -> Status {
-    let code = broker_code(err);
-    let message = error_chain(err);
+    logged(broker_code(err), error_chain(err))
+}
+
+/// The gRPC status for a request the server refused or failed.
+pub fn request_status(err: &RequestError) -> Status {
+    match err {
+        RequestError::Broker(e) => to_status(e),
+        other => logged(request_code(other), error_chain(other)),
+    }
+}
+
+/// Logs a failure at warn (the broker's problem) or a refusal at debug (the client's).
+fn logged(code: Code, message: String) -> Status {
     match code {
         Code::Unavailable | Code::DataLoss | Code::FailedPrecondition | Code::Internal => {
             tracing::warn!(code = ?code, error = %message, "request failed");
@@ -17,6 +30,31 @@ pub fn to_status(err: &BrokerError) -> Status {
         _ => tracing::debug!(code = ?code, error = %message, "request refused"),
     }
     Status::new(code, message)
+}
+
+impl From<RequestError> for Status {
+    fn from(err: RequestError) -> Status {
+        request_status(&err)
+    }
+}
+
+impl From<BrokerError> for Status {
+    fn from(err: BrokerError) -> Status {
+        to_status(&err)
+    }
+}
+
+/// The code for a request error.
+pub fn request_code(err: &RequestError) -> Code {
+    match err {
+        RequestError::Broker(e) => broker_code(e),
+        RequestError::InvalidArgument { .. } => Code::InvalidArgument,
+        // What gRPC itself uses for a message over a configured limit.
+        RequestError::TooLarge { .. } => Code::ResourceExhausted,
+        RequestError::TooSlow { .. } => Code::DeadlineExceeded,
+        RequestError::Undecodable { .. } => Code::DataLoss,
+        RequestError::TaskFailed { .. } => Code::Internal,
+    }
 }
 
 /// The code alone, for tests and logs.
@@ -36,7 +74,9 @@ pub fn broker_code(err: &BrokerError) -> Code {
             | FormatError::Empty
             | FormatError::UnsupportedAttributes(_) => Code::InvalidArgument,
         },
-        BrokerError::CommitOutOfRange { .. } => Code::OutOfRange,
+        BrokerError::OffsetOutOfRange { .. } | BrokerError::CommitOutOfRange { .. } => {
+            Code::OutOfRange
+        }
         BrokerError::Storage { source, .. } => storage_code(source),
         BrokerError::Io { source, .. } => {
             if source.kind() == std::io::ErrorKind::StorageFull {
@@ -89,6 +129,85 @@ mod tests {
             status.message()
         );
         assert!(status.message().contains("5..9"), "{}", status.message());
+    }
+
+    #[test]
+    fn a_start_out_of_range_names_the_partition_and_its_range() {
+        let err = BrokerError::OffsetOutOfRange {
+            topic: "orders".into(),
+            partition: 2,
+            offset: 0,
+            earliest: 120,
+            next: 480,
+        };
+        let status = to_status(&err);
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(
+            status.message(),
+            "topic 'orders' partition 2: offset 0 is out of range: this partition holds offsets \
+             120..480"
+        );
+    }
+
+    #[test]
+    fn the_broker_refuses_a_start_outside_the_partition() {
+        use crate::broker::{Broker, BrokerConfig, StartPosition, TopicConfigUpdate};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let broker = Broker::open(BrokerConfig::new(dir.path())).expect("open the broker");
+        broker
+            .create_topic("t", 1, &TopicConfigUpdate::default())
+            .expect("create the topic");
+        let handle = broker.partition("t", 0).expect("partition 0");
+        assert_eq!(
+            broker
+                .resolve_start(&handle, &StartPosition::Latest)
+                .expect("latest"),
+            0
+        );
+        let err = broker
+            .resolve_start(&handle, &StartPosition::Offset(5))
+            .expect_err("offset 5 of an empty partition");
+        assert!(
+            matches!(
+                err,
+                BrokerError::OffsetOutOfRange {
+                    partition: 0,
+                    offset: 5,
+                    earliest: 0,
+                    next: 0,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(broker_code(&err), Code::OutOfRange);
+        broker.close().expect("close the broker");
+    }
+
+    #[test]
+    fn the_edge_s_own_errors_have_their_codes() {
+        let too_large = RequestError::TooLarge {
+            size: 70_000_000,
+            limit: 67_108_864,
+        };
+        let status = request_status(&too_large);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("70000000 bytes"), "{status:?}");
+        assert!(status.message().contains("67108864 bytes"), "{status:?}");
+        assert_eq!(
+            request_code(&RequestError::invalid("max_bytes", "-1 is negative")),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            request_code(&RequestError::TaskFailed {
+                reason: "panicked".into()
+            }),
+            Code::Internal
+        );
+        let broker = RequestError::from(BrokerError::TopicNotFound { topic: "t".into() });
+        let status = Status::from(broker);
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "topic 't' does not exist");
     }
 
     #[test]

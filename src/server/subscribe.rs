@@ -1,77 +1,54 @@
-//! Push subscriptions: one task per followed partition reads from its position and sends whole
-//! batches into the subscription's bounded channel. A full channel (a slow subscriber, held back by
+//! Push subscriptions: one task per followed partition takes chunks from its [`Tail`] and sends
+//! them into the subscription's bounded channel. A full channel (a slow subscriber, held back by
 //! its HTTP/2 window) stops the task from reading further; producers never wait for it.
 
-use super::{Shutdown, blocking};
-use crate::broker::PartitionHandle;
+use super::{Shutdown, tail::Tail};
 use crate::proto::SubscribeResponse;
-use crate::storage::Offset;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 /// Messages buffered per subscription, on top of one per partition. With the per-message byte
-/// limit this bounds what a subscription holds.
+/// limit (`ServerConfig::push_bytes`) this bounds what a subscription holds.
 pub(super) const BUFFERED_MESSAGES: usize = 4;
 
-/// The largest pushed message (unless a single batch is larger), whatever the subscriber asks
-/// for. The queued messages are slices of the segment maps, but the one being sent is copied
-/// when it is encoded and held until the subscriber's HTTP/2 window takes it: a subscriber that
-/// stops reading pins about two messages of memory. Larger messages would not make a stream
-/// faster, only make each stalled subscriber cost more (16 MiB messages: ~30 MiB each).
-pub(super) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-
-/// Follows one partition from `offset` until the subscriber leaves, the server shuts down or the
-/// topic is deleted (then the subscriber gets the error).
+/// Follows one partition until the subscriber leaves, the server shuts down (the stream then
+/// ends with OK, once every task has dropped its sender) or the topic is deleted (the subscriber
+/// gets the error: NOT_FOUND).
 pub(super) async fn follow(
-    handle: PartitionHandle,
-    mut offset: Offset,
-    max_bytes: usize,
+    mut tail: Tail,
     tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
     mut shutdown: Shutdown,
     _task: mpsc::Sender<()>,
 ) {
-    let partition = handle.partition();
-    let mut high_watermark = handle.watch();
+    let partition = tail.partition();
     loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        high_watermark.borrow_and_update();
-        let h = handle.clone();
-        let chunk = match blocking(move || h.read(offset, max_bytes)).await {
-            Ok(chunk) => chunk,
-            Err(status) => {
-                let _ = tx.send(Err(status)).await;
+        let start_offset = tail.offset();
+        let next = tokio::select! {
+            next = tail.next() => next,
+            () = tx.closed() => return,
+        };
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
                 return;
             }
         };
-        if chunk.batches.is_empty() {
-            // Caught up: wait for an append, the subscriber leaving, or shutdown.
-            tokio::select! {
-                changed = high_watermark.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-                () = tx.closed() => return,
-                _ = shutdown.changed() => return,
-            }
-            continue;
-        }
         let message = SubscribeResponse {
             partition,
             batches: chunk.batches,
-            start_offset: offset,
+            start_offset,
             next_offset: chunk.next_offset,
             high_watermark: chunk.high_watermark,
         };
-        offset = chunk.next_offset;
         tokio::select! {
             sent = tx.send(Ok(message)) => {
                 if sent.is_err() {
                     return;
                 }
             }
+            // The sender's drop also means shutdown.
             _ = shutdown.changed() => return,
         }
     }
