@@ -48,6 +48,7 @@ impl Log {
 /// Base offsets of the `.log` files in `dir`, sorted. Leftover temporary files are removed.
 fn list_segments(dir: &Path, io: &Io) -> Result<Vec<Offset>> {
     let mut bases = Vec::new();
+    let mut indexes = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
@@ -72,9 +73,24 @@ fn list_segments(dir: &Path, io: &Io) -> Result<Vec<Offset>> {
                 });
             }
             bases.push(base);
+        } else if let Some(stem) = name
+            .strip_suffix(".index")
+            .or_else(|| name.strip_suffix(".timeindex"))
+            && stem.len() == 20
+            && let Ok(base) = stem.parse::<Offset>()
+        {
+            indexes.push((base, entry.path()));
         }
     }
     bases.sort_unstable();
+    // Indexes whose segment is gone (a crash while segments were removed): a later segment of
+    // the same base offset would load them as its own.
+    for (base, path) in indexes {
+        if bases.binary_search(&base).is_err() {
+            tracing::warn!(path = %path.display(), "removing an index whose segment is gone");
+            io.remove_file(&path)?;
+        }
+    }
     Ok(bases)
 }
 

@@ -102,8 +102,8 @@ impl Log {
                 max_timestamp_ms: i64::MIN,
             },
         )?;
-        // 2. Later segments go.
-        for later in &segs[i + 1..] {
+        // 2. Later segments go, newest first, so that a crash part way leaves them contiguous.
+        for later in segs[i + 1..].iter().rev() {
             later.remove_files(&self.io)?;
         }
         self.io.sync_dir(&self.dir)?;

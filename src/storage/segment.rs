@@ -814,8 +814,11 @@ impl Segment {
     }
 
     /// Removes the segment's files (the map stays valid for readers that hold it).
+    /// The indexes go first: a crash part way leaves a segment without indexes (rebuilt when
+    /// read), never indexes without their segment, which a later segment of the same base
+    /// offset would load as its own.
     pub(crate) fn remove_files(&self, io: &Io) -> Result<()> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["index", "timeindex", "log"] {
             io.remove_file(&segment_path(&self.dir, self.base_offset, ext))?;
         }
         Ok(())

@@ -324,3 +324,38 @@ fn an_idle_log_opens_and_closes_without_a_single_fsync() {
     let log = open(dir.path());
     assert_eq!(log.next_offset(), 21);
 }
+
+/// Regression (found once the seam saw removals: `storage_model_props`, a crash while truncation
+/// removed a later segment): the segment's `.log` went but its `.index` stayed, and a segment
+/// created later at the same base offset loaded the stale index as its own.
+#[test]
+fn a_crash_mid_segment_removal_leaves_no_stale_index_for_a_later_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 300]).collect();
+    let log = open(dir.path());
+    for v in &values[..20] {
+        append(&log, &[v], 1);
+    }
+    let second = log.segments()[1].base_offset;
+    drop(log);
+    // What a crash between the two removals leaves: the second segment's data gone, its
+    // indexes not, and the log ending where the first segment ends.
+    let name = |ext: &str| dir.path().join(format!("{second:020}.{ext}"));
+    std::fs::remove_file(name("log")).unwrap();
+    std::fs::remove_file(dir.path().join("recovery-point")).unwrap();
+    assert!(name("index").exists());
+    let log = open(dir.path());
+    assert_eq!(log.next_offset(), second);
+    assert!(!name("index").exists(), "the orphaned index was kept");
+    // Appends roll into a new segment at the same base offset.
+    for v in &values[second as usize..] {
+        append(&log, &[v], 1);
+    }
+    drop(log);
+    let log = open(dir.path());
+    let read = read_all(&log, 0);
+    assert_eq!(read.len(), values.len());
+    for (offset, value) in read {
+        assert_eq!(value, values[offset as usize], "offset {offset}");
+    }
+}
