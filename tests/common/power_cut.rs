@@ -145,6 +145,17 @@ impl Model {
         Some(at)
     }
 
+    /// A write or resize of `node`'s data, not yet synced.
+    fn change_data(&mut self, node: Option<NodeId>, op: DataOp) {
+        match node {
+            Some(node) => {
+                apply(&mut self.nodes[node].current, &op);
+                self.nodes[node].pending.push(op);
+            }
+            None => self.unresolved += 1,
+        }
+    }
+
     fn new_node(&mut self, is_dir: bool) -> NodeId {
         self.nodes.push(Node {
             is_dir,
@@ -263,28 +274,17 @@ impl PowerCut {
                 format!("created dir {}", kind_of(path))
             }
             IoEvent::Wrote { path, pos, bytes } => {
-                match resolve(m, path) {
-                    Some((_, _, Some(node))) => {
-                        let op = DataOp::Write {
-                            pos,
-                            bytes: bytes.to_vec(),
-                        };
-                        apply(&mut m.nodes[node].current, &op);
-                        m.nodes[node].pending.push(op);
-                    }
-                    _ => m.unresolved += 1,
-                }
+                let op = DataOp::Write {
+                    pos,
+                    bytes: bytes.to_vec(),
+                };
+                let node = resolve(m, path).and_then(|(_, _, n)| n);
+                m.change_data(node, op);
                 format!("wrote {}", kind_of(path))
             }
             IoEvent::Resized { path, len } => {
-                match resolve(m, path) {
-                    Some((_, _, Some(node))) => {
-                        let op = DataOp::Resize(len);
-                        apply(&mut m.nodes[node].current, &op);
-                        m.nodes[node].pending.push(op);
-                    }
-                    _ => m.unresolved += 1,
-                }
+                let node = resolve(m, path).and_then(|(_, _, n)| n);
+                m.change_data(node, DataOp::Resize(len));
                 format!("resized {}", kind_of(path))
             }
             IoEvent::SyncedData { path } => {
