@@ -173,7 +173,11 @@ impl Io {
     /// Creates `dir` and any missing parents, each made durable in its parent (a directory
     /// entry survives a power cut only once its parent is synced).
     pub(crate) fn create_dir_durable(&self, dir: &Path) -> Result<()> {
-        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+        // A relative path's last ancestor is "": the current directory, which exists.
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .collect();
         for d in missing.into_iter().rev() {
             let err = |e| StorageError::io("create directory", d, e);
             self.check(FileOp::Create, d, 0).map_err(err)?;
@@ -281,5 +285,15 @@ mod tests {
         io.create_dir_durable(&deep).unwrap();
         assert!(deep.is_dir());
         io.create_dir_durable(&deep).unwrap();
+    }
+
+    #[test]
+    fn a_durable_directory_may_be_relative_to_the_current_one() {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let name = dir.path().file_name().unwrap().to_owned();
+        let io = Io::default();
+        let relative = Path::new(&name).join("data");
+        io.create_dir_durable(&relative).unwrap();
+        assert!(relative.is_dir());
     }
 }
