@@ -1,4 +1,4 @@
-//! glibc's allocator settings for the `strata` process.
+//! glibc's allocator settings for `strata serve`.
 //!
 //! Request and response buffers are up to a few MiB and short-lived. By default glibc hands such
 //! blocks back to the kernel when they are freed (past its trim threshold, or as separate

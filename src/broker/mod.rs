@@ -39,7 +39,6 @@ use std::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
 };
 use topic::{TOPIC_FILE, Topic, TopicFile};
 
@@ -97,12 +96,7 @@ pub struct Broker {
     _lock: File,
 }
 
-/// Milliseconds since the Unix epoch by the system clock.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::record::now_ms;
 
 fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read()

@@ -4,7 +4,7 @@
 //! Producers send pre-encoded batches (the client's fast path) to explicit partitions, each on
 //! its own connection; consumers read through push subscriptions and check every batch's CRC.
 
-use super::common::{ClientArgs, Failure, Output};
+use super::common::{ClientArgs, Failure, Output, parse_bytes};
 use crate::client::{Admin, Channel, FsyncPolicy, TopicSettings};
 use crate::proto::{
     self, ProduceRequest, StartPosition, SubscribeRequest, start_position::Position,
@@ -118,27 +118,6 @@ struct Report {
     max_ms: f64,
 }
 
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size like 512MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => return Err(format!("unknown unit '{other}' (use B, KiB, MiB, GiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
 /// Runs the bench on a multi-threaded runtime.
 pub fn run(args: BenchArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -173,17 +152,13 @@ fn now_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn now_ms() -> i64 {
-    (now_nanos() / 1_000_000) as i64
-}
-
 /// One batch of `records` values of `size` pseudo-random bytes; the first 8 bytes of the first
 /// value carry `stamp` (the e2e send time).
 fn build_batch(records: usize, size: usize, seed: u64, stamp: u64) -> Bytes {
     let mut state = seed | 1;
     let mut value = vec![0u8; size];
     let mut b = BatchBuilder::with_capacity(records * (size + 32));
-    let ts = now_ms();
+    let ts = crate::record::now_ms();
     for i in 0..records {
         for chunk in value.chunks_mut(8) {
             state ^= state << 13;
@@ -672,16 +647,6 @@ async fn e2e(args: &LoadArgs, topic: &str) -> Result<(u64, Duration, Histogram<u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_bytes("100"), Ok(100));
-        assert_eq!(parse_bytes("2kb"), Ok(2000));
-        assert!(parse_bytes("12XB").is_err());
-        assert!(parse_bytes("").is_err());
-    }
 
     #[test]
     fn a_stamped_batch_carries_its_send_time() {

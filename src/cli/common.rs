@@ -228,8 +228,9 @@ impl Drop for Printer {
     }
 }
 
-/// Parses a byte size: `1048576`, `64KiB`, `512MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`,
-/// `GB`, all powers of 1024).
+/// Parses a byte size: `1048576`, `64KiB`, `512MiB`, `1GiB` (binary, also `K`, `M`, `G`, `T`),
+/// or `KB`, `MB`, `GB`, `TB` (decimal: `1MB` is 1,000,000 bytes). The one parser of every size
+/// flag (`serve`'s limits, `bench`'s sizes).
 pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -239,13 +240,17 @@ pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("'{text}' is not a size (e.g. 1048576, 64KiB, 1GiB)"))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
         _ => {
             return Err(format!(
-                "'{text}': unknown unit '{unit}' (use KiB, MiB, GiB)"
+                "'{text}': unknown unit '{unit}' (use KiB, MiB, GiB, or KB, MB, GB)"
             ));
         }
     };
@@ -290,6 +295,16 @@ mod tests {
         assert_eq!(parse_bytes("1 GiB"), Ok(1 << 30));
         assert!(parse_bytes("12 parsecs").is_err());
         assert!(parse_bytes("-1").is_err());
+        // What `strata bench` accepted before it shared this parser.
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert_eq!(parse_bytes("2kb"), Ok(2000));
+        assert!(parse_bytes("12XB").is_err());
+        assert!(parse_bytes("").is_err());
+        // Decimal and binary units are told apart.
+        assert_eq!(parse_bytes("1MB"), Ok(1_000_000));
+        assert_eq!(parse_bytes("1M"), Ok(1 << 20));
         assert_eq!(parse_ms("250"), Ok(250));
         assert_eq!(parse_ms("30s"), Ok(30_000));
         assert_eq!(parse_ms("7d"), Ok(7 * 86_400_000));

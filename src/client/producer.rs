@@ -20,7 +20,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 use tokio::sync::{Semaphore, SetOnce};
 
@@ -399,7 +399,7 @@ impl Inner {
             }
         };
         let index = open.builder.len();
-        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(crate::record::now_ms);
         open.builder.push_parts(
             timestamp_ms,
             record.key.as_deref(),
@@ -538,10 +538,4 @@ fn request_body(batches: &[SealedBatch]) -> Bytes {
         body.extend_from_slice(&b.bytes);
     }
     body.freeze()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

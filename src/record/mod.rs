@@ -59,3 +59,11 @@ pub(crate) fn read_u64(buf: &[u8], at: usize) -> u64 {
 pub(crate) fn read_i64(buf: &[u8], at: usize) -> i64 {
     read_u64(buf, at) as i64
 }
+
+/// Milliseconds since the Unix epoch by the system clock (0 before it): the one clock of record
+/// timestamps, segment ages and retention, shared by storage, broker, client and CLI.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
