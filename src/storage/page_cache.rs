@@ -20,8 +20,6 @@ use std::{
 /// of syscalls per step appended) and at least a page.
 pub(crate) const DROP_STEP_BYTES: u64 = 8 * 1024 * 1024;
 const MIN_DROP_STEP_BYTES: u64 = 4096;
-/// A read that is not at the tail asks the kernel to start reading this far past it.
-pub(crate) const READ_AHEAD_BYTES: u64 = 16 * 1024 * 1024;
 
 fn step(cached_tail_bytes: u64) -> u64 {
     (cached_tail_bytes / 8).clamp(MIN_DROP_STEP_BYTES, DROP_STEP_BYTES)
