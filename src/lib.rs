@@ -15,6 +15,7 @@
 //!   owns its positions, and [`client::Admin`]. Needs only [`proto`] and [`record`].
 //! - [`cli`]: the `strata` command line (`serve`, `topic`, `produce`, `consume`, `group`);
 //!   `main.rs` only calls it.
+//! - [`errors`]: what every layer's errors share ([`errors::error_chain`]).
 //!
 //! A record's path: a producer encodes records into a batch ([`record::BatchBuilder`]) and sends
 //! it in a gRPC `Produce`; the [`server`] hands it to the [`broker`] on a blocking thread, which
@@ -27,6 +28,7 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod errors;
 pub mod record;
 pub mod server;
 pub mod storage;

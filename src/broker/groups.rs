@@ -8,6 +8,7 @@
 //! Every `BrokerConfig::group_compact_entries` entries the journal is rewritten as one snapshot entry.
 
 use super::BrokerError;
+use crate::errors::error_chain;
 use crate::storage::{Io, Offset, StorageError, journal::Journal};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -144,7 +145,7 @@ impl Group {
             None => Ok(()),
         });
         if let Err(e) = result {
-            tracing::warn!(path = %self.journal.path().display(), error = %super::error_chain(&e), "could not compact a group offsets file");
+            tracing::warn!(path = %self.journal.path().display(), error = %error_chain(&e), "could not compact a group offsets file");
         }
     }
 }
@@ -194,7 +195,7 @@ impl GroupStore {
                 }
                 Err(e) if super::is_environmental(&e) => return Err(e),
                 Err(e) => {
-                    let reason = super::error_chain(&e);
+                    let reason = error_chain(&e);
                     tracing::error!(group = name, error = %reason, "group offsets file damaged; serving the other groups without it");
                     damaged.insert(name.to_owned(), reason);
                 }

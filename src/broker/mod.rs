@@ -24,12 +24,13 @@ mod topic;
 pub use config::{
     BrokerConfig, FsyncMode, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicConfig, TopicConfigUpdate,
 };
-pub use error::{BrokerError, error_chain};
+pub use error::BrokerError;
 pub use groups::CommittedOffset;
 pub use names::{MAX_NAME_LEN, validate_group_name, validate_topic_name};
 pub use produce::{ProduceInput, Produced};
 pub use topic::{PartitionHandle, PartitionInfo, TopicInfo};
 
+use crate::errors::error_chain;
 use crate::storage::{Io, Log, LogConfig, Offset};
 use std::{
     collections::BTreeMap,

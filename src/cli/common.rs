@@ -58,7 +58,7 @@ impl Failure {
     /// A client error, with a hint for the common causes. `topic` is the topic the command is
     /// about, if any, for hints that name it.
     pub(crate) fn client(err: &ClientError, broker: &str, topic: Option<&str>) -> Failure {
-        let failure = Failure::new(chain(err));
+        let failure = Failure::new(crate::errors::error_chain(err));
         if err.is_unreachable() {
             return failure.hint(format!(
                 "is `strata serve` running at {broker}? Start it, or point --broker (or \
@@ -107,20 +107,6 @@ impl Failure {
         }
         ExitCode::FAILURE
     }
-}
-
-/// An error and its causes, joined.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            let _ = write!(out, ": {text}");
-        }
-        next = e.source();
-    }
-    out
 }
 
 /// Runs a client command on a small runtime and reports its failure.

@@ -1,6 +1,7 @@
 //! `strata serve`: open the broker, serve gRPC, shut down cleanly on SIGINT or SIGTERM.
 
-use crate::broker::{Broker, BrokerConfig, error_chain};
+use crate::broker::{Broker, BrokerConfig};
+use crate::errors::error_chain;
 use crate::server::{self, ServerConfig};
 use crate::storage::DEFAULT_CACHED_TAIL_BYTES;
 use clap::{ArgMatches, Args, parser::ValueSource};

@@ -3,7 +3,8 @@
 //! message is the error and its causes, each a sentence a user can act on.
 
 use super::RequestError;
-use crate::broker::{BrokerError, error_chain};
+use crate::broker::BrokerError;
+use crate::errors::error_chain;
 use crate::record::FormatError;
 use crate::storage::StorageError;
 use tonic::{Code, Status};
