@@ -1,14 +1,14 @@
 //! `strata bench produce|consume|e2e`: a load generator against a running broker. It reports
 //! records/s, MB/s of record payload and latency percentiles from HDR histograms.
 //!
-//! Producers send pre-encoded batches (the client's fast path) to explicit partitions, each on
-//! its own connection; consumers read through push subscriptions and check every batch's CRC.
+//! It goes through the Rust client, as users do: producers send pre-encoded batches
+//! ([`Producer::send_batch`]) to explicit partitions, each on its own connection; consumers read
+//! whole pushed batches ([`BatchSubscription`]) and check every batch's CRC.
 
 use super::common::{ClientArgs, Failure, Output, parse_bytes};
-use crate::client::{Admin, Channel, FsyncPolicy, TopicSettings};
-use crate::proto::{
-    self, ProduceRequest, StartPosition, SubscribeRequest, start_position::Position,
-    strata_client::StrataClient,
+use crate::client::{
+    Admin, BatchSubscription, ClientError, FsyncPolicy, Producer, ProducerConfig, PushedBatches,
+    Seek, TopicSettings,
 };
 use crate::record::{BatchBuilder, Frame, decode_frame};
 use bytes::Bytes;
@@ -140,12 +140,6 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn raw(channel: Channel) -> StrataClient<Channel> {
-    StrataClient::new(channel)
-        .max_decoding_message_size(1 << 30)
-        .max_encoding_message_size(1 << 30)
-}
-
 fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -259,9 +253,16 @@ async fn produce_load(
     let mut tasks = Vec::new();
     for p in 0..producers {
         let channel = args.client.connect().await?;
-        let mut client = raw(channel);
+        // Room for the largest batch the broker takes (64 MiB by default): it, not the client,
+        // says when --batch-size and --record-size ask too much.
+        let config = ProducerConfig {
+            max_request_bytes: 64 << 20,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::new(channel, topic, config)
+            .await
+            .map_err(|e| args.client.fail(&e, Some(topic)))?;
         let totals = totals.clone();
-        let topic = topic.to_owned();
         let (size, records) = (args.record_size, args.batch_size.max(1));
         let partitions = args.partitions.max(1);
         let duration = args.duration;
@@ -301,20 +302,14 @@ async fn produce_load(
                     ((p as usize + i * producers as usize) % partitions as usize) as u32;
                 i += 1;
                 let sent = Instant::now();
-                let req = ProduceRequest {
-                    topic: topic.clone(),
-                    partition: Some(partition),
-                    records: Vec::new(),
-                    batch,
-                };
-                client.produce(req).await?;
+                producer.send_batch(partition, batch).await?.await?;
                 let micros = sent.elapsed().as_micros() as u64;
                 let _ = hist.record(micros.max(1));
                 if target.is_none() {
                     totals.records.fetch_add(batch_records, Ordering::Relaxed);
                 }
             }
-            Ok::<_, tonic::Status>(hist)
+            Ok::<_, ClientError>(hist)
         }));
     }
     let ticker = {
@@ -340,9 +335,9 @@ async fn produce_load(
             Ok(Ok(h)) => {
                 let _ = merged.add(&h);
             }
-            Ok(Err(status)) => {
+            Ok(Err(e)) => {
                 totals.stop.store(true, Ordering::Relaxed);
-                first_err.get_or_insert_with(|| Failure::new(format!("produce failed: {status}")));
+                first_err.get_or_insert_with(|| Failure::new(format!("produce failed: {e}")));
             }
             Err(e) => {
                 first_err.get_or_insert_with(|| Failure::new(format!("producer task: {e}")));
@@ -428,22 +423,21 @@ async fn bench_produce(args: LoadArgs) -> Result<(), Failure> {
 async fn subscribe(
     args: &LoadArgs,
     topic: &str,
-    start: Position,
-) -> Result<tonic::Streaming<proto::SubscribeResponse>, Failure> {
-    let mut client = raw(args.client.connect().await?);
-    let req = SubscribeRequest {
-        topic: topic.to_owned(),
-        partitions: Vec::new(),
-        start: Some(StartPosition {
-            position: Some(start),
-        }),
-        max_bytes: u32::try_from(args.message_bytes).unwrap_or(u32::MAX),
-    };
-    client
-        .subscribe(req)
+    start: Seek,
+) -> Result<BatchSubscription, Failure> {
+    let channel = args.client.connect().await?;
+    let max_bytes = u32::try_from(args.message_bytes).unwrap_or(u32::MAX);
+    BatchSubscription::open(channel, topic, &[], start, max_bytes)
         .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| Failure::new(format!("subscribe failed: {s}")))
+        .map_err(|e| Failure::new(format!("subscribe failed: {e}")))
+}
+
+/// The next pushed message, or the failure to say.
+async fn next_pushed(stream: &mut BatchSubscription) -> Result<Option<PushedBatches>, Failure> {
+    stream
+        .next()
+        .await
+        .map_err(|e| Failure::new(format!("subscription failed: {e}")))
 }
 
 /// Walks the batches of a pushed message, checking each CRC. Returns (records, first value of
@@ -519,7 +513,7 @@ async fn consume(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..consumers {
-        let mut stream = subscribe(args, topic, Position::Earliest(proto::Empty {})).await?;
+        let mut stream = subscribe(args, topic, Seek::Earliest).await?;
         let ends = ends.clone();
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
@@ -530,10 +524,8 @@ async fn consume(
             let mut records = 0u64;
             let mut last = Instant::now();
             while !remaining.is_empty() {
-                let msg = match stream.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(s) => return Err(Failure::new(format!("subscription failed: {s}"))),
+                let Some(msg) = next_pushed(&mut stream).await? else {
+                    break;
                 };
                 let now = Instant::now();
                 let _ = hist.record((now - last).as_micros().max(1) as u64);
@@ -588,7 +580,7 @@ async fn bench_e2e(args: LoadArgs) -> Result<(), Failure> {
 }
 
 async fn e2e(args: &LoadArgs, topic: &str) -> Result<(u64, Duration, Histogram<u64>), Failure> {
-    let mut stream = subscribe(args, topic, Position::Latest(proto::Empty {})).await?;
+    let mut stream = subscribe(args, topic, Seek::Latest).await?;
     // Once the producers are done they publish how many records they sent; the subscriber
     // stops when it has seen them all.
     let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(None::<u64>);
@@ -600,7 +592,7 @@ async fn e2e(args: &LoadArgs, topic: &str) -> Result<(u64, Duration, Histogram<u
                 break;
             }
             let msg = tokio::select! {
-                m = stream.message() => m,
+                m = next_pushed(&mut stream) => m?,
                 changed = sent_rx.changed() => {
                     if changed.is_err() {
                         break;
@@ -608,10 +600,8 @@ async fn e2e(args: &LoadArgs, topic: &str) -> Result<(u64, Duration, Histogram<u
                     continue;
                 }
             };
-            let msg = match msg {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(s) => return Err(Failure::new(format!("subscription failed: {s}"))),
+            let Some(msg) = msg else {
+                break;
             };
             let now = now_nanos();
             walk_batches(&msg.batches, |count, first| {

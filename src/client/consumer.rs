@@ -37,6 +37,21 @@ pub enum Seek {
     Timestamp(i64),
 }
 
+impl Seek {
+    /// The position in a request's terms.
+    pub(super) fn start_position(self) -> StartPosition {
+        let position = match self {
+            Seek::Offset(offset) => Position::Offset(offset),
+            Seek::Earliest => Position::Earliest(proto::Empty {}),
+            Seek::Latest => Position::Latest(proto::Empty {}),
+            Seek::Timestamp(ts) => Position::TimestampMs(ts),
+        };
+        StartPosition {
+            position: Some(position),
+        }
+    }
+}
+
 /// What a [`Consumer`] follows and how it commits.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -464,12 +479,9 @@ impl Consumer {
         to: Seek,
         info: Option<&proto::PartitionInfo>,
     ) -> Result<u64, ClientError> {
-        let position = match to {
-            Seek::Offset(offset) => return Ok(offset),
-            Seek::Earliest => Position::Earliest(proto::Empty {}),
-            Seek::Latest => Position::Latest(proto::Empty {}),
-            Seek::Timestamp(ts) => Position::TimestampMs(ts),
-        };
+        if let Seek::Offset(offset) = to {
+            return Ok(offset);
+        }
         if let (Some(info), Seek::Earliest | Seek::Latest) = (info, to) {
             return Ok(if to == Seek::Earliest {
                 info.earliest_offset
@@ -482,9 +494,7 @@ impl Consumer {
         let fetching = client.fetch(proto::FetchRequest {
             topic: self.topic.clone(),
             partition,
-            start: Some(StartPosition {
-                position: Some(position),
-            }),
+            start: Some(to.start_position()),
             max_bytes: 1,
             max_wait_ms: 0,
             min_bytes: 0,
@@ -541,9 +551,7 @@ impl Consumer {
         let request = proto::SubscribeRequest {
             topic: self.topic.clone(),
             partitions: vec![partition],
-            start: Some(StartPosition {
-                position: Some(Position::Offset(offset)),
-            }),
+            start: Some(Seek::Offset(offset).start_position()),
             max_bytes: self.config.max_bytes,
         };
         async move {

@@ -51,6 +51,12 @@ pub enum ClientError {
         /// The limit.
         max: usize,
     },
+    /// Bytes given to [`super::Producer::send_batch`] that are not one whole record batch.
+    #[error("cannot send this batch: {reason}")]
+    BadBatch {
+        /// What is wrong.
+        reason: String,
+    },
     /// A partition outside the topic's partitions.
     #[error("topic '{topic}' has partitions 0..{partitions}; partition {partition} does not exist")]
     NoSuchPartition {

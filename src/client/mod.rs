@@ -26,6 +26,7 @@
 //! ```
 
 mod admin;
+mod batches;
 mod consumer;
 mod error;
 mod producer;
@@ -33,6 +34,7 @@ mod producer;
 pub use admin::{
     Admin, FsyncPolicy, GroupLag, PartitionInfo, TopicDescription, TopicInfo, TopicSettings,
 };
+pub use batches::{BatchSubscription, PushedBatches};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
 pub use error::ClientError;
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

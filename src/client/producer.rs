@@ -10,7 +10,9 @@
 
 use super::{Channel, ClientError, raw};
 use crate::proto::{self, strata_client::StrataClient};
-use crate::record::{BATCH_HEADER_BYTES, BatchBuilder, RECORD_OVERHEAD_BYTES, partition_for_key};
+use crate::record::{
+    BATCH_HEADER_BYTES, BatchBuilder, BatchHeader, RECORD_OVERHEAD_BYTES, partition_for_key,
+};
 use bytes::{Bytes, BytesMut};
 use std::{
     collections::VecDeque,
@@ -295,6 +297,79 @@ impl Producer {
             .map_err(|_| ClientError::Closed)?
             .forget();
         Ok(inner.enqueue(partition, &record, wanted as usize))
+    }
+
+    /// Sends `batch`, one record batch already encoded (with [`BatchBuilder`]), to `partition`,
+    /// after everything sent to that partition before. The path for tools that encode ahead of
+    /// time (the bench); the broker checks the batch's CRC as it checks every batch. The
+    /// [`Delivery`] resolves to the batch's first offset.
+    pub async fn send_batch(&self, partition: u32, batch: Bytes) -> Result<Delivery, ClientError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        if partition >= inner.partitions {
+            return Err(ClientError::NoSuchPartition {
+                topic: inner.topic.clone(),
+                partition,
+                partitions: inner.partitions,
+            });
+        }
+        match BatchHeader::parse(&batch) {
+            Some(h) if h.length as usize == batch.len() => {}
+            Some(h) => {
+                return Err(ClientError::BadBatch {
+                    reason: format!("its header says {} bytes, {} given", h.length, batch.len()),
+                });
+            }
+            None => {
+                return Err(ClientError::BadBatch {
+                    reason: format!("{} bytes are too few for a batch header", batch.len()),
+                });
+            }
+        }
+        // The header's length is a u32, so the batch's length is one too.
+        let permits = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+        let max = inner
+            .config
+            .max_request_bytes
+            .min(inner.config.max_buffered_bytes);
+        if batch.len() > max {
+            return Err(ClientError::BadBatch {
+                reason: format!(
+                    "{} bytes are more than the producer sends at once (max_request_bytes and \
+                     max_buffered_bytes: {max})",
+                    batch.len()
+                ),
+            });
+        }
+        inner
+            .buffer
+            .acquire_many(permits)
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .forget();
+        let slot = Arc::<Slot>::default();
+        let start = {
+            let mut q = inner.queue(partition);
+            // Records batched before it go first.
+            q.seal();
+            q.newest = Some(slot.clone());
+            q.sealed.push_back(SealedBatch {
+                bytes: batch,
+                slot: slot.clone(),
+                permits: permits as usize,
+            });
+            q.start_sending()
+        };
+        if start {
+            inner.spawn_drain(partition);
+        }
+        Ok(Delivery {
+            slot,
+            partition,
+            index: 0,
+        })
     }
 
     /// Sends everything batched so far and waits until the broker has answered for every record
