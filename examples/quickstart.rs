@@ -102,6 +102,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 partition: 0,
                 offset: next,
             }],
+            // No membership: this example picks its partition itself.
+            ..CommitOffsetsRequest::default()
         })
         .await?;
     let group = client
@@ -113,7 +115,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in group.partitions {
         println!(
             "group 'quickstart-readers' committed {} of {} in {}/{}: lag {}",
-            p.committed_offset, p.next_offset, p.topic, p.partition, p.lag
+            p.committed_offset.unwrap_or_default(),
+            p.next_offset,
+            p.topic,
+            p.partition,
+            p.lag
         );
     }
     Ok(())

@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Five more sign-ups while the analytics counter is down.
     publish(&signups, 5..10).await?;
     let lag = admin.describe_group("analytics").await?;
-    let waiting: u64 = lag.iter().map(|p| p.lag).sum();
+    let waiting: u64 = lag.partitions.iter().map(|p| p.lag).sum();
     println!("analytics is down; {waiting} events wait for it");
 
     // It restarts and catches up from its committed offsets: exactly the five it missed.
@@ -76,6 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let lag: u64 = admin
             .describe_group(group)
             .await?
+            .partitions
             .iter()
             .map(|p| p.lag)
             .sum();

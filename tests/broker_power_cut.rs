@@ -186,6 +186,7 @@ fn step(
             broker
                 .commit_offsets(
                     group,
+                    None,
                     vec![CommittedOffset {
                         topic: topic.clone(),
                         partition,

@@ -179,6 +179,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
                 partition: 0,
                 offset: 99,
             }],
+            ..CommitOffsetsRequest::default()
         })
         .await,
         Code::OutOfRange,
@@ -188,6 +189,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
         c.commit_offsets(CommitOffsetsRequest {
             group: "bad group".into(),
             offsets: vec![],
+            ..CommitOffsetsRequest::default()
         })
         .await,
         Code::InvalidArgument,

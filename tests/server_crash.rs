@@ -107,6 +107,7 @@ async fn acknowledged_records_and_commits_survive_sigkill() {
                             partition: 0,
                             offset: next,
                         }],
+                        ..CommitOffsetsRequest::default()
                     })
                     .await;
                 if done.is_err() {

@@ -21,6 +21,7 @@ fn commit(group: &str, offset: u64) -> CommitOffsetsRequest {
             partition: 0,
             offset,
         }],
+        ..CommitOffsetsRequest::default()
     }
 }
 

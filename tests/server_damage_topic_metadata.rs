@@ -34,6 +34,7 @@ async fn a_damaged_topic_file_takes_only_its_topic_offline() {
                     partition: 1,
                     offset: 9,
                 }],
+                ..CommitOffsetsRequest::default()
             })
             .await
             .unwrap();

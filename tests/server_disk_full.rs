@@ -199,6 +199,7 @@ fn commit(group: &str, topic: &str, offset: u64) -> CommitOffsetsRequest {
             partition: 0,
             offset,
         }],
+        ..CommitOffsetsRequest::default()
     }
 }
 

@@ -82,6 +82,7 @@ async fn a_flood_of_tiny_requests_is_answered_and_leaves_nothing_behind() {
                                         partition,
                                         offset: 0,
                                     }],
+                                    ..CommitOffsetsRequest::default()
                                 })
                                 .await
                                 .map(|_| ()),

@@ -1,6 +1,6 @@
 //! The broker's settings and a topic's settings, with the checks that keep them sane.
 
-use super::BrokerError;
+use super::{BrokerError, GroupTimings};
 use crate::record::MAX_BATCH_BYTES;
 use crate::storage::{DEFAULT_CACHED_TAIL_BYTES, FaultInjector, FsyncPolicy, LogConfig};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,8 @@ pub struct BrokerConfig {
     pub cached_tail_bytes: Option<u64>,
     /// Commits appended to a group's journal before it is rewritten as one snapshot entry.
     pub group_compact_entries: usize,
+    /// Group members' heartbeat interval and session timeout.
+    pub group_timings: GroupTimings,
     /// A seam for tests: every file operation of the broker (partition logs, topic metadata,
     /// group journals, the trash) asks it first and reports to it after. `None` in production.
     pub faults: Option<Arc<dyn FaultInjector>>,
@@ -42,6 +44,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("tick_interval", &self.tick_interval)
             .field("cached_tail_bytes", &self.cached_tail_bytes)
             .field("group_compact_entries", &self.group_compact_entries)
+            .field("group_timings", &self.group_timings)
             .field("faults", &self.faults.is_some())
             .finish()
     }
@@ -68,6 +71,7 @@ impl BrokerConfig {
             tick_interval: Duration::from_millis(100),
             cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
             group_compact_entries: 1000,
+            group_timings: GroupTimings::default(),
             faults: None,
         }
     }

@@ -53,6 +53,15 @@ pub enum BrokerError {
         /// What is wrong with its file.
         reason: String,
     },
+    /// A group member's heartbeat or commit was refused (unknown member, fenced epoch, a
+    /// partition it does not own, a commit without membership while the group has members).
+    #[error("consumer group '{group}': {refusal}")]
+    Membership {
+        /// The group.
+        group: String,
+        /// Why.
+        refusal: super::membership::Refusal,
+    },
     /// The group has committed nothing.
     #[error("consumer group '{group}' has no committed offsets")]
     GroupNotFound {

@@ -12,20 +12,27 @@
 //! DATA/trash/                        deleted topics on their way out; emptied at start
 //! ```
 
+mod assignor;
 mod config;
 mod error;
 mod groups;
+mod membership;
 mod names;
 pub mod partitioner;
 mod produce;
 mod ticker;
 mod topic;
 
+pub use assignor::{Assignment, Assignor};
 pub use config::{
     BrokerConfig, FsyncMode, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicConfig, TopicConfigUpdate,
 };
 pub use error::BrokerError;
 pub use groups::CommittedOffset;
+pub use membership::{
+    GroupMembers, GroupTimings, Heartbeat, HeartbeatAnswer, JOIN_EPOCH, LEAVE_EPOCH, MemberInfo,
+    Refusal, STATIC_LEAVE_EPOCH,
+};
 pub use names::{MAX_NAME_LEN, validate_group_name, validate_topic_name};
 pub use produce::{ProduceInput, Produced};
 pub use topic::{PartitionHandle, PartitionInfo, TopicInfo};
@@ -68,12 +75,26 @@ pub struct GroupLag {
     pub topic: String,
     /// The partition.
     pub partition: u32,
-    /// The committed offset.
-    pub committed_offset: Offset,
+    /// The committed offset, if the group has committed one here.
+    pub committed_offset: Option<Offset>,
     /// The partition's next offset.
     pub next_offset: Offset,
-    /// Records the group has yet to read.
+    /// Records the group has yet to read: from the later of the committed offset and the
+    /// earliest stored offset, to the next offset.
     pub lag: u64,
+    /// The member that owns the partition now, if any.
+    pub owner: Option<String>,
+}
+
+/// What `describe_group` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// The group.
+    pub group: String,
+    /// Its live members and state, if it has any.
+    pub members: Option<GroupMembers>,
+    /// Per partition it has committed in or a member owns.
+    pub partitions: Vec<GroupLag>,
 }
 
 /// The broker's state: every topic, every group, and the ticker doing periodic log work.
@@ -91,6 +112,8 @@ pub struct Broker {
     /// Serialises create, delete and alter, which touch files and the map together.
     admin: Mutex<()>,
     groups: groups::GroupStore,
+    /// Live group members and their assignments (in memory; see membership.rs).
+    membership: Mutex<membership::Membership>,
     closed: AtomicBool,
     ticker: Mutex<Option<ticker::Ticker>>,
     /// Holds the data directory's lock for the broker's lifetime.
@@ -140,6 +163,7 @@ impl Broker {
             "broker opened"
         );
         let tick_interval = config.tick_interval;
+        let group_timings = config.group_timings;
         let broker = Arc::new(Broker {
             config,
             io,
@@ -149,6 +173,7 @@ impl Broker {
             damaged: RwLock::new(damaged),
             admin: Mutex::new(()),
             groups,
+            membership: Mutex::new(membership::Membership::new(group_timings, now_ms())),
             closed: AtomicBool::new(false),
             ticker: Mutex::new(None),
             _lock: lock,
@@ -165,6 +190,7 @@ impl Broker {
     /// retention) as of `now_ms`: what the ticker does every `tick_interval`. A failure is
     /// logged; the partition's next tick tries again.
     pub fn tick(&self, now_ms: i64) {
+        self.members().expire(now_ms);
         for topic in self.all_topics() {
             for p in &topic.partitions {
                 if let Err(e) = p.log.tick(now_ms) {
@@ -487,7 +513,14 @@ impl Broker {
     }
 
     /// Commits a group's offsets durably; each must lie in [earliest, next] of its partition.
-    pub fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>) -> Result<()> {
+    /// `member` (id and epoch) must own every partition committed; without it the group must
+    /// have no live members (consumers that pick their partitions themselves).
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        member: Option<(&str, i64)>,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<()> {
         validate_group_name(group)?;
         self.check_open()?;
         if offsets.is_empty() {
@@ -496,9 +529,16 @@ impl Broker {
                 "there is nothing to commit",
             ));
         }
+        let now = now_ms();
         for c in &offsets {
             let topic = self.topic(&c.topic)?;
             let p = topic.partition(c.partition)?;
+            self.members()
+                .check_commit(group, member, &c.topic, c.partition, now)
+                .map_err(|refusal| BrokerError::Membership {
+                    group: group.to_owned(),
+                    refusal,
+                })?;
             let (earliest, next) = (p.log.earliest_offset(), p.high_watermark());
             if c.offset < earliest || c.offset > next {
                 return Err(BrokerError::CommitOutOfRange {
@@ -511,6 +551,37 @@ impl Broker {
             }
         }
         self.groups.commit(group, offsets)
+    }
+
+    /// One heartbeat of a group member (see `membership.rs`): joins, leaves, or reports what the
+    /// member holds, and answers with what it may own now. Every topic it follows must exist.
+    pub fn heartbeat(&self, group: &str, heartbeat: Heartbeat) -> Result<HeartbeatAnswer> {
+        validate_group_name(group)?;
+        self.check_open()?;
+        if heartbeat.member_epoch >= 0 && heartbeat.topics.is_empty() {
+            return Err(BrokerError::invalid(
+                "topics",
+                "a member follows at least one topic",
+            ));
+        }
+        for t in &heartbeat.topics {
+            self.topic(t)?;
+        }
+        let partitions = |t: &str| self.topic(t).ok().map(|t| t.partitions.len() as u32);
+        self.members()
+            .heartbeat(group, heartbeat, now_ms(), &partitions)
+            .map_err(|refusal| BrokerError::Membership {
+                group: group.to_owned(),
+                refusal,
+            })
+    }
+
+    fn members(&self) -> std::sync::MutexGuard<'_, membership::Membership> {
+        // Every change to the membership is one assignment of plain data: a panic cannot leave
+        // it half-made.
+        self.membership
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A group's committed offsets in a topic (partitions without a commit are left out).
@@ -526,41 +597,72 @@ impl Broker {
             .collect())
     }
 
-    /// Groups with at least one committed offset, and groups whose offsets file is damaged, sorted.
+    /// Groups with at least one committed offset, groups with live members, and groups whose
+    /// offsets file is damaged, sorted.
     pub fn list_groups(&self) -> Result<Vec<String>> {
         self.check_open()?;
-        Ok(self.groups.list())
+        let mut groups = self.groups.list();
+        groups.extend(self.members().groups());
+        groups.sort();
+        groups.dedup();
+        Ok(groups)
     }
 
-    /// A group's committed offset, the partition's next offset and the lag, per partition.
-    pub fn describe_group(&self, group: &str) -> Result<Vec<GroupLag>> {
+    /// A group's members (if it has live ones) and, per partition it has committed in or a
+    /// member owns, the committed offset, the partition's next offset and the lag. Lag counts
+    /// from the later of the committed offset and the earliest stored offset: records that
+    /// retention removed are not waiting for anyone.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         validate_group_name(group)?;
         self.check_open()?;
-        let offsets = self
-            .groups
-            .all(group)?
-            .filter(|o| !o.is_empty())
-            .ok_or_else(|| BrokerError::GroupNotFound {
+        let offsets = self.groups.all(group)?.unwrap_or_default();
+        let members = self.members().describe(group, now_ms());
+        if offsets.is_empty() && members.is_none() {
+            return Err(BrokerError::GroupNotFound {
                 group: group.to_owned(),
-            })?;
-        let mut out = Vec::with_capacity(offsets.len());
-        for c in offsets {
-            let Ok(topic) = self.topic(&c.topic) else {
+            });
+        }
+        let mut committed: BTreeMap<(String, u32), Option<Offset>> = offsets
+            .into_iter()
+            .map(|c| ((c.topic, c.partition), Some(c.offset)))
+            .collect();
+        for m in members.iter().flat_map(|g| &g.members) {
+            for (t, ps) in &m.assignment {
+                for p in ps {
+                    committed.entry((t.clone(), *p)).or_insert(None);
+                }
+            }
+        }
+        let mut partitions = Vec::with_capacity(committed.len());
+        for ((topic_name, partition), committed_offset) in committed {
+            let Ok(topic) = self.topic(&topic_name) else {
                 continue;
             };
-            let Ok(p) = topic.partition(c.partition) else {
+            let Ok(p) = topic.partition(partition) else {
                 continue;
             };
             let next_offset = p.high_watermark();
-            out.push(GroupLag {
-                lag: next_offset.saturating_sub(c.offset),
-                topic: c.topic,
-                partition: c.partition,
-                committed_offset: c.offset,
+            let earliest = p.log.earliest_offset();
+            let from = committed_offset.unwrap_or(earliest).max(earliest);
+            let owner = members.iter().flat_map(|g| &g.members).find(|m| {
+                m.assignment
+                    .get(&topic_name)
+                    .is_some_and(|ps| ps.contains(&partition))
+            });
+            partitions.push(GroupLag {
+                lag: next_offset.saturating_sub(from),
+                owner: owner.map(|m| m.member_id.clone()),
+                topic: topic_name,
+                partition,
+                committed_offset,
                 next_offset,
             });
         }
-        Ok(out)
+        Ok(GroupDescription {
+            group: group.to_owned(),
+            members,
+            partitions,
+        })
     }
 }
 

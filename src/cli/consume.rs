@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Args)]
 #[command(
     after_help = "Without --follow it stops once it has printed every record that was in \
-    the topic when it started. With -g it starts where the group left off (the earliest offset \
-    if the group has committed nothing) and commits what it printed, so the next run continues \
-    from there.\n\n\
+    the topic when it started. With -g it joins the group as a member: members share the \
+    topic's partitions, each starts where the group left off (the earliest offset if the group \
+    has committed nothing) and commits what it printed, so the next run continues from there. \
+    Run it twice with -f to share the work between two consumers.\n\n\
     Examples:\n  strata consume orders\n  strata consume orders -n 10 --from 100\n  \
     strata consume orders -g billing -f\n  strata consume orders --from @1767225600000 --output json\n  \
     strata consume orders -p 0 -p 2 --from latest -f"
@@ -20,10 +21,18 @@ use std::collections::BTreeMap;
 pub struct ConsumeArgs {
     /// The topic to read.
     pub topic: String,
-    /// Read as this consumer group: start at its committed offsets and commit as records are
-    /// printed.
+    /// Read as a member of this consumer group: the group's members share the topic's
+    /// partitions (the broker assigns them), each starts at the group's committed offsets and
+    /// commits as records are printed. With -p, read those partitions without membership.
     #[arg(short, long)]
     pub group: Option<String>,
+    /// Join as a static member with this instance id: a restart within the session timeout
+    /// gets the same partitions back, and no other member's partitions move.
+    #[arg(long, requires = "group")]
+    pub instance_id: Option<String>,
+    /// The group's assignor, if this member is its first: uniform (default) or range.
+    #[arg(long, requires = "group", value_parser = ["uniform", "range"])]
+    pub assignor: Option<String>,
     /// Where to start: earliest, latest, an OFFSET, or @UNIX_MS (the first record at or after
     /// that time). With -g, only where the group has committed nothing, unless given explicitly.
     #[arg(long, value_name = "POSITION", value_parser = parse_from)]
@@ -81,12 +90,14 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), Failure> {
     let client = &args.client;
     let topic = args.topic.as_str();
     let channel = client.connect().await?;
-    let config = match &args.group {
+    let mut config = match &args.group {
         Some(g) => ConsumerConfig::group(g.clone()),
         None => ConsumerConfig::default(),
     }
     .partitions(args.partitions.clone())
     .start(args.from.unwrap_or(Seek::Earliest));
+    config.instance_id.clone_from(&args.instance_id);
+    config.assignor.clone_from(&args.assignor);
     let mut consumer = Consumer::new(channel, topic, config)
         .await
         .map_err(|e| client.fail(&e, Some(topic)))?;
@@ -155,12 +166,11 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), Failure> {
         }
     };
     out.flush()?;
-    if consumer.group().is_some() {
-        consumer
-            .commit()
-            .await
-            .map_err(|e| client.fail(&e, Some(topic)))?;
-    }
+    // Commits what was printed and leaves the group.
+    consumer
+        .close()
+        .await
+        .map_err(|e| client.fail(&e, Some(topic)))?;
     result
 }
 

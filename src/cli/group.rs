@@ -1,7 +1,7 @@
 //! `strata group list | describe`.
 
 use super::common::{ClientArgs, Failure, Output};
-use crate::client::{Admin, GroupLag};
+use crate::client::{Admin, GroupLag, GroupMember};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -20,10 +20,11 @@ pub struct GroupArgs {
 /// The group subcommands.
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
-    /// List the consumer groups that have committed offsets.
+    /// List the consumer groups that have committed offsets or live members.
     #[command(after_help = "Example:\n  strata group list --output json")]
     List,
-    /// Show a group's committed offset, the next offset and the lag in each partition.
+    /// Show a group's members (id, instance, host, epoch, partitions) and, per partition, its
+    /// committed offset, the next offset, the lag and the owning member.
     #[command(after_help = "Example:\n  strata group describe billing")]
     Describe {
         /// The consumer group.
@@ -36,6 +37,40 @@ struct GroupRow<'a> {
     group: &'a str,
     #[serde(flatten)]
     lag: &'a GroupLag,
+}
+
+#[derive(Debug, Serialize)]
+struct MemberRow<'a> {
+    group: &'a str,
+    #[serde(flatten)]
+    member: &'a GroupMember,
+}
+
+/// `orders:0-3,7 payments:1`.
+fn partitions_text(m: &GroupMember) -> String {
+    let mut parts = Vec::new();
+    for (topic, ps) in &m.assignment {
+        let mut ranges: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < ps.len() {
+            let mut j = i;
+            while j + 1 < ps.len() && ps[j + 1] == ps[j] + 1 {
+                j += 1;
+            }
+            ranges.push(if i == j {
+                ps[i].to_string()
+            } else {
+                format!("{}-{}", ps[i], ps[j])
+            });
+            i = j + 1;
+        }
+        parts.push(format!("{topic}:{}", ranges.join(",")));
+    }
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(" ")
+    }
 }
 
 pub(crate) async fn run(args: GroupArgs) -> Result<(), Failure> {
@@ -65,7 +100,7 @@ pub(crate) async fn run(args: GroupArgs) -> Result<(), Failure> {
             }
         }
         GroupCommand::Describe { group } => {
-            let lags = admin.describe_group(&group).await.map_err(|e| {
+            let described = admin.describe_group(&group).await.map_err(|e| {
                 let f = client.fail(&e, None);
                 if e.code() == Some(tonic::Code::NotFound) {
                     f.hint("`strata group list` shows the groups that have committed offsets")
@@ -73,26 +108,77 @@ pub(crate) async fn run(args: GroupArgs) -> Result<(), Failure> {
                     f
                 }
             })?;
+            let has_members = !described.members.is_empty();
             match out.output {
                 Output::Json => {
-                    for lag in &lags {
+                    for member in &described.members {
+                        out.json(&MemberRow {
+                            group: &group,
+                            member,
+                        })?;
+                    }
+                    for lag in &described.partitions {
                         out.json(&GroupRow { group: &group, lag })?;
                     }
                 }
                 Output::Text => {
-                    let rows: Vec<Vec<String>> = lags
+                    if has_members {
+                        out.line(&format!(
+                            "group {group}: {}, epoch {}, assignor {}, {} member(s)",
+                            described.state,
+                            described.epoch,
+                            described.assignor,
+                            described.members.len()
+                        ))?;
+                        let rows: Vec<Vec<String>> = described
+                            .members
+                            .iter()
+                            .map(|m| {
+                                vec![
+                                    m.member_id.clone(),
+                                    m.instance_id.clone().unwrap_or_else(|| "-".into()),
+                                    m.client_host.clone(),
+                                    m.member_epoch.to_string(),
+                                    if m.away {
+                                        "(away)".to_string()
+                                    } else {
+                                        partitions_text(m)
+                                    },
+                                ]
+                            })
+                            .collect();
+                        out.table(
+                            &["MEMBER", "INSTANCE", "HOST", "EPOCH", "PARTITIONS"],
+                            &rows,
+                        )?;
+                        out.line("")?;
+                    }
+                    let rows: Vec<Vec<String>> = described
+                        .partitions
                         .iter()
                         .map(|l| {
-                            vec![
+                            let mut row = vec![
                                 l.topic.clone(),
                                 l.partition.to_string(),
-                                l.committed_offset.to_string(),
+                                l.committed_offset
+                                    .map_or_else(|| "-".into(), |o| o.to_string()),
                                 l.next_offset.to_string(),
                                 l.lag.to_string(),
-                            ]
+                            ];
+                            if has_members {
+                                row.push(l.owner.clone().unwrap_or_else(|| "-".into()));
+                            }
+                            row
                         })
                         .collect();
-                    out.table(&["TOPIC", "PARTITION", "COMMITTED", "NEXT", "LAG"], &rows)?;
+                    if has_members {
+                        out.table(
+                            &["TOPIC", "PARTITION", "COMMITTED", "NEXT", "LAG", "OWNER"],
+                            &rows,
+                        )?;
+                    } else {
+                        out.table(&["TOPIC", "PARTITION", "COMMITTED", "NEXT", "LAG"], &rows)?;
+                    }
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! `strata serve`: open the broker, serve gRPC, shut down cleanly on SIGINT or SIGTERM.
 
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::{Broker, BrokerConfig, GroupTimings};
 use crate::errors::error_chain;
 use crate::server::{self, ServerConfig};
 use crate::storage::DEFAULT_CACHED_TAIL_BYTES;
@@ -40,6 +40,12 @@ pub struct ServeArgs {
     /// kernel.
     #[arg(long, default_value_t = DEFAULT_CACHED_TAIL_BYTES)]
     pub cached_tail_bytes: u64,
+    /// How often consumer-group members heartbeat (told to them by the broker).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub group_heartbeat_interval: Duration,
+    /// A group member silent this long is presumed dead and its partitions move to the others.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub group_session_timeout: Duration,
     /// A TOML file with any of these settings (keys as the flags: `data-dir = "..."`); flags
     /// and environment variables win over it.
     #[arg(long, value_name = "FILE", env = "STRATA_CONFIG")]
@@ -65,6 +71,10 @@ struct ServeFile {
     max_connections: Option<u32>,
     #[serde(alias = "handshake_timeout")]
     handshake_timeout: Option<String>,
+    #[serde(alias = "group_heartbeat_interval")]
+    group_heartbeat_interval: Option<String>,
+    #[serde(alias = "group_session_timeout")]
+    group_session_timeout: Option<String>,
 }
 
 impl ServeArgs {
@@ -127,6 +137,25 @@ impl ServeArgs {
             self.handshake_timeout = humantime::parse_duration(&v)
                 .map_err(|e| format!("config file {}: handshake-timeout: {e}", path.display()))?;
         }
+        if let Some(v) = file
+            .group_heartbeat_interval
+            .filter(|_| defaulted("group_heartbeat_interval"))
+        {
+            self.group_heartbeat_interval = humantime::parse_duration(&v).map_err(|e| {
+                format!(
+                    "config file {}: group-heartbeat-interval: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        if let Some(v) = file
+            .group_session_timeout
+            .filter(|_| defaulted("group_session_timeout"))
+        {
+            self.group_session_timeout = humantime::parse_duration(&v).map_err(|e| {
+                format!("config file {}: group-session-timeout: {e}", path.display())
+            })?;
+        }
         Ok(())
     }
 }
@@ -139,6 +168,10 @@ impl ServeArgs {
         // A record larger than a request could never arrive.
         config.max_record_bytes = self.max_request_bytes;
         config.cached_tail_bytes = Some(self.cached_tail_bytes);
+        config.group_timings = GroupTimings {
+            heartbeat_interval: self.group_heartbeat_interval,
+            session_timeout: self.group_session_timeout,
+        };
         config
     }
 
@@ -286,6 +319,8 @@ mod tests {
             max_connections: 3,
             handshake_timeout: Duration::from_millis(250),
             cached_tail_bytes: 4096,
+            group_heartbeat_interval: Duration::from_millis(300),
+            group_session_timeout: Duration::from_secs(4),
             config: None,
         }
     }
@@ -295,6 +330,13 @@ mod tests {
         let args = args();
         let broker = args.broker_config();
         assert_eq!(broker.data_dir, PathBuf::from("/srv/strata"));
+        assert_eq!(
+            broker.group_timings,
+            GroupTimings {
+                heartbeat_interval: Duration::from_millis(300),
+                session_timeout: Duration::from_secs(4),
+            }
+        );
         assert_eq!(broker.max_partitions_per_topic, 8);
         assert_eq!(
             broker.max_record_bytes, 2_000_000,

@@ -135,12 +135,51 @@ pub struct GroupLag {
     pub topic: String,
     /// The partition.
     pub partition: u32,
-    /// The group's committed offset (the next record it will read).
-    pub committed_offset: u64,
+    /// The group's committed offset (the next record it will read), if it committed one.
+    pub committed_offset: Option<u64>,
     /// The partition's next offset.
     pub next_offset: u64,
-    /// Records the group has yet to read.
+    /// Records the group has yet to read (from the later of the committed offset and the
+    /// earliest stored offset).
     pub lag: u64,
+    /// The member that owns the partition now.
+    pub owner: Option<String>,
+}
+
+/// A live member of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupMember {
+    /// Its id.
+    pub member_id: String,
+    /// A static member's instance id.
+    pub instance_id: Option<String>,
+    /// Where its heartbeats come from.
+    pub client_host: String,
+    /// Its epoch.
+    pub member_epoch: i64,
+    /// The topics it follows.
+    pub topics: Vec<String>,
+    /// What it owns, per topic.
+    pub assignment: BTreeMap<String, Vec<u32>>,
+    /// A static member away for a moment.
+    pub away: bool,
+}
+
+/// A consumer group: its members and its progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupDescription {
+    /// The group.
+    pub group: String,
+    /// `empty`, `reconciling` or `stable`.
+    pub state: String,
+    /// The group epoch.
+    pub epoch: u64,
+    /// The assignor (empty without members).
+    pub assignor: String,
+    /// Its live members.
+    pub members: Vec<GroupMember>,
+    /// Per partition it committed in or a member owns.
+    pub partitions: Vec<GroupLag>,
 }
 
 /// Topic and consumer-group administration.
@@ -254,9 +293,9 @@ impl Admin {
         Ok(resp.groups)
     }
 
-    /// A group's committed offset, the next offset and the lag, per topic-partition.
-    /// NOT_FOUND if the group has committed nothing.
-    pub async fn describe_group(&self, group: &str) -> Result<Vec<GroupLag>, ClientError> {
+    /// A group's members and, per topic-partition, its committed offset, the next offset, the
+    /// lag and the owner. NOT_FOUND if the group has neither commits nor members.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
         let resp = self
             .client
             .clone()
@@ -265,17 +304,41 @@ impl Admin {
             })
             .await?
             .into_inner();
-        Ok(resp
-            .partitions
-            .into_iter()
-            .map(|p| GroupLag {
-                topic: p.topic,
-                partition: p.partition,
-                committed_offset: p.committed_offset,
-                next_offset: p.next_offset,
-                lag: p.lag,
-            })
-            .collect())
+        Ok(GroupDescription {
+            group: resp.group,
+            state: resp.state,
+            epoch: resp.epoch,
+            assignor: resp.assignor,
+            members: resp
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id,
+                    instance_id: Some(m.instance_id).filter(|i| !i.is_empty()),
+                    client_host: m.client_host,
+                    member_epoch: m.member_epoch,
+                    topics: m.topics,
+                    assignment: m
+                        .assignment
+                        .into_iter()
+                        .map(|tp| (tp.topic, tp.partitions))
+                        .collect(),
+                    away: m.away,
+                })
+                .collect(),
+            partitions: resp
+                .partitions
+                .into_iter()
+                .map(|p| GroupLag {
+                    topic: p.topic,
+                    partition: p.partition,
+                    committed_offset: p.committed_offset,
+                    next_offset: p.next_offset,
+                    lag: p.lag,
+                    owner: Some(p.owner).filter(|o| !o.is_empty()),
+                })
+                .collect(),
+        })
     }
 
     /// A group's committed offsets in a topic, by partition; partitions without a commit are
@@ -301,7 +364,8 @@ impl Admin {
             .collect())
     }
 
-    /// Commits a group's offsets in a topic (partition -> next offset to read), all or nothing.
+    /// Commits a group's offsets in a topic (partition -> next offset to read), all or nothing,
+    /// without membership: only while the group has no live members.
     pub async fn commit_offsets(
         &self,
         group: &str,
@@ -312,6 +376,8 @@ impl Admin {
             .clone()
             .commit_offsets(proto::CommitOffsetsRequest {
                 group: group.to_string(),
+                member_id: String::new(),
+                member_epoch: 0,
                 offsets: offsets
                     .iter()
                     .map(|(&partition, &offset)| proto::PartitionOffset {

@@ -8,7 +8,7 @@
 //! buffer, not copies. A consumer in a group starts at the group's committed offsets and commits
 //! its positions on [`Consumer::commit`] or on an interval.
 
-use super::{Channel, ClientError, raw};
+use super::{Channel, ClientError, member::Member, raw};
 use crate::proto::{
     self, StartPosition, SubscribeResponse, start_position::Position, strata_client::StrataClient,
 };
@@ -53,6 +53,10 @@ impl Seek {
 }
 
 /// What a [`Consumer`] follows and how it commits.
+///
+/// With a group and no explicit partitions the consumer is a *member* of the group: the broker
+/// assigns it a share of the topic's partitions, and moves them between members as they come
+/// and go (see [`Consumer`]).
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     /// The consumer group whose committed offsets the consumer starts at and commits to.
@@ -66,6 +70,12 @@ pub struct ConsumerConfig {
     pub auto_commit: Option<Duration>,
     /// Bytes per pushed message at most (at least one whole batch); 0: the broker's default.
     pub max_bytes: u32,
+    /// A static member's instance id (Kafka's `group.instance.id`): the same across restarts
+    /// of one instance, so that a quick restart gets its partitions back and nothing moves.
+    pub instance_id: Option<String>,
+    /// The assignor to ask for (`uniform`, the default, or `range`); the group's first member
+    /// decides.
+    pub assignor: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -76,6 +86,8 @@ impl Default for ConsumerConfig {
             start: Seek::Earliest,
             auto_commit: None,
             max_bytes: 0,
+            instance_id: None,
+            assignor: None,
         }
     }
 }
@@ -91,7 +103,9 @@ impl ConsumerConfig {
         }
     }
 
-    /// Follows only these partitions.
+    /// Follows only these partitions, chosen by the caller: the consumer is then no member of
+    /// its group (it commits without membership, which the broker refuses while the group has
+    /// members).
     #[must_use]
     pub fn partitions(mut self, partitions: Vec<u32>) -> Self {
         self.partitions = partitions;
@@ -102,6 +116,13 @@ impl ConsumerConfig {
     #[must_use]
     pub fn start(mut self, start: Seek) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Makes the member static, with this instance id.
+    #[must_use]
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
         self
     }
 
@@ -151,6 +172,8 @@ pub struct Consumer {
     /// A subscription's error or end that arrived while a call was waiting; reported next.
     deferred: VecDeque<(u32, ClientError)>,
     next_commit: Option<Instant>,
+    /// The group membership, for a member (see [`ConsumerConfig`]).
+    member: Option<Member>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -171,80 +194,173 @@ impl Consumer {
         topic: &str,
         config: ConsumerConfig,
     ) -> Result<Consumer, ClientError> {
-        let mut client = raw(channel);
-        let described = client
-            .describe_topic(proto::DescribeTopicRequest {
-                name: topic.to_string(),
-            })
-            .await?
-            .into_inner();
-        let all: BTreeMap<u32, proto::PartitionInfo> = described
-            .partitions
-            .into_iter()
-            .map(|p| (p.partition, p))
-            .collect();
-        let wanted: Vec<u32> = if config.partitions.is_empty() {
-            all.keys().copied().collect()
-        } else {
-            config.partitions.clone()
-        };
-        let committed = match &config.group {
-            Some(group) => client
-                .fetch_committed_offsets(proto::FetchCommittedOffsetsRequest {
-                    group: group.clone(),
-                    topic: topic.to_string(),
-                })
-                .await?
-                .into_inner()
-                .offsets
-                .into_iter()
-                .map(|o| (o.partition, o.offset))
-                .collect(),
-            None => BTreeMap::new(),
+        let member = match (&config.group, config.partitions.is_empty()) {
+            (Some(group), true) => Some(
+                Member::join(
+                    channel.clone(),
+                    group,
+                    topic,
+                    config.instance_id.as_deref(),
+                    config.assignor.as_deref(),
+                )
+                .await?,
+            ),
+            _ => None,
         };
         let mut consumer = Consumer {
-            client,
+            client: raw(channel),
             topic: topic.to_string(),
             next_commit: config.auto_commit.map(|every| Instant::now() + every),
             config,
             positions: BTreeMap::new(),
             high_watermarks: BTreeMap::new(),
-            committed,
+            committed: BTreeMap::new(),
             streams: StreamMap::new(),
             buffered: VecDeque::new(),
             deferred: VecDeque::new(),
+            member,
         };
+        if consumer.member.is_some() {
+            consumer.reconcile().await?;
+        } else {
+            let wanted = consumer.config.partitions.clone();
+            consumer.follow(&wanted).await?;
+        }
+        Ok(consumer)
+    }
+
+    /// Starts following `wanted` (all the topic's partitions if empty): at the group's committed
+    /// offsets (clamped to what is still stored), else at `config.start`.
+    async fn follow(&mut self, wanted: &[u32]) -> Result<(), ClientError> {
+        let mut client = self.client.clone();
+        let describing = client.describe_topic(proto::DescribeTopicRequest {
+            name: self.topic.clone(),
+        });
+        let described = self.receiving_while(describing).await?.into_inner();
+        let all: BTreeMap<u32, proto::PartitionInfo> = described
+            .partitions
+            .into_iter()
+            .map(|p| (p.partition, p))
+            .collect();
+        let wanted: Vec<u32> = if wanted.is_empty() {
+            all.keys().copied().collect()
+        } else {
+            wanted.to_vec()
+        };
+        if let Some(group) = self.config.group.clone() {
+            let mut client = self.client.clone();
+            let fetching = client.fetch_committed_offsets(proto::FetchCommittedOffsetsRequest {
+                group,
+                topic: self.topic.clone(),
+            });
+            let committed = self.receiving_while(fetching).await?.into_inner();
+            for o in committed.offsets {
+                if wanted.contains(&o.partition) {
+                    self.committed.insert(o.partition, o.offset);
+                }
+            }
+        }
+        let mut started = Vec::with_capacity(wanted.len());
         for partition in wanted {
             let Some(info) = all.get(&partition) else {
                 return Err(ClientError::NoSuchPartition {
-                    topic: consumer.topic.clone(),
+                    topic: self.topic.clone(),
                     partition,
                     partitions: all.len() as u32,
                 });
             };
-            let position = match consumer.committed.get(&partition) {
+            let position = match self.committed.get(&partition) {
                 // Retention may have removed what the group had not read yet.
                 Some(&c) => c.clamp(info.earliest_offset, info.next_offset),
                 None => {
-                    consumer
-                        .resolve(partition, consumer.config.start, Some(info))
+                    self.resolve(partition, self.config.start, Some(info))
                         .await?
                 }
             };
-            consumer.positions.insert(partition, position);
-            consumer.high_watermarks.insert(partition, info.next_offset);
+            started.push((partition, position, info.next_offset));
         }
-        let opened = futures_util::future::try_join_all(
-            consumer
-                .positions
+        let opening = futures_util::future::try_join_all(
+            started
                 .iter()
-                .map(|(&p, &offset)| consumer.subscribe(p, offset)),
-        )
-        .await?;
-        for (partition, stream) in opened {
-            consumer.streams.insert(partition, stream);
+                .map(|&(p, offset, _)| self.subscribe(p, offset)),
+        );
+        let opened = self.receiving_while(opening).await?;
+        for (partition, position, next) in started {
+            self.positions.insert(partition, position);
+            self.high_watermarks.insert(partition, next);
         }
-        Ok(consumer)
+        for (partition, stream) in opened {
+            self.streams.insert(partition, stream);
+        }
+        Ok(())
+    }
+
+    /// A member acts on its latest assignment: commits and lets go of the partitions it may no
+    /// longer own (records received from them and not handed out are dropped: their new owner
+    /// reads them from the commit), then follows the new ones, and reports what it holds.
+    async fn reconcile(&mut self) -> Result<(), ClientError> {
+        let Some(member) = &mut self.member else {
+            return Ok(());
+        };
+        member.changed.borrow_and_update();
+        let assigned = member.state().assigned;
+        let revoked: Vec<u32> = self
+            .positions
+            .keys()
+            .filter(|p| !assigned.contains(p))
+            .copied()
+            .collect();
+        if !revoked.is_empty() {
+            for &p in &revoked {
+                self.streams.remove(&p);
+                self.forget_received(p);
+            }
+            if let Err(e) = self.commit_partitions(&revoked).await {
+                tracing::warn!(error = %e, "could not commit revoked partitions");
+            }
+            for p in &revoked {
+                self.positions.remove(p);
+                self.high_watermarks.remove(p);
+                self.committed.remove(p);
+            }
+        }
+        let added: Vec<u32> = assigned
+            .iter()
+            .filter(|p| !self.positions.contains_key(p))
+            .copied()
+            .collect();
+        if !added.is_empty() {
+            self.follow(&added).await?;
+        }
+        if let Some(member) = &self.member {
+            member.set_owned(
+                self.positions.keys().copied().collect(),
+                !revoked.is_empty(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Commits, then leaves the group (a static member leaves for a moment). Without a group
+    /// it does nothing.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let committed = if self.config.group.is_some() {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        if let Some(member) = self.member.take() {
+            member.leave().await;
+        }
+        committed
+    }
+
+    /// The member id and epoch, for a member.
+    pub fn member(&self) -> Option<(String, i64)> {
+        self.member.as_ref().map(|m| {
+            let s = m.state();
+            (s.member_id, s.epoch)
+        })
     }
 
     /// The topic.
@@ -335,16 +451,27 @@ impl Consumer {
             if let Some((_, error)) = self.deferred.pop_front() {
                 return Err(error);
             }
-            if self.streams.is_empty() {
+            if self.streams.is_empty() && self.member.is_none() {
                 return Ok(false);
             }
             let due = self.next_commit.filter(|_| self.has_uncommitted());
-            let event = match due {
-                Some(at) => tokio::select! {
-                    event = self.streams.next() => event,
-                    () = tokio::time::sleep_until(at) => continue,
-                },
-                None => self.streams.next().await,
+            let far = Instant::now() + Duration::from_secs(3600);
+            let event = tokio::select! {
+                event = self.streams.next(), if !self.streams.is_empty() => event,
+                changed = async {
+                    match &mut self.member {
+                        Some(m) => m.changed.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed {
+                        self.reconcile().await?;
+                        continue;
+                    }
+                    // The membership task ended: the group is left.
+                    return Ok(false);
+                }
+                () = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => continue,
             };
             let Some((partition, event)) = event else {
                 return Ok(false);
@@ -424,31 +551,44 @@ impl Consumer {
     }
 
     /// Commits the positions of the partitions that moved since the last commit to the group.
-    /// A record handed out is committed; one still buffered is not.
+    /// A record handed out is committed; one still buffered is not. A member commits as itself
+    /// (its id and epoch); the broker refuses partitions it no longer owns.
     pub async fn commit(&mut self) -> Result<(), ClientError> {
+        if self.config.group.is_none() {
+            return Err(ClientError::NoGroup);
+        }
+        if let Some(every) = self.config.auto_commit {
+            self.next_commit = Some(Instant::now() + every);
+        }
+        let partitions: Vec<u32> = self.positions.keys().copied().collect();
+        self.commit_partitions(&partitions).await
+    }
+
+    /// Commits the positions of `partitions` that moved since their last commit.
+    async fn commit_partitions(&mut self, partitions: &[u32]) -> Result<(), ClientError> {
         let Some(group) = self.config.group.clone() else {
             return Err(ClientError::NoGroup);
         };
-        let changed: Vec<proto::PartitionOffset> = self
-            .positions
+        let changed: Vec<proto::PartitionOffset> = partitions
             .iter()
+            .filter_map(|p| self.positions.get(p).map(|o| (*p, *o)))
             .filter(|(p, o)| self.committed.get(p) != Some(o))
-            .map(|(&partition, &offset)| proto::PartitionOffset {
+            .map(|(partition, offset)| proto::PartitionOffset {
                 topic: self.topic.clone(),
                 partition,
                 offset,
             })
             .collect();
-        if let Some(every) = self.config.auto_commit {
-            self.next_commit = Some(Instant::now() + every);
-        }
         if changed.is_empty() {
             return Ok(());
         }
+        let (member_id, member_epoch) = self.member().unwrap_or_default();
         let mut client = self.client.clone();
         let committing = client.commit_offsets(proto::CommitOffsetsRequest {
             group,
             offsets: changed.clone(),
+            member_id,
+            member_epoch,
         });
         self.receiving_while(committing).await?;
         for o in changed {

@@ -29,10 +29,12 @@ mod admin;
 mod batches;
 mod consumer;
 mod error;
+mod member;
 mod producer;
 
 pub use admin::{
-    Admin, FsyncPolicy, GroupLag, PartitionInfo, TopicDescription, TopicInfo, TopicSettings,
+    Admin, FsyncPolicy, GroupDescription, GroupLag, GroupMember, PartitionInfo, TopicDescription,
+    TopicInfo, TopicSettings,
 };
 pub use batches::{BatchSubscription, PushedBatches};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};

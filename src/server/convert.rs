@@ -2,7 +2,8 @@
 
 use super::RequestError;
 use crate::broker::{
-    FsyncMode, PartitionInfo, StartPosition, TopicConfig, TopicConfigUpdate, TopicInfo, now_ms,
+    Assignment, Assignor, FsyncMode, GroupDescription, Heartbeat, PartitionInfo, StartPosition,
+    TopicConfig, TopicConfigUpdate, TopicInfo, now_ms,
 };
 use crate::proto;
 use crate::record::{self, Frame, decode_frame};
@@ -97,6 +98,81 @@ pub(super) fn partition_info(p: &PartitionInfo) -> proto::PartitionInfo {
 }
 
 /// A request's start position; `default` when unset.
+/// Partitions per topic, from the wire.
+pub(super) fn assignment_in(parts: Vec<proto::TopicPartitions>) -> Assignment {
+    let mut out = Assignment::new();
+    for tp in parts.into_iter().filter(|tp| !tp.partitions.is_empty()) {
+        out.entry(tp.topic).or_default().extend(tp.partitions);
+    }
+    out
+}
+
+/// Partitions per topic, for the wire.
+pub(super) fn assignment_out(a: &Assignment) -> Vec<proto::TopicPartitions> {
+    a.iter()
+        .map(|(topic, ps)| proto::TopicPartitions {
+            topic: topic.clone(),
+            partitions: ps.iter().copied().collect(),
+        })
+        .collect()
+}
+
+/// A heartbeat from the wire; `client_host` is the peer the server saw.
+pub(super) fn heartbeat_in(
+    req: proto::GroupHeartbeatRequest,
+    client_host: String,
+) -> Result<Heartbeat, RequestError> {
+    let assignor = Assignor::parse(&req.assignor).ok_or_else(|| RequestError::InvalidArgument {
+        field: "assignor",
+        reason: format!("'{}' is not an assignor (uniform or range)", req.assignor),
+    })?;
+    Ok(Heartbeat {
+        member_id: req.member_id,
+        member_epoch: req.member_epoch,
+        instance_id: Some(req.instance_id).filter(|i| !i.is_empty()),
+        client_host,
+        topics: req.topics.into_iter().collect(),
+        assignor,
+        owned: assignment_in(req.owned),
+    })
+}
+
+/// A group description for the wire.
+pub(super) fn group_out(d: GroupDescription) -> proto::DescribeGroupResponse {
+    let members = d.members.as_ref();
+    proto::DescribeGroupResponse {
+        group: d.group,
+        state: members.map_or("empty", |m| m.state).to_string(),
+        epoch: members.map_or(0, |m| m.epoch),
+        assignor: members.map_or("", |m| m.assignor.name()).to_string(),
+        members: members
+            .into_iter()
+            .flat_map(|g| &g.members)
+            .map(|m| proto::GroupMember {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id.clone().unwrap_or_default(),
+                client_host: m.client_host.clone(),
+                member_epoch: m.member_epoch,
+                topics: m.topics.iter().cloned().collect(),
+                assignment: assignment_out(&m.assignment),
+                away: m.away,
+            })
+            .collect(),
+        partitions: d
+            .partitions
+            .into_iter()
+            .map(|l| proto::GroupPartitionLag {
+                topic: l.topic,
+                partition: l.partition,
+                committed_offset: l.committed_offset,
+                next_offset: l.next_offset,
+                lag: l.lag,
+                owner: l.owner.unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
 pub(super) fn start_position(
     start: Option<proto::StartPosition>,
     default: StartPosition,

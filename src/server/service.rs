@@ -202,7 +202,13 @@ impl Strata for Service {
             })
             .collect();
         let broker = self.broker.clone();
-        blocking(move || broker.commit_offsets(&req.group, offsets)).await?;
+        blocking(move || {
+            let member = Some(req.member_id.as_str())
+                .filter(|id| !id.is_empty())
+                .map(|id| (id, req.member_epoch));
+            broker.commit_offsets(&req.group, member, offsets)
+        })
+        .await?;
         Ok(Response::new(proto::CommitOffsetsResponse {}))
     }
 
@@ -240,20 +246,29 @@ impl Strata for Service {
     ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
         let req = request.into_inner();
         let broker = self.broker.clone();
+        let described = blocking(move || broker.describe_group(&req.group)).await?;
+        Ok(Response::new(convert::group_out(described)))
+    }
+
+    async fn group_heartbeat(
+        &self,
+        request: Request<proto::GroupHeartbeatRequest>,
+    ) -> Result<Response<proto::GroupHeartbeatResponse>, Status> {
+        let client_host = request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let req = request.into_inner();
         let group = req.group.clone();
-        let lags = blocking(move || broker.describe_group(&group)).await?;
-        Ok(Response::new(proto::DescribeGroupResponse {
-            group: req.group,
-            partitions: lags
-                .into_iter()
-                .map(|l| proto::GroupPartitionLag {
-                    topic: l.topic,
-                    partition: l.partition,
-                    committed_offset: l.committed_offset,
-                    next_offset: l.next_offset,
-                    lag: l.lag,
-                })
-                .collect(),
+        let heartbeat = convert::heartbeat_in(req, client_host)?;
+        let broker = self.broker.clone();
+        let answer = blocking(move || broker.heartbeat(&group, heartbeat)).await?;
+        Ok(Response::new(proto::GroupHeartbeatResponse {
+            member_id: answer.member_id,
+            member_epoch: answer.member_epoch,
+            heartbeat_interval_ms: u32::try_from(answer.heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
+            assignment: convert::assignment_out(&answer.assignment),
         }))
     }
 }

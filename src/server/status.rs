@@ -89,7 +89,9 @@ pub fn broker_code(err: &BrokerError) -> Code {
         BrokerError::BadStateFile { .. }
         | BrokerError::TopicDamaged { .. }
         | BrokerError::GroupDamaged { .. } => Code::DataLoss,
-        BrokerError::GroupPoisoned { .. } => Code::FailedPrecondition,
+        BrokerError::GroupPoisoned { .. } | BrokerError::Membership { .. } => {
+            Code::FailedPrecondition
+        }
         BrokerError::DataDirLocked { .. } | BrokerError::ShuttingDown => Code::Unavailable,
     }
 }
