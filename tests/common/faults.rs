@@ -1,12 +1,18 @@
-//! A scripted fault injector for the storage fault tests: rules that fail matching file
-//! operations (by operation and file name) with an OS error or a torn write, a given number of
-//! times. Used as `mod common { pub mod faults; pub mod storage; }`.
+//! The one scriptable fault injector of the tests: rules that fail matching file operations (by
+//! operation and file name, or the n-th operation of any kind) with an OS error or a torn write,
+//! a given number of times or until healed; and counters of matching operations. Used as
+//! `mod common { pub mod faults; }` (storage tests) or through `mod common;` (server tests).
+//!
+//! (`power_cut.rs`'s `PowerCut` is not a fault injector of this kind: it models a disk.)
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
 
 use std::{
     io,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 use strata::storage::{FaultInjector, FileOp};
 
@@ -22,21 +28,46 @@ pub enum Fault {
     Torn(usize),
 }
 
-/// Lets `skip` operations `op` on files whose name ends with `suffix` pass, then fails the
-/// next `times`.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub op: FileOp,
-    pub suffix: &'static str,
-    pub fault: Fault,
-    pub skip: usize,
-    pub times: usize,
+/// Which operations a rule or a counter matches: an operation (`None`: any) on files whose name
+/// ends with `suffix` (`""`: any file).
+#[derive(Debug, Clone, Copy)]
+struct Matcher {
+    op: Option<FileOp>,
+    suffix: &'static str,
 }
 
-/// The injector: a list of rules, the first that matches applies.
+impl Matcher {
+    fn matches(&self, op: FileOp, name: &str) -> bool {
+        self.op.is_none_or(|o| o == op) && name.ends_with(self.suffix)
+    }
+}
+
+/// Lets `skip` matching operations pass, then fails the next `times` (`usize::MAX`: until
+/// healed).
+#[derive(Debug, Clone)]
+struct Rule {
+    matcher: Matcher,
+    fault: Fault,
+    skip: usize,
+    times: usize,
+}
+
+/// How many operations a [`Script::count`] matched since it was made.
+#[derive(Debug, Clone, Default)]
+pub struct Counter(Arc<AtomicUsize>);
+
+impl Counter {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The injector: a list of rules, the first that matches applies; and counters, every one that
+/// matches counts.
 #[derive(Default)]
 pub struct Script {
     rules: Mutex<Vec<Rule>>,
+    counters: Mutex<Vec<(Matcher, Counter)>>,
     /// Every operation failed so far: (operation, file name).
     pub hits: Mutex<Vec<(FileOp, String)>>,
 }
@@ -51,6 +82,11 @@ impl Script {
         self.fail_after(op, suffix, fault, 0, times);
     }
 
+    /// Fails every operation `op` on files ending with `suffix` until [`Script::heal`].
+    pub fn always(&self, op: FileOp, suffix: &'static str, fault: Fault) {
+        self.fail(op, suffix, fault, usize::MAX);
+    }
+
     /// Lets the next `skip` operations `op` on files ending with `suffix` pass, then fails
     /// `times` of them.
     pub fn fail_after(
@@ -61,16 +97,33 @@ impl Script {
         skip: usize,
         times: usize,
     ) {
-        self.rules.lock().unwrap().push(Rule {
-            op,
+        let matcher = Matcher {
+            op: Some(op),
             suffix,
+        };
+        self.add(matcher, fault, skip, times);
+    }
+
+    /// Fails the `n`-th file operation from now (0: the next one), whatever it is and on
+    /// whatever file, with EIO, once.
+    pub fn fail_nth(&self, n: usize) {
+        let matcher = Matcher {
+            op: None,
+            suffix: "",
+        };
+        self.add(matcher, Fault::Errno(EIO), n, 1);
+    }
+
+    fn add(&self, matcher: Matcher, fault: Fault, skip: usize, times: usize) {
+        self.rules.lock().unwrap().push(Rule {
+            matcher,
             fault,
             skip,
             times,
         });
     }
 
-    /// Removes every rule: the disk works again.
+    /// Removes every rule: the disk works again. Counters go on counting.
     pub fn heal(&self) {
         self.rules.lock().unwrap().clear();
     }
@@ -78,6 +131,25 @@ impl Script {
     /// How many operations were failed.
     pub fn hit_count(&self) -> usize {
         self.hits.lock().unwrap().len()
+    }
+
+    /// The last operation failed: (operation, file name).
+    pub fn last_hit(&self) -> Option<(FileOp, String)> {
+        self.hits.lock().unwrap().last().cloned()
+    }
+
+    /// Counts, from now on, the operations `op` on files ending with `suffix` (also the ones
+    /// that are failed).
+    pub fn count(&self, op: FileOp, suffix: &'static str) -> Counter {
+        let counter = Counter::default();
+        self.counters.lock().unwrap().push((
+            Matcher {
+                op: Some(op),
+                suffix,
+            },
+            counter.clone(),
+        ));
+        counter
     }
 
     pub fn as_injector(self: &Arc<Self>) -> Arc<dyn FaultInjector> {
@@ -89,12 +161,17 @@ impl FaultInjector for Script {
     fn before(&self, op: FileOp, path: &Path, _len: usize) -> io::Result<Option<usize>> {
         let name = path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| n.to_string_lossy())
             .unwrap_or_default();
+        for (matcher, counter) in self.counters.lock().unwrap().iter() {
+            if matcher.matches(op, &name) {
+                counter.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         let mut rules = self.rules.lock().unwrap();
         let Some(i) = rules
             .iter()
-            .position(|r| r.op == op && r.times > 0 && name.ends_with(r.suffix))
+            .position(|r| r.times > 0 && r.matcher.matches(op, &name))
         else {
             return Ok(None);
         };
@@ -102,10 +179,12 @@ impl FaultInjector for Script {
             rules[i].skip -= 1;
             return Ok(None);
         }
-        rules[i].times -= 1;
+        if rules[i].times != usize::MAX {
+            rules[i].times -= 1;
+        }
         let fault = rules[i].fault;
         drop(rules);
-        self.hits.lock().unwrap().push((op, name));
+        self.hits.lock().unwrap().push((op, name.into_owned()));
         match fault {
             Fault::Errno(errno) => Err(io::Error::from_raw_os_error(errno)),
             Fault::Torn(n) => Ok(Some(n)),
