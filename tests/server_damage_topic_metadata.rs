@@ -11,9 +11,8 @@ mod common;
 mod damage;
 
 use common::Server;
-use damage::{
-    check_all, damaged_topic_is_refused, garbage, only_intact_is_served, populate, truncate,
-};
+use common::files::{garbage, truncate};
+use damage::{check_all, damaged_topic_is_refused, only_intact_is_served, populate};
 use strata::proto::{
     CommitOffsetsRequest, CreateTopicRequest, DeleteTopicRequest, FetchCommittedOffsetsRequest,
     PartitionOffset,

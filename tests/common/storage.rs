@@ -2,12 +2,9 @@
 //! and a look at the files on disk. Used as `mod common { pub mod storage; }`.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
 
-use std::{
-    os::unix::fs::FileExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 use strata::{
-    record::{BatchBuilder, BatchHeader, Frame, decode_frame, validate_batch},
+    record::{BatchBuilder, Frame, decode_frame, validate_batch},
     storage::{Appended, FsyncPolicy, Log, LogConfig, Offset, StorageError},
 };
 
@@ -126,35 +123,4 @@ pub fn segments(dir: &Path) -> Vec<(Offset, PathBuf)> {
 /// `{base:020}.{ext}` in `dir`.
 pub fn segment_file(dir: &Path, base: Offset, ext: &str) -> PathBuf {
     dir.join(format!("{base:020}.{ext}"))
-}
-
-/// The batches of a segment file with their positions, read directly from the file.
-pub fn batches_in(path: &Path) -> Vec<(u64, BatchHeader)> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Frame::Batch(b) = decode_frame(&bytes[pos..]) {
-        out.push((pos as u64, *b.header()));
-        pos += b.bytes().len();
-    }
-    out
-}
-
-/// XORs `mask` into the byte at `pos` of `path`.
-pub fn flip(path: &Path, pos: u64, mask: u8) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, pos).unwrap();
-    b[0] ^= mask;
-    f.write_all_at(&b, pos).unwrap();
-}
-
-/// Overwrites bytes of `path` at `pos`.
-pub fn overwrite(path: &Path, pos: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, pos).unwrap();
 }
