@@ -1,7 +1,8 @@
 //! The one scriptable fault injector of the tests: rules that fail matching file operations (by
-//! operation and file name, or the n-th operation of any kind) with an OS error or a torn write,
-//! a given number of times or until healed; and counters of matching operations. Used as
-//! `mod common { pub mod faults; }` (storage tests) or through `mod common;` (server tests).
+//! operation and the end of the file's path, or the n-th operation of any kind) with an OS error
+//! or a torn write, a given number of times or until healed; and counters of matching operations.
+//! Used as `mod common { pub mod faults; }` (storage tests) or through `mod common;` (server
+//! tests).
 //!
 //! (`power_cut.rs`'s `PowerCut` is not a fault injector of this kind: it models a disk.)
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
@@ -28,8 +29,9 @@ pub enum Fault {
     Torn(usize),
 }
 
-/// Which operations a rule or a counter matches: an operation (`None`: any) on files whose name
-/// ends with `suffix` (`""`: any file).
+/// Which operations a rule or a counter matches: an operation (`None`: any) on files whose path
+/// ends with `suffix`: the end of a file name (`".log"`), or more of the path
+/// (`"/t/0/00000000000000000000.log"`: that segment of partition 0 of topic `t`); `""`: any file.
 #[derive(Debug, Clone, Copy)]
 struct Matcher {
     op: Option<FileOp>,
@@ -37,8 +39,8 @@ struct Matcher {
 }
 
 impl Matcher {
-    fn matches(&self, op: FileOp, name: &str) -> bool {
-        self.op.is_none_or(|o| o == op) && name.ends_with(self.suffix)
+    fn matches(&self, op: FileOp, path: &str) -> bool {
+        self.op.is_none_or(|o| o == op) && path.ends_with(self.suffix)
     }
 }
 
@@ -77,18 +79,18 @@ impl Script {
         Arc::new(Script::default())
     }
 
-    /// Fails the next `times` operations `op` on files ending with `suffix`.
+    /// Fails the next `times` operations `op` on files whose path ends with `suffix`.
     pub fn fail(&self, op: FileOp, suffix: &'static str, fault: Fault, times: usize) {
         self.fail_after(op, suffix, fault, 0, times);
     }
 
-    /// Fails every operation `op` on files ending with `suffix` until [`Script::heal`].
+    /// Fails every operation `op` on files whose path ends with `suffix` until [`Script::heal`].
     pub fn always(&self, op: FileOp, suffix: &'static str, fault: Fault) {
         self.fail(op, suffix, fault, usize::MAX);
     }
 
-    /// Lets the next `skip` operations `op` on files ending with `suffix` pass, then fails
-    /// `times` of them.
+    /// Lets the next `skip` operations `op` on files whose path ends with `suffix` pass, then
+    /// fails `times` of them.
     pub fn fail_after(
         &self,
         op: FileOp,
@@ -138,8 +140,8 @@ impl Script {
         self.hits.lock().unwrap().last().cloned()
     }
 
-    /// Counts, from now on, the operations `op` on files ending with `suffix` (also the ones
-    /// that are failed).
+    /// Counts, from now on, the operations `op` on files whose path ends with `suffix` (also the
+    /// ones that are failed).
     pub fn count(&self, op: FileOp, suffix: &'static str) -> Counter {
         let counter = Counter::default();
         self.counters.lock().unwrap().push((
@@ -159,19 +161,16 @@ impl Script {
 
 impl FaultInjector for Script {
     fn before(&self, op: FileOp, path: &Path, _len: usize) -> io::Result<Option<usize>> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
+        let path = path.to_string_lossy();
         for (matcher, counter) in self.counters.lock().unwrap().iter() {
-            if matcher.matches(op, &name) {
+            if matcher.matches(op, &path) {
                 counter.0.fetch_add(1, Ordering::SeqCst);
             }
         }
         let mut rules = self.rules.lock().unwrap();
         let Some(i) = rules
             .iter()
-            .position(|r| r.times > 0 && r.matcher.matches(op, &name))
+            .position(|r| r.times > 0 && r.matcher.matches(op, &path))
         else {
             return Ok(None);
         };
@@ -184,7 +183,8 @@ impl FaultInjector for Script {
         }
         let fault = rules[i].fault;
         drop(rules);
-        self.hits.lock().unwrap().push((op, name.into_owned()));
+        let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+        self.hits.lock().unwrap().push((op, name));
         match fault {
             Fault::Errno(errno) => Err(io::Error::from_raw_os_error(errno)),
             Fault::Torn(n) => Ok(Some(n)),

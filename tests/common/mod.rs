@@ -1,10 +1,13 @@
 //! Test support: runs the real `strata` binary on a loopback port with a temporary data directory,
-//! waits for the address it prints, and talks to it with the generated gRPC client.
+//! waits for the address it prints, and talks to it with the generated gRPC client. The broker and
+//! server in this process instead (with a fault injector): [`inproc::InProc`].
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod cli;
+pub mod faults;
 pub mod files;
 pub mod hostile;
+pub mod inproc;
 
 use bytes::Bytes;
 use std::{
@@ -80,10 +83,7 @@ impl Server {
 
     /// A new client connection.
     pub async fn client(&self) -> Client {
-        StrataClient::connect(format!("http://{}", self.addr))
-            .await
-            .expect("connect to strata")
-            .max_decoding_message_size(64 * 1024 * 1024)
+        connect(self.addr).await
     }
 
     /// The child's process id.
@@ -122,6 +122,14 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// A new client connection to a broker at `addr`, taking responses of up to 64 MiB.
+pub async fn connect(addr: SocketAddr) -> Client {
+    StrataClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to strata")
+        .max_decoding_message_size(64 * 1024 * 1024)
 }
 
 /// A record as read back.
