@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod faults;
 pub mod files;
+pub mod history;
 pub mod hostile;
 pub mod inproc;
 
