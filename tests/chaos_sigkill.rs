@@ -20,7 +20,8 @@
 mod common;
 
 use common::history::{Ack, History, Restart, Session, Shared};
-use common::{Server, fetch_all};
+use common::rng::Rng;
+use common::{Server, stored};
 use std::{
     collections::{BTreeMap, HashSet},
     fmt::Write as _,
@@ -80,29 +81,6 @@ fn consumer_specs() -> Vec<ConsumerSpec> {
             partitions: vec![0, 1],
         },
     ]
-}
-
-/// splitmix64: a small, good enough generator that needs no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// A generator of its own for a task, derived from this one.
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
 }
 
 /// What the kill waits for.
@@ -335,7 +313,7 @@ async fn chaos(rounds: usize) {
         "chaos: {rounds} rounds, seed {seed} (replay: {SEED_ENV}={seed} {ROUNDS_ENV}={rounds})"
     );
     let started = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let history: Shared = Arc::new(Mutex::new(History::new(
         consumer_specs()
@@ -383,11 +361,7 @@ async fn chaos(rounds: usize) {
             let mut client = server.client().await;
             for (topic, partitions, _) in TOPICS {
                 for partition in 0..partitions {
-                    let stored = fetch_all(&mut client, topic, partition, 0)
-                        .await
-                        .into_iter()
-                        .map(|r| (r.offset, r.value))
-                        .collect();
+                    let stored = stored(&mut client, topic, partition).await;
                     history
                         .lock()
                         .unwrap()

@@ -13,7 +13,7 @@ mod common;
 
 use common::faults::{EIO, ENOSPC, Fault, Script};
 use common::inproc::InProc;
-use common::{Client, fetch_all, produce_values, values};
+use common::{Client, at_offsets, produce_values, stored, values};
 use strata::proto::{
     CreateTopicRequest, DescribeTopicRequest, FsyncPolicy, ProduceRequest, Record, TopicConfig,
 };
@@ -35,20 +35,6 @@ async fn create_durable_topic(client: &mut Client, name: &str, partitions: u32) 
         })
         .await
         .unwrap();
-}
-
-/// What a partition serves from offset 0: (offset, value).
-async fn stored(client: &mut Client, topic: &str, partition: u32) -> Vec<(u64, Vec<u8>)> {
-    fetch_all(client, topic, partition, 0)
-        .await
-        .into_iter()
-        .map(|r| (r.offset, r.value))
-        .collect()
-}
-
-/// `values` at offsets from 0.
-fn at_offsets(values: &[Vec<u8>]) -> Vec<(u64, Vec<u8>)> {
-    (0..).zip(values.iter().cloned()).collect()
 }
 
 async fn produce(client: &mut Client, partition: u32, value: &[u8]) -> Result<u64, tonic::Status> {

@@ -12,24 +12,10 @@ mod common;
 use bytes::Bytes;
 use common::faults::{ENOSPC, Fault, Script};
 use common::inproc::InProc;
-use common::{Client, batch_of, create_topic, fetch_all, produce_values, values};
+use common::{Client, at_offsets, batch_of, create_topic, produce_values, stored, values};
 use strata::proto::{DescribeTopicRequest, ProduceRequest, Record};
 use strata::storage::FileOp;
 use tonic::{Code, Status};
-
-/// What a partition serves from offset 0: (offset, value).
-async fn stored(client: &mut Client, partition: u32) -> Vec<(u64, Vec<u8>)> {
-    fetch_all(client, "t", partition, 0)
-        .await
-        .into_iter()
-        .map(|r| (r.offset, r.value))
-        .collect()
-}
-
-/// `values` at offsets from 0.
-fn at_offsets(values: &[Vec<u8>]) -> Vec<(u64, Vec<u8>)> {
-    (0..).zip(values.iter().cloned()).collect()
-}
 
 async fn next_offset(client: &mut Client, partition: u32) -> u64 {
     client
@@ -108,8 +94,16 @@ async fn a_segment_write_refused_for_space_loses_nothing_and_resumes_at_its_offs
         // Nothing moved and nothing is lost.
         let next = acked.len() as u64;
         assert_eq!(next_offset(&mut client, 0).await, next, "{ctx}");
-        assert_eq!(stored(&mut client, 0).await, at_offsets(&acked), "{ctx}");
-        assert_eq!(stored(&mut client, 1).await, at_offsets(&other), "{ctx}");
+        assert_eq!(
+            stored(&mut client, "t", 0).await,
+            at_offsets(&acked),
+            "{ctx}"
+        );
+        assert_eq!(
+            stored(&mut client, "t", 1).await,
+            at_offsets(&other),
+            "{ctx}"
+        );
         // The next produce takes the next offset.
         let one = values("a", acked.len(), 1);
         assert_eq!(
@@ -136,15 +130,18 @@ async fn a_segment_write_refused_for_space_loses_nothing_and_resumes_at_its_offs
         produce_values(&mut client, "t", 1, &values("b", 3, 1)).await,
         3
     );
-    assert_eq!(stored(&mut client, 0).await, at_offsets(&acked));
+    assert_eq!(stored(&mut client, "t", 0).await, at_offsets(&acked));
     assert_eq!(next_offset(&mut client, 0).await, 20);
 
     // And a restart finds exactly that, and appends on from it.
     drop(client);
     let server = server.restart().await;
     let mut client = server.client().await;
-    assert_eq!(stored(&mut client, 0).await, at_offsets(&acked));
-    assert_eq!(stored(&mut client, 1).await, at_offsets(&values("b", 0, 4)));
+    assert_eq!(stored(&mut client, "t", 0).await, at_offsets(&acked));
+    assert_eq!(
+        stored(&mut client, "t", 1).await,
+        at_offsets(&values("b", 0, 4))
+    );
     assert_eq!(
         produce_values(&mut client, "t", 0, &values("a", 20, 1)).await,
         20

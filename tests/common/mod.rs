@@ -9,6 +9,7 @@ pub mod files;
 pub mod history;
 pub mod hostile;
 pub mod inproc;
+pub mod rng;
 
 use bytes::Bytes;
 use std::{
@@ -62,19 +63,9 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the strata binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("strata exited before printing its address")
-                .expect("read strata's stdout");
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                break addr.parse().expect("a socket address");
-            }
-        };
-        // Keep draining stdout so the child never blocks on (or dies of) a closed pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let addr = listening_address(&mut child)
+            .parse()
+            .expect("a socket address");
         Server {
             child: Some(child),
             addr,
@@ -123,6 +114,25 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Waits until a `strata serve` child (its stdout piped) prints `listening on ADDR`, and returns
+/// ADDR. Its stdout is drained from then on, so that it never blocks on (or dies of) a closed
+/// pipe.
+pub fn listening_address(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("strata exited before printing its address")
+            .expect("read strata's stdout");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    addr
 }
 
 /// A new client connection to a broker at `addr`, taking responses of up to 64 MiB.
@@ -260,6 +270,20 @@ pub async fn fetch_all(client: &mut Client, topic: &str, partition: u32, from: u
         }
         next = resp.next_fetch_offset;
     }
+}
+
+/// Every record of a partition from offset 0 to the high watermark: (offset, value).
+pub async fn stored(client: &mut Client, topic: &str, partition: u32) -> Vec<(u64, Vec<u8>)> {
+    fetch_all(client, topic, partition, 0)
+        .await
+        .into_iter()
+        .map(|r| (r.offset, r.value))
+        .collect()
+}
+
+/// `values` at the offsets from 0, as [`stored`] returns them.
+pub fn at_offsets(values: &[Vec<u8>]) -> Vec<(u64, Vec<u8>)> {
+    (0..).zip(values.iter().cloned()).collect()
 }
 
 /// `n` distinct values starting at `first`.
