@@ -13,10 +13,8 @@ mod common;
 
 use common::faults::{EIO, ENOSPC, Fault, Script};
 use common::inproc::InProc;
-use common::{Client, at_offsets, produce_values, stored, values};
-use strata::proto::{
-    CreateTopicRequest, DescribeTopicRequest, FsyncPolicy, ProduceRequest, Record, TopicConfig,
-};
+use common::{Client, at_offsets, create_topic_with, produce_values, stored, values};
+use strata::proto::{DescribeTopicRequest, FsyncPolicy, ProduceRequest, Record, TopicConfig};
 use strata::storage::FileOp;
 use tonic::Code;
 
@@ -24,17 +22,11 @@ use tonic::Code;
 const SEGMENT_OF_T0: &str = "/t/0/00000000000000000000.log";
 
 async fn create_durable_topic(client: &mut Client, name: &str, partitions: u32) {
-    client
-        .create_topic(CreateTopicRequest {
-            name: name.into(),
-            partitions,
-            config: Some(TopicConfig {
-                fsync_policy: Some(FsyncPolicy::Always.into()),
-                ..TopicConfig::default()
-            }),
-        })
-        .await
-        .unwrap();
+    let config = TopicConfig {
+        fsync_policy: Some(FsyncPolicy::Always.into()),
+        ..TopicConfig::default()
+    };
+    create_topic_with(client, name, partitions, config).await;
 }
 
 async fn produce(client: &mut Client, partition: u32, value: &[u8]) -> Result<u64, tonic::Status> {

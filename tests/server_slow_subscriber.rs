@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::{Server, at_offset, batch_of, decode};
+use common::{Server, at_offset, batch_of, create_topic_with, decode};
 use std::time::Duration;
-use strata::proto::{
-    CreateTopicRequest, FsyncPolicy, ProduceRequest, SubscribeRequest, TopicConfig,
-};
+use strata::proto::{FsyncPolicy, ProduceRequest, SubscribeRequest, TopicConfig};
 
 const BATCHES: usize = 200;
 const RECORDS_PER_BATCH: usize = 10;
@@ -18,17 +16,11 @@ async fn a_stalled_subscriber_neither_blocks_producers_nor_loses_records() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let mut client = server.client().await;
-    client
-        .create_topic(CreateTopicRequest {
-            name: "firehose".into(),
-            partitions: 1,
-            config: Some(TopicConfig {
-                fsync_policy: Some(FsyncPolicy::Never.into()),
-                ..TopicConfig::default()
-            }),
-        })
-        .await
-        .unwrap();
+    let config = TopicConfig {
+        fsync_policy: Some(FsyncPolicy::Never.into()),
+        ..TopicConfig::default()
+    };
+    create_topic_with(&mut client, "firehose", 1, config).await;
 
     // Subscribed from the start, then not read while ~20 MB are produced: far more than the
     // stream's window and the broker's per-subscription buffer.

@@ -8,9 +8,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
 };
-use strata::proto::{
-    CreateTopicRequest, DescribeTopicRequest, FetchRequest, ProduceRequest, Record, TopicConfig,
-};
+use strata::proto::{DescribeTopicRequest, FetchRequest, ProduceRequest, Record, TopicConfig};
 use tonic::Code;
 
 /// Topic, partition.
@@ -28,19 +26,13 @@ pub async fn populate(dir: &Path, batches: usize) -> (Server, Acked) {
     let mut client = server.client().await;
     let mut acked = Acked::new();
     for (topic, partitions) in TOPICS {
-        client
-            .create_topic(CreateTopicRequest {
-                name: topic.into(),
-                partitions,
-                config: Some(TopicConfig {
-                    segment_max_bytes: Some(4096),
-                    // The records carry old timestamps: keep them.
-                    retention_ms: Some(-1),
-                    ..TopicConfig::default()
-                }),
-            })
-            .await
-            .unwrap();
+        let config = TopicConfig {
+            segment_max_bytes: Some(4096),
+            // The records carry old timestamps: keep them.
+            retention_ms: Some(-1),
+            ..TopicConfig::default()
+        };
+        crate::common::create_topic_with(&mut client, topic, partitions, config).await;
         for partition in 0..partitions {
             for k in 0..batches {
                 let values: Vec<Vec<u8>> = (0..3)

@@ -196,11 +196,30 @@ pub fn batch_of(values: &[Vec<u8>]) -> Bytes {
 
 /// Creates a topic with the broker's default config.
 pub async fn create_topic(client: &mut Client, name: &str, partitions: u32) {
+    create(client, name, partitions, None).await;
+}
+
+/// Creates a topic with these settings (the broker's defaults for those left unset).
+pub async fn create_topic_with(
+    client: &mut Client,
+    name: &str,
+    partitions: u32,
+    config: proto::TopicConfig,
+) {
+    create(client, name, partitions, Some(config)).await;
+}
+
+async fn create(
+    client: &mut Client,
+    name: &str,
+    partitions: u32,
+    config: Option<proto::TopicConfig>,
+) {
     client
         .create_topic(CreateTopicRequest {
             name: name.into(),
             partitions,
-            config: None,
+            config,
         })
         .await
         .expect("create topic");
