@@ -44,6 +44,14 @@ async fn produce(client: &mut Client, partition: u32, value: &[u8]) -> Result<u6
     Ok(resp.into_inner().results[0].base_offset)
 }
 
+/// `t/0`, `t/1` and `other/0` hold exactly these values, from offset 0.
+async fn assert_all_stored(client: &mut Client, parts: [&[Vec<u8>]; 3], ctx: &str) {
+    for ((topic, partition), values) in [("t", 0), ("t", 1), ("other", 0)].into_iter().zip(parts) {
+        let found = stored(client, topic, partition).await;
+        assert_eq!(found, at_offsets(values), "{ctx}: {topic}/{partition}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_poisons_only_its_partition_until_a_restart() {
     for (errno, code) in [(EIO, Code::Unavailable), (ENOSPC, Code::ResourceExhausted)] {
@@ -107,13 +115,7 @@ async fn a_failed_fsync_poisons_only_its_partition_until_a_restart() {
             .unwrap()
             .into_inner();
         assert_eq!(described.partitions[0].next_offset, 5, "{ctx}");
-        assert_eq!(stored(&mut client, "t", 0).await, at_offsets(&t0), "{ctx}");
-        assert_eq!(stored(&mut client, "t", 1).await, at_offsets(&t1), "{ctx}");
-        assert_eq!(
-            stored(&mut client, "other", 0).await,
-            at_offsets(&other),
-            "{ctx}"
-        );
+        assert_all_stored(&mut client, [&t0, &t1, &other], &ctx).await;
 
         // A restart recovers the partition: every acknowledged record, the failed one whole or
         // not at all, and appends at the next offset.
@@ -136,13 +138,7 @@ async fn a_failed_fsync_poisons_only_its_partition_until_a_restart() {
             "{ctx}"
         );
         t0.push(b"recovered".to_vec());
-        assert_eq!(stored(&mut client, "t", 0).await, at_offsets(&t0), "{ctx}");
-        assert_eq!(stored(&mut client, "t", 1).await, at_offsets(&t1), "{ctx}");
-        assert_eq!(
-            stored(&mut client, "other", 0).await,
-            at_offsets(&other),
-            "{ctx}"
-        );
+        assert_all_stored(&mut client, [&t0, &t1, &other], &ctx).await;
         drop(client);
         server.stop().await;
     }
