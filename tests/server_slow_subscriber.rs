@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{Server, at_offset, batch_of, create_topic_with, decode};
+use common::{Server, batch_of, create_topic_with, decode, subscribe_from};
 use std::time::Duration;
-use strata::proto::{FsyncPolicy, ProduceRequest, SubscribeRequest, TopicConfig};
+use strata::proto::{FsyncPolicy, ProduceRequest, TopicConfig};
 
 const BATCHES: usize = 200;
 const RECORDS_PER_BATCH: usize = 10;
@@ -25,16 +25,7 @@ async fn a_stalled_subscriber_neither_blocks_producers_nor_loses_records() {
     // Subscribed from the start, then not read while ~20 MB are produced: far more than the
     // stream's window and the broker's per-subscription buffer.
     let mut sub = server.client().await;
-    let mut stream = sub
-        .subscribe(SubscribeRequest {
-            topic: "firehose".into(),
-            partitions: vec![],
-            start: at_offset(0),
-            max_bytes: 256 * 1024,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = subscribe_from(&mut sub, "firehose", &[], 0, 256 * 1024).await;
     for b in 0..BATCHES {
         let values: Vec<Vec<u8>> = (0..RECORDS_PER_BATCH)
             .map(|r| {

@@ -268,6 +268,27 @@ pub fn at_group(group: &str) -> Option<StartPosition> {
     })
 }
 
+/// Subscribes to `partitions` of `topic` (none: all) from `offset`, `max_bytes` a message (0: the
+/// broker's default).
+pub async fn subscribe_from(
+    client: &mut Client,
+    topic: &str,
+    partitions: &[u32],
+    offset: u64,
+    max_bytes: u32,
+) -> tonic::Streaming<proto::SubscribeResponse> {
+    client
+        .subscribe(proto::SubscribeRequest {
+            topic: topic.into(),
+            partitions: partitions.to_vec(),
+            start: at_offset(offset),
+            max_bytes,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
 /// Fetches every record of a partition from `from` up to the high watermark, without waiting.
 pub async fn fetch_all(client: &mut Client, topic: &str, partition: u32, from: u64) -> Vec<Rec> {
     let mut out = Vec::new();
