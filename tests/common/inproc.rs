@@ -11,8 +11,8 @@ use strata::server::{ServeError, ServerConfig, serve};
 use strata::storage::FaultInjector;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-/// A broker served in-process until [`InProc::stop`] (or dropped: the server is then told to
-/// stop and the broker is left to its `Drop`, as a crash would leave it, minus the page cache).
+/// A broker served in-process until [`InProc::stop`] (or until dropped: the server is then told to
+/// stop, and the broker is not closed).
 pub struct InProc {
     /// The address the server listens on.
     pub addr: SocketAddr,
@@ -24,7 +24,7 @@ pub struct InProc {
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<Result<(), ServeError>>>,
     /// The temporary data directory, when the harness made it.
-    dir: Option<Arc<tempfile::TempDir>>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl InProc {
@@ -57,7 +57,7 @@ impl InProc {
     async fn open(
         config: BrokerConfig,
         server: ServerConfig,
-        dir: Option<Arc<tempfile::TempDir>>,
+        dir: Option<tempfile::TempDir>,
     ) -> InProc {
         let broker = Broker::open(config.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,7 +78,7 @@ impl InProc {
     }
 
     async fn in_temp_dir(config: impl FnOnce(BrokerConfig) -> BrokerConfig) -> InProc {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let dir = tempfile::tempdir().unwrap();
         let config = config(BrokerConfig::new(dir.path()));
         Self::open(config, ServerConfig::default(), Some(dir)).await
     }
@@ -125,7 +125,7 @@ impl InProc {
         (closed, Self::open(config, server, dir).await)
     }
 
-    async fn shut_down(mut self) -> (strata::broker::Result<()>, Option<Arc<tempfile::TempDir>>) {
+    async fn shut_down(mut self) -> (strata::broker::Result<()>, Option<tempfile::TempDir>) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
