@@ -14,10 +14,12 @@
 
 mod common {
     pub mod power_cut;
+    pub mod rng;
 }
 
 use bytes::Bytes;
-use common::power_cut::{PowerCut, Rng};
+use common::power_cut::PowerCut;
+use common::rng::Rng;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},

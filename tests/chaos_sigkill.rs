@@ -3,19 +3,12 @@
 //! directory, round after round. The moments are chosen by counting acknowledgements and commits,
 //! never by the clock.
 //!
-//! Everything the clients observe goes into a [`History`]: every value handed to a producer,
-//! every acknowledged (topic, partition, offset, value), every commit attempted and whether it
-//! was acknowledged, the committed offsets read back after each restart, and every record each
-//! consumer saw. After the last round the broker runs once more without a kill, the consumers
-//! catch up, and every partition is read back. [`check`] then verifies, per partition:
-//!
-//! - offsets start at 0 and have no gaps; every stored value is one a producer sent, stored once;
-//! - each acknowledged record is present exactly once, at the offset it was acknowledged with
-//!   (an unacknowledged send may or may not be there, but never twice or beside its ack);
-//! - committed offsets never go backwards: after a restart a group's offset is at least the last
-//!   acknowledged commit and at most the last attempted one;
-//! - each consumer resumed exactly at its group's committed offset, saw the records from there
-//!   on without a gap and as stored, and so, over all rounds, saw every record of its partitions.
+//! Everything the clients observe goes into a [`History`] (`tests/common/history.rs`). After the
+//! last round the broker runs once more without a kill, the consumers catch up, and every
+//! partition is read back; the history's checker then verifies that every acknowledged record
+//! survived once at its offset, with no gap, duplicate or invented value, that committed offsets
+//! never went back, and that every consumer resumed at its group's commit and saw every record
+//! (the full list is in `history.rs`, and its own tests in `chaos_history_checker.rs`).
 //!
 //! `cargo test --test chaos_sigkill` runs a short version (12 rounds). `STRATA_CHAOS_ROUNDS=N`
 //! sets the round count, `--ignored` runs the long version (40 rounds), and
@@ -26,9 +19,11 @@
 
 mod common;
 
-use common::{Server, fetch_all};
+use common::history::{Ack, History, Restart, Session, Shared};
+use common::rng::Rng;
+use common::{Server, stored};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     fmt::Write as _,
     sync::{
         Arc, Mutex,
@@ -88,299 +83,12 @@ fn consumer_specs() -> Vec<ConsumerSpec> {
     ]
 }
 
-/// splitmix64: a small, good enough generator that needs no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// A generator of its own for a task, derived from this one.
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
-}
-
-type Key = (String, u32);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Ack {
-    topic: String,
-    partition: u32,
-    offset: u64,
-    value: Vec<u8>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Commit {
-    round: usize,
-    group: String,
-    topic: String,
-    partition: u32,
-    offset: u64,
-    acknowledged: bool,
-}
-
-/// A group's committed offset in a partition as read right after the broker (re)started for
-/// `round`; `None`: the group had none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Restart {
-    round: usize,
-    group: String,
-    topic: String,
-    partition: u32,
-    offset: Option<u64>,
-}
-
-/// One consumer's life in one round: where it started in each partition and what it saw.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Session {
-    consumer: usize,
-    round: usize,
-    group: String,
-    topic: String,
-    starts: BTreeMap<u32, u64>,
-    /// (partition, offset, value) in the order the consumer got them.
-    seen: Vec<(u32, u64, Vec<u8>)>,
-}
-
-#[derive(Debug, Default)]
-struct History {
-    /// Every value handed to a producer (each is unique).
-    produced: HashSet<Vec<u8>>,
-    acked: Vec<Ack>,
-    /// In the order they were attempted; `acknowledged` is set once the broker answered.
-    commits: Vec<Commit>,
-    restarts: Vec<Restart>,
-    sessions: Vec<Session>,
-    /// Which consumer follows which partitions of which topic, by index.
-    consumers: Vec<(String, Vec<u32>)>,
-    /// Every partition as read back at the end: (offset, value).
-    stored: BTreeMap<Key, Vec<(u64, Vec<u8>)>>,
-}
-
-/// Every violation of the promises in the module doc, as sentences; empty if none.
-fn check(h: &History) -> Vec<String> {
-    let mut bad = Vec::new();
-
-    // Partitions: no gap, only produced values, each value stored once.
-    let mut stored_at: HashMap<&[u8], (&str, u32, u64)> = HashMap::new();
-    for ((topic, partition), records) in &h.stored {
-        for (i, (offset, value)) in records.iter().enumerate() {
-            if *offset != i as u64 {
-                bad.push(format!(
-                    "{topic}/{partition}: offset {offset} at position {i}: a gap or a repeat"
-                ));
-                break;
-            }
-            if !h.produced.contains(value) {
-                bad.push(format!(
-                    "{topic}/{partition}@{offset}: {:?} was never produced",
-                    String::from_utf8_lossy(value)
-                ));
-            }
-            if let Some((t, p, o)) = stored_at.insert(value, (topic, *partition, *offset)) {
-                bad.push(format!(
-                    "{:?} is stored twice: {t}/{p}@{o} and {topic}/{partition}@{offset}",
-                    String::from_utf8_lossy(value)
-                ));
-            }
-        }
-    }
-    let value_at = |topic: &str, partition: u32, offset: u64| {
-        h.stored
-            .get(&(topic.to_string(), partition))
-            .and_then(|r| r.get(offset as usize))
-            .map(|(_, v)| v.as_slice())
-    };
-
-    // Acknowledgements: each at its offset, no offset or value acknowledged twice.
-    let mut acked_offsets: HashMap<(&str, u32, u64), &[u8]> = HashMap::new();
-    let mut acked_values = HashSet::new();
-    for a in &h.acked {
-        let at = (a.topic.as_str(), a.partition, a.offset);
-        if let Some(other) = acked_offsets.insert(at, &a.value) {
-            bad.push(format!(
-                "{}/{}@{} was acknowledged twice: {:?} and {:?}",
-                a.topic,
-                a.partition,
-                a.offset,
-                String::from_utf8_lossy(other),
-                String::from_utf8_lossy(&a.value)
-            ));
-        }
-        if !acked_values.insert(a.value.as_slice()) {
-            bad.push(format!(
-                "{:?} was acknowledged twice",
-                String::from_utf8_lossy(&a.value)
-            ));
-        }
-        match value_at(&a.topic, a.partition, a.offset) {
-            Some(v) if v == a.value.as_slice() => {}
-            other => bad.push(format!(
-                "acknowledged {}/{}@{} = {:?} is lost: the partition holds {:?} there",
-                a.topic,
-                a.partition,
-                a.offset,
-                String::from_utf8_lossy(&a.value),
-                other.map(String::from_utf8_lossy)
-            )),
-        }
-    }
-
-    // Commits: never backwards across a restart, never beyond what was attempted.
-    let mut restarts: BTreeMap<(&str, &str, u32), Vec<&Restart>> = BTreeMap::new();
-    for r in &h.restarts {
-        restarts
-            .entry((r.group.as_str(), r.topic.as_str(), r.partition))
-            .or_default()
-            .push(r);
-    }
-    for ((group, topic, partition), seen) in &restarts {
-        let mut previous: Option<u64> = None;
-        for r in seen {
-            let earlier = || {
-                h.commits.iter().filter(|c| {
-                    c.round < r.round
-                        && c.group == *group
-                        && c.topic == *topic
-                        && c.partition == *partition
-                })
-            };
-            let acknowledged = earlier().filter(|c| c.acknowledged).map(|c| c.offset).max();
-            let attempted = earlier().map(|c| c.offset).max();
-            let now = r.offset;
-            if now < previous {
-                bad.push(format!(
-                    "{group} {topic}/{partition}: committed offset went back from {previous:?} \
-                     to {now:?} at round {}",
-                    r.round
-                ));
-            }
-            if now < acknowledged {
-                bad.push(format!(
-                    "{group} {topic}/{partition}: committed offset {now:?} at round {} is below \
-                     the acknowledged commit {acknowledged:?}",
-                    r.round
-                ));
-            }
-            if now > attempted {
-                bad.push(format!(
-                    "{group} {topic}/{partition}: committed offset {now:?} at round {} was never \
-                     committed (last attempt {attempted:?})",
-                    r.round
-                ));
-            }
-            previous = now;
-        }
-    }
-    let mut last_acked: HashMap<(usize, &str, &str, u32), u64> = HashMap::new();
-    for c in h.commits.iter().filter(|c| c.acknowledged) {
-        let key = (c.round, c.group.as_str(), c.topic.as_str(), c.partition);
-        if last_acked.get(&key).is_some_and(|&o| o > c.offset) {
-            bad.push(format!(
-                "{} {}/{}: an acknowledged commit of {} follows one of {:?} in round {}",
-                c.group, c.topic, c.partition, c.offset, last_acked[&key], c.round
-            ));
-        }
-        last_acked.insert(key, c.offset);
-    }
-
-    // Consumers: each session starts at the committed offset and reads on without a gap.
-    let committed_at = |round: usize, group: &str, topic: &str, partition: u32| {
-        h.restarts
-            .iter()
-            .find(|r| {
-                r.round == round && r.group == group && r.topic == topic && r.partition == partition
-            })
-            .and_then(|r| r.offset)
-            .unwrap_or(0)
-    };
-    let mut covered: BTreeMap<(usize, u32), Vec<(u64, u64)>> = BTreeMap::new();
-    for s in &h.sessions {
-        for (&partition, &start) in &s.starts {
-            let expected = committed_at(s.round, &s.group, &s.topic, partition);
-            if start != expected {
-                bad.push(format!(
-                    "consumer {} ({}) {}/{partition} round {}: started at {start}, the group's \
-                     committed offset was {expected}",
-                    s.consumer, s.group, s.topic, s.round
-                ));
-            }
-            let mut next = start;
-            for (_, offset, value) in s.seen.iter().filter(|(p, _, _)| *p == partition) {
-                if *offset != next {
-                    bad.push(format!(
-                        "consumer {} {}/{partition} round {}: got offset {offset}, expected {next}",
-                        s.consumer, s.topic, s.round
-                    ));
-                    break;
-                }
-                if value_at(&s.topic, partition, *offset) != Some(value.as_slice()) {
-                    bad.push(format!(
-                        "consumer {} saw {:?} at {}/{partition}@{offset}, which holds {:?}",
-                        s.consumer,
-                        String::from_utf8_lossy(value),
-                        s.topic,
-                        value_at(&s.topic, partition, *offset).map(String::from_utf8_lossy)
-                    ));
-                }
-                next += 1;
-            }
-            covered
-                .entry((s.consumer, partition))
-                .or_default()
-                .push((start, next));
-        }
-    }
-    // ... and over all rounds has seen every record of its partitions.
-    for (consumer, (topic, partitions)) in h.consumers.iter().enumerate() {
-        for &partition in partitions {
-            let end = h
-                .stored
-                .get(&(topic.clone(), partition))
-                .map_or(0, |r| r.len() as u64);
-            let mut spans = covered
-                .get(&(consumer, partition))
-                .cloned()
-                .unwrap_or_default();
-            spans.sort_unstable();
-            let mut reached = 0;
-            for (from, to) in spans {
-                if from > reached {
-                    break;
-                }
-                reached = reached.max(to);
-            }
-            if reached < end {
-                bad.push(format!(
-                    "consumer {consumer} never saw {topic}/{partition}@{reached} (the partition \
-                     ends at {end})"
-                ));
-            }
-        }
-    }
-    bad
-}
-
 /// What the kill waits for.
 #[derive(Debug, Default, Clone, Copy)]
 struct Progress {
     acks: u64,
     commits: u64,
 }
-
-type Shared = Arc<Mutex<History>>;
 
 /// What every client task of a round shares.
 #[derive(Clone)]
@@ -526,35 +234,20 @@ async fn run_consumer(
             read -= 1;
         }
         let positions = consumer.positions().clone();
-        {
-            let mut h = history.lock().unwrap();
-            for (&partition, &offset) in &positions {
-                h.commits.push(Commit {
-                    round: session.round,
-                    group: spec.group.to_string(),
-                    topic: spec.topic.to_string(),
-                    partition,
-                    offset,
-                    acknowledged: false,
-                });
-            }
-        }
+        let record = |acknowledged| {
+            history.lock().unwrap().record_commits(
+                session.round,
+                spec.group,
+                spec.topic,
+                &positions,
+                acknowledged,
+            );
+        };
+        record(false);
         if consumer.commit().await.is_err() {
             return;
         }
-        {
-            let mut h = history.lock().unwrap();
-            for (&partition, &offset) in &positions {
-                h.commits.push(Commit {
-                    round: session.round,
-                    group: spec.group.to_string(),
-                    topic: spec.topic.to_string(),
-                    partition,
-                    offset,
-                    acknowledged: true,
-                });
-            }
-        }
+        record(true);
         progress.send_modify(|p| p.commits += 1);
         if caught_up(&consumer) {
             return;
@@ -620,13 +313,14 @@ async fn chaos(rounds: usize) {
         "chaos: {rounds} rounds, seed {seed} (replay: {SEED_ENV}={seed} {ROUNDS_ENV}={rounds})"
     );
     let started = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
-    let history: Shared = Arc::default();
-    history.lock().unwrap().consumers = consumer_specs()
-        .iter()
-        .map(|s| (s.topic.to_string(), s.partitions.clone()))
-        .collect();
+    let history: Shared = Arc::new(Mutex::new(History::new(
+        consumer_specs()
+            .iter()
+            .map(|s| (s.topic.to_string(), s.partitions.clone()))
+            .collect(),
+    )));
     let mut seqs = [0u64; PRODUCERS];
     let mut kills = Vec::new();
 
@@ -667,11 +361,7 @@ async fn chaos(rounds: usize) {
             let mut client = server.client().await;
             for (topic, partitions, _) in TOPICS {
                 for partition in 0..partitions {
-                    let stored = fetch_all(&mut client, topic, partition, 0)
-                        .await
-                        .into_iter()
-                        .map(|r| (r.offset, r.value))
-                        .collect();
+                    let stored = stored(&mut client, topic, partition).await;
                     history
                         .lock()
                         .unwrap()
@@ -735,7 +425,7 @@ async fn chaos(rounds: usize) {
         h.sessions.iter().map(|s| s.seen.len()).sum::<usize>(),
     );
     assert!(!h.acked.is_empty(), "nothing was acknowledged");
-    let bad = check(&h);
+    let bad = h.check();
     assert!(
         bad.is_empty(),
         "{} violations (seed {seed}, {rounds} rounds), first ones:\n{}",
@@ -753,128 +443,4 @@ async fn acknowledged_records_and_commits_survive_repeated_sigkill() {
 #[ignore = "long: 40 kill rounds; run with --ignored"]
 async fn acknowledged_records_and_commits_survive_many_sigkills() {
     chaos(rounds(LONG_ROUNDS)).await;
-}
-
-// The checker must catch what it is there to catch: each test below breaks a good history in
-// one way.
-
-fn good_history() -> History {
-    let v = |s: &str| s.as_bytes().to_vec();
-    let stored = vec![(0, v("a")), (1, v("b")), (2, v("c"))];
-    History {
-        produced: ["a", "b", "c", "d"].iter().map(|s| v(s)).collect(),
-        acked: vec![
-            Ack {
-                topic: "t".into(),
-                partition: 0,
-                offset: 0,
-                value: v("a"),
-            },
-            Ack {
-                topic: "t".into(),
-                partition: 0,
-                offset: 2,
-                value: v("c"),
-            },
-        ],
-        commits: vec![Commit {
-            round: 0,
-            group: "g".into(),
-            topic: "t".into(),
-            partition: 0,
-            offset: 2,
-            acknowledged: true,
-        }],
-        restarts: vec![
-            Restart {
-                round: 0,
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 0,
-                offset: None,
-            },
-            Restart {
-                round: 1,
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 0,
-                offset: Some(2),
-            },
-        ],
-        sessions: vec![
-            Session {
-                consumer: 0,
-                round: 0,
-                group: "g".into(),
-                topic: "t".into(),
-                starts: [(0, 0)].into(),
-                seen: vec![(0, 0, v("a")), (0, 1, v("b"))],
-            },
-            Session {
-                consumer: 0,
-                round: 1,
-                group: "g".into(),
-                topic: "t".into(),
-                starts: [(0, 2)].into(),
-                seen: vec![(0, 2, v("c"))],
-            },
-        ],
-        consumers: vec![("t".into(), vec![0])],
-        stored: [(("t".to_string(), 0), stored)].into(),
-    }
-}
-
-#[test]
-fn the_checker_passes_a_good_history() {
-    assert_eq!(check(&good_history()), Vec::<String>::new());
-}
-
-#[test]
-fn the_checker_catches_a_lost_acknowledged_record() {
-    let mut h = good_history();
-    h.stored.get_mut(&("t".into(), 0)).unwrap().truncate(2);
-    h.sessions[1].seen.clear();
-    assert!(check(&h).iter().any(|e| e.contains("is lost")));
-}
-
-#[test]
-fn the_checker_catches_a_duplicate_and_a_gap() {
-    let mut h = good_history();
-    let p = h.stored.get_mut(&("t".into(), 0)).unwrap();
-    p.push((3, b"a".to_vec()));
-    p.push((5, b"d".to_vec()));
-    let bad = check(&h);
-    assert!(bad.iter().any(|e| e.contains("stored twice")), "{bad:?}");
-    assert!(bad.iter().any(|e| e.contains("a gap")), "{bad:?}");
-}
-
-#[test]
-fn the_checker_catches_a_commit_going_back() {
-    let mut h = good_history();
-    h.restarts[1].offset = Some(1);
-    assert!(
-        check(&h)
-            .iter()
-            .any(|e| e.contains("below the acknowledged"))
-    );
-}
-
-#[test]
-fn the_checker_catches_a_consumer_that_skips_a_record() {
-    let mut h = good_history();
-    h.sessions[0].seen.pop();
-    let bad = check(&h);
-    assert!(bad.iter().any(|e| e.contains("never saw")), "{bad:?}");
-}
-
-#[test]
-fn the_checker_catches_a_consumer_that_does_not_resume_at_its_commit() {
-    let mut h = good_history();
-    h.sessions[1].starts = [(0, 0)].into();
-    h.sessions[1].seen = vec![(0, 0, b"a".to_vec())];
-    assert!(
-        check(&h)
-            .iter()
-            .any(|e| e.contains("committed offset was 2"))
-    );
 }

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 /// Starts `strata serve ARGS` and returns it with the address it printed.
@@ -17,18 +16,7 @@ fn serve(args: &[&str]) -> (Child, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start strata serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("strata exited before printing its address")
-            .expect("read stdout");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = common::listening_address(&mut child);
     (child, addr)
 }
 

@@ -9,8 +9,9 @@ mod common;
 #[path = "common/damage.rs"]
 mod damage;
 
+use common::files::{files, flip, garbage, truncate};
 use common::{Server, produce_values};
-use damage::{check_all, files, flip, garbage, partition_dir, populate, truncate};
+use damage::{check_all, partition_dir, populate};
 use std::path::Path;
 use strata::proto::{FetchRequest, StartPosition, start_position::Position};
 

@@ -11,9 +11,8 @@ mod common;
 mod damage;
 
 use common::Server;
-use damage::{
-    check_all, damaged_topic_is_refused, files, only_intact_is_served, partition_dir, populate,
-};
+use common::files::files;
+use damage::{check_all, damaged_topic_is_refused, only_intact_is_served, partition_dir, populate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unopenable_partition_takes_only_its_topic_offline() {

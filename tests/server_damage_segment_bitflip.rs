@@ -10,7 +10,8 @@ mod common;
 mod damage;
 
 use common::Server;
-use damage::{batches, check_all, files, flip, partition_dir, populate};
+use common::files::{batches_in, files, flip};
+use damage::{check_all, partition_dir, populate};
 
 /// Byte positions inside a batch to flip: crc, length, magic, base offset, record count, a
 /// record's length, a value byte.
@@ -38,9 +39,9 @@ async fn a_flipped_bit_loses_exactly_its_batch_and_nothing_else() {
         // The third batch of the second (sealed) segment and the second of the active one.
         let mut hit = Vec::new();
         for (segment, index) in [(&segments[1], 2), (segments.last().unwrap(), 1)] {
-            let (pos, base, _, count) = batches(segment)[index];
+            let (pos, header) = batches_in(segment)[index];
             flip(segment, pos + at, 0x10);
-            hit.push(base..base + count);
+            hit.push(header.base_offset..header.next_offset());
         }
 
         let server = Server::start(dir.path());

@@ -10,15 +10,16 @@ mod common;
 mod damage;
 
 use common::Server;
-use damage::{batches, check_all, files, garbage, partition_dir, populate, truncate};
+use common::files::{batches_in, files, garbage, truncate};
+use damage::{check_all, partition_dir, populate};
+use strata::record::BatchHeader;
 
-/// The offsets of the batches (as `damage::batches` lists them) that overlap `[from, to)`.
-fn hit(batches: &[(u64, u64, u64, u64)], from: u64, to: u64) -> Vec<u64> {
+/// The offsets of the batches (as `batches_in` lists them) that overlap `[from, to)`.
+fn hit(batches: &[(u64, BatchHeader)], from: u64, to: u64) -> Vec<u64> {
     batches
         .iter()
-        .copied()
-        .filter(|&(pos, _, len, _)| pos < to && from < pos + len)
-        .flat_map(|(_, base, _, count)| base..base + count)
+        .filter(|(pos, h)| *pos < to && from < pos + u64::from(h.length))
+        .flat_map(|(_, h)| h.base_offset..h.next_offset())
         .collect()
 }
 
@@ -32,7 +33,7 @@ async fn garbage_or_a_cut_in_a_sealed_segment_loses_only_what_it_hit() {
         let part = ("damaged".to_owned(), 1);
         let segments = files(&partition_dir(dir.path(), "damaged", 1), "log");
         let segment = &segments[1];
-        let b = batches(segment);
+        let b = batches_in(segment);
         let (from, to) = (b[2].0 + 30, b[4].0 + 10); // from inside batch 2 into batch 4
         let mut may_lose = hit(&b, from, to);
         if how == "cut" {

@@ -10,10 +10,9 @@ mod common;
 #[path = "common/damage.rs"]
 mod damage;
 
-use common::Server;
-use damage::{
-    check_all, damaged_topic_is_refused, garbage, only_intact_is_served, populate, truncate,
-};
+use common::files::{garbage, truncate};
+use common::{Server, create_topic};
+use damage::{check_all, damaged_topic_is_refused, only_intact_is_served, populate};
 use strata::proto::{
     CommitOffsetsRequest, CreateTopicRequest, DeleteTopicRequest, FetchCommittedOffsetsRequest,
     PartitionOffset,
@@ -102,14 +101,7 @@ async fn a_damaged_topic_file_takes_only_its_topic_offline() {
             .await
             .unwrap();
         assert!(!dir.path().join("topics/damaged").exists(), "{how}");
-        client
-            .create_topic(CreateTopicRequest {
-                name: "damaged".into(),
-                partitions: 1,
-                config: None,
-            })
-            .await
-            .unwrap();
+        create_topic(&mut client, "damaged", 1).await;
         drop(client);
         assert!(server.terminate().await.success());
     }

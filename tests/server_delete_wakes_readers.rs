@@ -2,9 +2,9 @@
 
 mod common;
 
-use common::{Server, at_offset, create_topic, produce_values, values};
+use common::{Server, at_offset, create_topic, produce_values, subscribe_from, values};
 use std::time::Duration;
-use strata::proto::{DeleteTopicRequest, FetchRequest, SubscribeRequest};
+use strata::proto::{DeleteTopicRequest, FetchRequest};
 use tonic::Code;
 
 #[tokio::test]
@@ -16,16 +16,7 @@ async fn readers_of_a_deleted_topic_get_not_found() {
     produce_values(&mut client, "doomed", 0, &values("v", 0, 2)).await;
 
     let mut sub = server.client().await;
-    let mut stream = sub
-        .subscribe(SubscribeRequest {
-            topic: "doomed".into(),
-            partitions: vec![],
-            start: at_offset(0),
-            max_bytes: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = subscribe_from(&mut sub, "doomed", &[], 0, 0).await;
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.next_offset, 2);
 

@@ -13,13 +13,12 @@
 mod common;
 
 use common::{
-    at_offset,
     hostile::{
         Baseline, Probe, assert_memory_bounded, fill_backlog, open_sockets, produce_backlog,
         start_server, wait_until,
     },
+    subscribe_from,
 };
-use strata::proto::SubscribeRequest;
 
 const STALLED: usize = 64;
 const BACKLOG_MIB: usize = 32;
@@ -39,16 +38,7 @@ async fn stalled_subscribers_asking_for_the_largest_messages_stay_under_the_memo
         let mut stalled = Vec::new();
         for _ in 0..STALLED {
             let mut c = server.client().await;
-            let stream = c
-                .subscribe(SubscribeRequest {
-                    topic: "backlog".into(),
-                    partitions: vec![0],
-                    start: at_offset(0),
-                    max_bytes: MAX_FETCH_BYTES,
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let stream = subscribe_from(&mut c, "backlog", &[0], 0, MAX_FETCH_BYTES).await;
             stalled.push((c, stream));
         }
         let pid = server.pid();

@@ -12,14 +12,15 @@
 mod common;
 
 use common::{
-    at_offset, batch_of,
+    batch_of,
     hostile::{
         Baseline, Probe, assert_memory_bounded, fill_backlog, open_sockets, start_server,
         wait_until,
     },
+    subscribe_from,
 };
 use std::net::SocketAddr;
-use strata::proto::{ProduceRequest, SubscribeRequest};
+use strata::proto::ProduceRequest;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 const ROUNDS: usize = 50;
@@ -83,16 +84,7 @@ async fn subscribers_and_producers_that_vanish_mid_stream_leave_nothing_behind()
     for round in 0..ROUNDS {
         // A subscriber reads a message or two of the backlog and is gone.
         let mut c = server.client().await;
-        let mut stream = c
-            .subscribe(SubscribeRequest {
-                topic: "backlog".into(),
-                partitions: vec![0],
-                start: at_offset(0),
-                max_bytes: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = subscribe_from(&mut c, "backlog", &[0], 0, 0).await;
         for _ in 0..=round % 2 {
             stream.message().await.unwrap().unwrap();
         }

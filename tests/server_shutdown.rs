@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::{Server, at_offset, create_topic, decode, fetch_all, produce_values, values};
+use common::{
+    Server, at_offset, create_topic, decode, fetch_all, produce_values, subscribe_from, values,
+};
 use std::time::Duration;
-use strata::proto::{FetchRequest, SubscribeRequest};
+use strata::proto::FetchRequest;
 
 #[tokio::test]
 async fn sigterm_ends_streams_cleanly_and_exits_zero() {
@@ -16,16 +18,7 @@ async fn sigterm_ends_streams_cleanly_and_exits_zero() {
     produce_values(&mut client, "jobs", 0, &values("job", 0, 5)).await;
 
     let mut sub_client = server.client().await;
-    let mut stream = sub_client
-        .subscribe(SubscribeRequest {
-            topic: "jobs".into(),
-            partitions: vec![0],
-            start: at_offset(0),
-            max_bytes: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = subscribe_from(&mut sub_client, "jobs", &[0], 0, 0).await;
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(decode(&first.batches, 0).len(), 5);
 

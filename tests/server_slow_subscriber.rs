@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::{Server, at_offset, batch_of, decode};
+use common::{Server, batch_of, create_topic_with, decode, subscribe_from};
 use std::time::Duration;
-use strata::proto::{
-    CreateTopicRequest, FsyncPolicy, ProduceRequest, SubscribeRequest, TopicConfig,
-};
+use strata::proto::{FsyncPolicy, ProduceRequest, TopicConfig};
 
 const BATCHES: usize = 200;
 const RECORDS_PER_BATCH: usize = 10;
@@ -18,31 +16,16 @@ async fn a_stalled_subscriber_neither_blocks_producers_nor_loses_records() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let mut client = server.client().await;
-    client
-        .create_topic(CreateTopicRequest {
-            name: "firehose".into(),
-            partitions: 1,
-            config: Some(TopicConfig {
-                fsync_policy: Some(FsyncPolicy::Never.into()),
-                ..TopicConfig::default()
-            }),
-        })
-        .await
-        .unwrap();
+    let config = TopicConfig {
+        fsync_policy: Some(FsyncPolicy::Never.into()),
+        ..TopicConfig::default()
+    };
+    create_topic_with(&mut client, "firehose", 1, config).await;
 
     // Subscribed from the start, then not read while ~20 MB are produced: far more than the
     // stream's window and the broker's per-subscription buffer.
     let mut sub = server.client().await;
-    let mut stream = sub
-        .subscribe(SubscribeRequest {
-            topic: "firehose".into(),
-            partitions: vec![],
-            start: at_offset(0),
-            max_bytes: 256 * 1024,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = subscribe_from(&mut sub, "firehose", &[], 0, 256 * 1024).await;
     for b in 0..BATCHES {
         let values: Vec<Vec<u8>> = (0..RECORDS_PER_BATCH)
             .map(|r| {

@@ -4,12 +4,12 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
 mod common {
+    pub mod files;
     pub mod storage;
 }
 
-use common::storage::{
-    batches_in, fill, flip, read_all, read_batch, segment_file, segments, small_config,
-};
+use common::files::{batches_in, flip, overwrite};
+use common::storage::{fill, read_all, read_batch, segment_file, segments, small_config};
 use std::path::Path;
 use strata::{
     record::BatchHeader,
@@ -197,7 +197,7 @@ fn a_damaged_record_count_never_serves_the_next_batch_in_its_place() {
     // One record fewer: a walk over the header alone would place the last record in the next
     // batch.
     let count = header.record_count - 1;
-    common::storage::overwrite(&path, pos + 40, &count.to_le_bytes());
+    overwrite(&path, pos + 40, &count.to_le_bytes());
     let log = Log::open(dir.path(), config).unwrap();
     assert_corrupt_at(read_batch(&log, header.next_offset() - 1), &path, pos);
     assert_corrupt_at(read_batch(&log, header.base_offset), &path, pos);

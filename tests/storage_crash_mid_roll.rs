@@ -8,16 +8,18 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
 mod common {
+    pub mod faults;
     pub mod storage;
 }
 
-use common::storage::{FailNth, append, fill, read_all, segments, small_config, value};
+use common::faults::Script;
+use common::storage::{append, fill, read_all, segments, small_config, value};
 use std::sync::Arc;
-use strata::storage::{FaultInjector, Log, LogConfig, Offset};
+use strata::storage::{Log, LogConfig, Offset};
 
-fn config(faults: &Arc<FailNth>) -> LogConfig {
+fn config(faults: &Arc<Script>) -> LogConfig {
     LogConfig {
-        faults: Some(faults.clone() as Arc<dyn FaultInjector>),
+        faults: Some(faults.as_injector()),
         ..small_config()
     }
 }
@@ -29,13 +31,13 @@ type Records = Vec<(Offset, Vec<u8>)>;
 /// whether the failure was hit (so the crash came before the roll and its append were done).
 fn crash_and_check(k: usize, roll: impl Fn(&Log) -> (Records, Records)) -> bool {
     let dir = tempfile::tempdir().unwrap();
-    let faults = FailNth::new();
+    let faults = Script::new();
     let log = Log::open(dir.path(), config(&faults)).unwrap();
     let records = fill(&log, 30);
-    faults.arm(k);
+    faults.fail_nth(k);
     let (acknowledged, unacknowledged) = roll(&log);
-    let hit = faults.failed.lock().unwrap().clone();
-    faults.disarm();
+    let hit = faults.last_hit();
+    faults.heal();
     drop(log); // the crash
 
     let context = format!("failing operation {k} of the roll ({hit:?})");

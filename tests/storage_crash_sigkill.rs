@@ -10,9 +10,11 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
 mod common {
+    pub mod rng;
     pub mod storage;
 }
 
+use common::rng::Rng;
 use common::storage::read_all;
 use std::{
     collections::{BTreeMap, HashSet},
@@ -50,23 +52,6 @@ fn config() -> LogConfig {
     }
 }
 
-/// splitmix64: a small, good enough generator that needs no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The child: appends from `THREADS` threads until killed (or until the parent goes away and
 /// writing to stdout fails).
 fn child(dir: &Path) {
@@ -76,7 +61,7 @@ fn child(dir: &Path) {
         .map(|t| {
             let log = log.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(round * 1000 + t);
+                let mut rng = Rng::new(round * 1000 + t);
                 for seq in 0.. {
                     let n = 1 + rng.below(3);
                     let values: Vec<String> = (0..n)
@@ -181,7 +166,7 @@ fn acknowledged_appends_survive_sigkill() {
         |s| s.parse().unwrap(),
     );
     eprintln!("seed {seed} (replay with {SEED_ENV}={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut acked: BTreeMap<Offset, String> = BTreeMap::new();
     for round in 0..ROUNDS {

@@ -9,11 +9,13 @@
 
 mod common {
     pub mod faults;
+    pub mod files;
     pub mod storage;
 }
 
 use common::faults::{EIO, ENOSPC, Fault, Script};
-use common::storage::{append, batches_in, read_all, segments, small_config};
+use common::files::batches_in;
+use common::storage::{append, read_all, segments, small_config};
 use std::{path::Path, time::Duration};
 use strata::{
     record::{BatchBuilder, validate_batch},

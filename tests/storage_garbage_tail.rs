@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
 mod common {
+    pub mod files;
     pub mod storage;
 }
 
-use common::storage::{batches_in, fill, overwrite, read_all, segments, small_config};
+use common::files::{batches_in, overwrite};
+use common::storage::{fill, read_all, segments, small_config};
 use strata::{record::BatchBuilder, storage::Log};
 
 fn garbage_kinds(next_offset: u64) -> Vec<(&'static str, Vec<u8>)> {

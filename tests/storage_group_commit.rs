@@ -3,40 +3,25 @@
 
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
-use std::{
-    io,
-    path::Path,
-    sync::{
-        Arc, Barrier,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+mod common {
+    pub mod faults;
+}
+
+use common::faults::Script;
+use std::sync::{Arc, Barrier};
 use strata::{
     record::{BatchBuilder, validate_batch},
-    storage::{FaultInjector, FileOp, FsyncPolicy, Log, LogConfig},
+    storage::{FileOp, FsyncPolicy, Log, LogConfig},
 };
-
-/// Counts fsyncs of segment files.
-#[derive(Default)]
-struct SyncCounter {
-    segment_syncs: AtomicUsize,
-}
-
-impl FaultInjector for SyncCounter {
-    fn before(&self, op: FileOp, path: &Path, _len: usize) -> io::Result<Option<usize>> {
-        if op == FileOp::Sync && path.extension() == Some("log".as_ref()) {
-            self.segment_syncs.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(None)
-    }
-}
 
 const THREADS: usize = 8;
 const APPENDS_PER_THREAD: usize = 200;
 
 #[test]
 fn concurrent_appenders_share_fsyncs() {
-    let counter = Arc::new(SyncCounter::default());
+    let script = Script::new();
+    // Counts fsyncs of segment files.
+    let segment_syncs = script.count(FileOp::Sync, ".log");
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(
         Log::open(
@@ -46,13 +31,13 @@ fn concurrent_appenders_share_fsyncs() {
                 segment_max_bytes: 64 * 1024 * 1024,
                 checkpoint_interval_bytes: 1 << 40,
                 fsync: FsyncPolicy::Always,
-                faults: Some(counter.clone() as Arc<dyn FaultInjector>),
+                faults: Some(script.as_injector()),
                 ..LogConfig::default()
             },
         )
         .unwrap(),
     );
-    let before = counter.segment_syncs.load(Ordering::SeqCst);
+    let before = segment_syncs.get();
     let start = Arc::new(Barrier::new(THREADS));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -75,7 +60,7 @@ fn concurrent_appenders_share_fsyncs() {
         t.join().unwrap();
     }
     let appends = THREADS * APPENDS_PER_THREAD;
-    let syncs = counter.segment_syncs.load(Ordering::SeqCst) - before;
+    let syncs = segment_syncs.get() - before;
     assert_eq!(log.next_offset(), appends as u64);
     assert_eq!(log.stats().segments, 1, "nothing rolled");
     eprintln!("{appends} appends from {THREADS} threads, {syncs} segment fsyncs");

@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
 mod common {
+    pub mod files;
     pub mod storage;
 }
 
-use common::storage::{batches_in, fill, read_all, read_batch, segment_file, segments};
+use common::files::batches_in;
+use common::storage::{fill, read_all, read_batch, segment_file, segments};
 use std::path::Path;
 use strata::storage::{Log, LogConfig, Offset};
 

@@ -5,19 +5,20 @@
 //! the log must hold everything acknowledged and, of the interrupted operation, all or a prefix.
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
+mod common {
+    pub mod faults;
+}
+
+use common::faults::Script;
 use proptest::prelude::*;
 use std::{
-    io,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 use strata::{
     record::{BATCH_HEADER_BYTES, BatchBuilder, Frame, decode_frame, validate_batch},
-    storage::{FaultInjector, FileOp, FsyncPolicy, Log, LogConfig, Offset, StorageError},
+    storage::{FsyncPolicy, Log, LogConfig, Offset, StorageError},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -471,37 +472,10 @@ enum Outcome {
     TruncatedTo { low: Offset, high: Offset },
 }
 
-/// Fails the file operation with a given number, once.
-#[derive(Default)]
-struct FailNth {
-    seen: AtomicUsize,
-    fail_at: AtomicUsize,
-}
-
-impl FailNth {
-    fn arm(&self, n: usize) {
-        self.fail_at
-            .store(self.seen.load(Ordering::SeqCst) + n, Ordering::SeqCst);
-    }
-
-    fn disarm(&self) {
-        self.fail_at.store(usize::MAX, Ordering::SeqCst);
-    }
-}
-
-impl FaultInjector for FailNth {
-    fn before(&self, _op: FileOp, _path: &Path, _len: usize) -> io::Result<Option<usize>> {
-        if self.seen.fetch_add(1, Ordering::SeqCst) == self.fail_at.load(Ordering::SeqCst) {
-            return Err(io::Error::other("injected failure"));
-        }
-        Ok(None)
-    }
-}
-
 struct Harness {
     dir: tempfile::TempDir,
     config: LogConfig,
-    faults: Arc<FailNth>,
+    faults: Arc<Script>,
     log: Option<Log>,
     model: Model,
     /// Makes every record's value unique.
@@ -510,10 +484,9 @@ struct Harness {
 
 impl Harness {
     fn new(config: &LogConfig) -> Harness {
-        let faults = Arc::new(FailNth::default());
-        faults.disarm();
+        let faults = Script::new();
         let config = LogConfig {
-            faults: Some(faults.clone() as Arc<dyn FaultInjector>),
+            faults: Some(faults.as_injector()),
             ..config.clone()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -603,9 +576,9 @@ impl Harness {
     /// Runs `during` with its `at`-th file operation failing, crashes, reopens, and settles the
     /// model on what the log may hold.
     fn crash(&mut self, at: usize, during: &Op) {
-        self.faults.arm(at);
+        self.faults.fail_nth(at);
         let outcome = self.try_apply(during);
-        self.faults.disarm();
+        self.faults.heal();
         drop(self.log.take());
         let log = Log::open(&self.path(), self.config.clone())
             .unwrap_or_else(|e| panic!("reopening after a crash in {during:?}: {e}"));

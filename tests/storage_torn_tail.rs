@@ -3,10 +3,12 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
 mod common {
+    pub mod files;
     pub mod storage;
 }
 
-use common::storage::{append, batches_in, fill, read_all, segments, small_config};
+use common::files::{batches_in, overwrite, truncate};
+use common::storage::{append, fill, read_all, segments, small_config};
 use strata::storage::Log;
 
 /// How the torn batch looks on disk.
@@ -34,15 +36,10 @@ fn a_torn_last_batch_is_cut_and_appends_continue_at_its_offset() {
             assert_eq!(header.base_offset, torn.base_offset);
             let len = u64::from(header.length);
             assert!(at < len);
-            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             match tear {
-                Tear::Zeroes => {
-                    let zeroes = vec![0u8; (len - at) as usize];
-                    std::os::unix::fs::FileExt::write_all_at(&file, &zeroes, pos + at).unwrap();
-                }
-                Tear::Cut => file.set_len(pos + at).unwrap(),
+                Tear::Zeroes => overwrite(&path, pos + at, &vec![0u8; (len - at) as usize]),
+                Tear::Cut => truncate(&path, pos + at),
             }
-            drop(file);
 
             let context = format!("{tear:?} at byte {at} of the last batch");
             let log = Log::open(dir.path(), config.clone()).unwrap();
@@ -72,7 +69,7 @@ fn a_torn_batch_at_a_segment_start_leaves_an_empty_active_segment() {
     drop(log);
     let (base, path) = segments(dir.path()).pop().unwrap();
     assert_eq!(base, torn.base_offset, "the torn batch starts its segment");
-    common::storage::overwrite(&path, 30, &[0u8; 100]);
+    overwrite(&path, 30, &[0u8; 100]);
 
     let log = Log::open(dir.path(), config.clone()).unwrap();
     assert_eq!(log.next_offset(), torn.base_offset);

@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used)] // helpers of a test: a failed unwrap is a failed test
 
 mod common {
+    pub mod files;
     pub mod storage;
 }
 
-use common::storage::{batches_in, fill, overwrite, read_all, read_batch, segments, small_config};
+use common::files::{batches_in, overwrite};
+use common::storage::{fill, read_all, read_batch, segments, small_config};
 use strata::{
     record::Corruption,
     storage::{Log, LogConfig, StorageError},

@@ -6,13 +6,9 @@
 use crate::common::{Client, Server};
 use std::{
     collections::BTreeMap,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
-use strata::proto::{
-    CreateTopicRequest, DescribeTopicRequest, FetchRequest, ProduceRequest, Record, TopicConfig,
-};
-use strata::record::{Frame, decode_frame};
+use strata::proto::{DescribeTopicRequest, FetchRequest, ProduceRequest, Record, TopicConfig};
 use tonic::Code;
 
 /// Topic, partition.
@@ -30,19 +26,13 @@ pub async fn populate(dir: &Path, batches: usize) -> (Server, Acked) {
     let mut client = server.client().await;
     let mut acked = Acked::new();
     for (topic, partitions) in TOPICS {
-        client
-            .create_topic(CreateTopicRequest {
-                name: topic.into(),
-                partitions,
-                config: Some(TopicConfig {
-                    segment_max_bytes: Some(4096),
-                    // The records carry old timestamps: keep them.
-                    retention_ms: Some(-1),
-                    ..TopicConfig::default()
-                }),
-            })
-            .await
-            .unwrap();
+        let config = TopicConfig {
+            segment_max_bytes: Some(4096),
+            // The records carry old timestamps: keep them.
+            retention_ms: Some(-1),
+            ..TopicConfig::default()
+        };
+        crate::common::create_topic_with(&mut client, topic, partitions, config).await;
         for partition in 0..partitions {
             for k in 0..batches {
                 let values: Vec<Vec<u8>> = (0..3)
@@ -83,73 +73,6 @@ pub async fn populate(dir: &Path, batches: usize) -> (Server, Acked) {
 /// A partition's directory.
 pub fn partition_dir(data: &Path, topic: &str, partition: u32) -> PathBuf {
     data.join("topics").join(topic).join(partition.to_string())
-}
-
-/// The files of a partition with this extension, sorted (segments sort by base offset).
-pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension() == Some(ext.as_ref()))
-        .collect();
-    out.sort();
-    out
-}
-
-/// The batches of a segment file: (position, base offset, length, records).
-pub fn batches(path: &Path) -> Vec<(u64, u64, u64, u64)> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Frame::Batch(b) = decode_frame(&bytes[pos..]) {
-        let h = b.header();
-        out.push((
-            pos as u64,
-            h.base_offset,
-            u64::from(h.length),
-            u64::from(h.record_count),
-        ));
-        pos += b.bytes().len();
-    }
-    out
-}
-
-/// XORs `mask` into the byte at `pos`.
-pub fn flip(path: &Path, pos: u64, mask: u8) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, pos).unwrap();
-    b[0] ^= mask;
-    f.write_all_at(&b, pos).unwrap();
-}
-
-/// Overwrites bytes at `pos` with pseudo-random garbage from `seed`.
-pub fn garbage(path: &Path, pos: u64, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(&bytes, pos).unwrap();
-}
-
-/// Cuts the file to `len` bytes.
-pub fn truncate(path: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
 }
 
 /// What reading a partition from its start to its end found.

@@ -3,7 +3,7 @@
 //! polling a condition with a deadline. Used as `mod common; ` plus `use common::hostile`.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
 
-use super::{Client, Server, at_offset, batch_of, create_topic, decode};
+use super::{Client, Server, at_offset, batch_of, create_topic, create_topic_with, decode};
 use bytes::Bytes;
 use std::{
     sync::{
@@ -12,9 +12,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use strata::proto::{
-    self, CreateTopicRequest, FetchRequest, FsyncPolicy, ProduceRequest, TopicConfig,
-};
+use strata::proto::{self, FetchRequest, FsyncPolicy, ProduceRequest, TopicConfig};
 use tokio::task::JoinHandle;
 
 /// The broker's resident memory must stay below this while it is abused (docs/RELIABILITY.md).
@@ -38,17 +36,11 @@ const ALLOCATOR_ENV: [(&str, &str); 1] = [(
 
 /// Creates the one-partition topic "backlog" (fsync `never`) and fills it with `mib` MiB.
 pub async fn fill_backlog(client: &mut Client, mib: usize) {
-    client
-        .create_topic(CreateTopicRequest {
-            name: "backlog".into(),
-            partitions: 1,
-            config: Some(TopicConfig {
-                fsync_policy: Some(FsyncPolicy::Never.into()),
-                ..TopicConfig::default()
-            }),
-        })
-        .await
-        .unwrap();
+    let config = TopicConfig {
+        fsync_policy: Some(FsyncPolicy::Never.into()),
+        ..TopicConfig::default()
+    };
+    create_topic_with(client, "backlog", 1, config).await;
     produce_backlog(client, mib).await;
 }
 

@@ -1,9 +1,15 @@
 //! Test support: runs the real `strata` binary on a loopback port with a temporary data directory,
-//! waits for the address it prints, and talks to it with the generated gRPC client.
+//! waits for the address it prints, and talks to it with the generated gRPC client. The broker and
+//! server in this process instead (with a fault injector): [`inproc::InProc`].
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod cli;
+pub mod faults;
+pub mod files;
+pub mod history;
 pub mod hostile;
+pub mod inproc;
+pub mod rng;
 
 use bytes::Bytes;
 use std::{
@@ -57,19 +63,9 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the strata binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("strata exited before printing its address")
-                .expect("read strata's stdout");
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                break addr.parse().expect("a socket address");
-            }
-        };
-        // Keep draining stdout so the child never blocks on (or dies of) a closed pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let addr = listening_address(&mut child)
+            .parse()
+            .expect("a socket address");
         Server {
             child: Some(child),
             addr,
@@ -79,10 +75,7 @@ impl Server {
 
     /// A new client connection.
     pub async fn client(&self) -> Client {
-        StrataClient::connect(format!("http://{}", self.addr))
-            .await
-            .expect("connect to strata")
-            .max_decoding_message_size(64 * 1024 * 1024)
+        connect(self.addr).await
     }
 
     /// The child's process id.
@@ -121,6 +114,33 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Waits until a `strata serve` child (its stdout piped) prints `listening on ADDR`, and returns
+/// ADDR. Its stdout is drained from then on, so that it never blocks on (or dies of) a closed
+/// pipe.
+pub fn listening_address(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("strata exited before printing its address")
+            .expect("read strata's stdout");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}
+
+/// A new client connection to a broker at `addr`, taking responses of up to 64 MiB.
+pub async fn connect(addr: SocketAddr) -> Client {
+    StrataClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to strata")
+        .max_decoding_message_size(64 * 1024 * 1024)
 }
 
 /// A record as read back.
@@ -176,11 +196,30 @@ pub fn batch_of(values: &[Vec<u8>]) -> Bytes {
 
 /// Creates a topic with the broker's default config.
 pub async fn create_topic(client: &mut Client, name: &str, partitions: u32) {
+    create(client, name, partitions, None).await;
+}
+
+/// Creates a topic with these settings (the broker's defaults for those left unset).
+pub async fn create_topic_with(
+    client: &mut Client,
+    name: &str,
+    partitions: u32,
+    config: proto::TopicConfig,
+) {
+    create(client, name, partitions, Some(config)).await;
+}
+
+async fn create(
+    client: &mut Client,
+    name: &str,
+    partitions: u32,
+    config: Option<proto::TopicConfig>,
+) {
     client
         .create_topic(CreateTopicRequest {
             name: name.into(),
             partitions,
-            config: None,
+            config,
         })
         .await
         .expect("create topic");
@@ -229,6 +268,27 @@ pub fn at_group(group: &str) -> Option<StartPosition> {
     })
 }
 
+/// Subscribes to `partitions` of `topic` (none: all) from `offset`, `max_bytes` a message (0: the
+/// broker's default).
+pub async fn subscribe_from(
+    client: &mut Client,
+    topic: &str,
+    partitions: &[u32],
+    offset: u64,
+    max_bytes: u32,
+) -> tonic::Streaming<proto::SubscribeResponse> {
+    client
+        .subscribe(proto::SubscribeRequest {
+            topic: topic.into(),
+            partitions: partitions.to_vec(),
+            start: at_offset(offset),
+            max_bytes,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
 /// Fetches every record of a partition from `from` up to the high watermark, without waiting.
 pub async fn fetch_all(client: &mut Client, topic: &str, partition: u32, from: u64) -> Vec<Rec> {
     let mut out = Vec::new();
@@ -250,6 +310,20 @@ pub async fn fetch_all(client: &mut Client, topic: &str, partition: u32, from: u
         }
         next = resp.next_fetch_offset;
     }
+}
+
+/// Every record of a partition from offset 0 to the high watermark: (offset, value).
+pub async fn stored(client: &mut Client, topic: &str, partition: u32) -> Vec<(u64, Vec<u8>)> {
+    fetch_all(client, topic, partition, 0)
+        .await
+        .into_iter()
+        .map(|r| (r.offset, r.value))
+        .collect()
+}
+
+/// `values` at the offsets from 0, as [`stored`] returns them.
+pub fn at_offsets(values: &[Vec<u8>]) -> Vec<(u64, Vec<u8>)> {
+    (0..).zip(values.iter().cloned()).collect()
 }
 
 /// `n` distinct values starting at `first`.

@@ -19,6 +19,7 @@
 //! without going through the seam.
 #![allow(dead_code, clippy::unwrap_used)] // a failed unwrap is a failed test
 
+use super::rng::Rng;
 use std::{
     collections::{BTreeMap, HashMap},
     ffi::OsString,
@@ -29,34 +30,6 @@ use std::{
 use strata::storage::{FaultInjector, FileOp, IoEvent};
 
 const PAGE: u64 = 4096;
-
-/// A deterministic random source (splitmix64), so a seed replays a run exactly.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// True with probability `1 / n`.
-    pub fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-}
 
 type NodeId = usize;
 

@@ -2,18 +2,10 @@
 //! and a look at the files on disk. Used as `mod common { pub mod storage; }`.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
 
-use std::{
-    io,
-    os::unix::fs::FileExt,
-    path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::path::{Path, PathBuf};
 use strata::{
-    record::{BatchBuilder, BatchHeader, Frame, decode_frame, validate_batch},
-    storage::{Appended, FaultInjector, FileOp, FsyncPolicy, Log, LogConfig, Offset, StorageError},
+    record::{BatchBuilder, Frame, decode_frame, validate_batch},
+    storage::{Appended, FsyncPolicy, Log, LogConfig, Offset, StorageError},
 };
 
 /// 4 KiB segments, an index entry per batch, no retention, no roll by age, and everything behind
@@ -131,77 +123,4 @@ pub fn segments(dir: &Path) -> Vec<(Offset, PathBuf)> {
 /// `{base:020}.{ext}` in `dir`.
 pub fn segment_file(dir: &Path, base: Offset, ext: &str) -> PathBuf {
     dir.join(format!("{base:020}.{ext}"))
-}
-
-/// The batches of a segment file with their positions, read directly from the file.
-pub fn batches_in(path: &Path) -> Vec<(u64, BatchHeader)> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Frame::Batch(b) = decode_frame(&bytes[pos..]) {
-        out.push((pos as u64, *b.header()));
-        pos += b.bytes().len();
-    }
-    out
-}
-
-/// XORs `mask` into the byte at `pos` of `path`.
-pub fn flip(path: &Path, pos: u64, mask: u8) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, pos).unwrap();
-    b[0] ^= mask;
-    f.write_all_at(&b, pos).unwrap();
-}
-
-/// Overwrites bytes of `path` at `pos`.
-pub fn overwrite(path: &Path, pos: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, pos).unwrap();
-}
-
-/// A fault injector that counts operations and fails the one with a given number.
-#[derive(Default)]
-pub struct FailNth {
-    /// Operations seen so far.
-    pub seen: AtomicUsize,
-    /// The 0-based number of the operation to fail, or `usize::MAX` for none.
-    pub fail_at: AtomicUsize,
-    /// What was failed: (operation, file name).
-    pub failed: Mutex<Option<(FileOp, String)>>,
-}
-
-impl FailNth {
-    pub fn new() -> Arc<FailNth> {
-        Arc::new(FailNth {
-            fail_at: AtomicUsize::new(usize::MAX),
-            ..FailNth::default()
-        })
-    }
-
-    /// Fails the `n`-th operation from now.
-    pub fn arm(&self, n: usize) {
-        self.fail_at
-            .store(self.seen.load(Ordering::SeqCst) + n, Ordering::SeqCst);
-    }
-
-    pub fn disarm(&self) {
-        self.fail_at.store(usize::MAX, Ordering::SeqCst);
-    }
-}
-
-impl FaultInjector for FailNth {
-    fn before(&self, op: FileOp, path: &Path, _len: usize) -> io::Result<Option<usize>> {
-        let n = self.seen.fetch_add(1, Ordering::SeqCst);
-        if n == self.fail_at.load(Ordering::SeqCst) {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            *self.failed.lock().unwrap() = Some((op, name));
-            return Err(io::Error::other("injected failure"));
-        }
-        Ok(None)
-    }
 }
