@@ -42,12 +42,10 @@ impl Member {
             .into_inner();
         self.id.clone_from(&answer.member_id);
         self.epoch = answer.member_epoch;
-        let released = self.owned.iter().any(|p| {
-            !answer
-                .assignment
-                .iter()
-                .any(|tp| tp.partitions.contains(p))
-        });
+        let released = self
+            .owned
+            .iter()
+            .any(|p| !answer.assignment.iter().any(|tp| tp.partitions.contains(p)));
         self.owned = answer
             .assignment
             .iter()
@@ -87,7 +85,11 @@ fn refused(result: Result<(), tonic::Status>, words: &[&str]) {
     let status = result.expect_err("the commit should be refused");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     for w in words {
-        assert!(status.message().contains(w), "{w:?} missing in {:?}", status.message());
+        assert!(
+            status.message().contains(w),
+            "{w:?} missing in {:?}",
+            status.message()
+        );
     }
 }
 
@@ -123,11 +125,18 @@ async fn commits_are_fenced_and_a_static_member_gets_its_partitions_back() {
     assert!(a.owned.is_disjoint(&b.owned));
 
     let mine = *a.owned.first().expect("a owns one");
-    a.commit(&mut client, mine, 5).await.expect("the owner commits");
+    a.commit(&mut client, mine, 5)
+        .await
+        .expect("the owner commits");
     // Not the owner.
     refused(
         b.commit(&mut client, mine, 6).await,
-        &["'billing'", &b.id, &format!("epoch {}", b.epoch), &format!("partition {mine}")],
+        &[
+            "'billing'",
+            &b.id,
+            &format!("epoch {}", b.epoch),
+            &format!("partition {mine}"),
+        ],
     );
     // An epoch from the future is no epoch of a's.
     let mut forged = a.clone();
@@ -144,9 +153,6 @@ async fn commits_are_fenced_and_a_static_member_gets_its_partitions_back() {
 
     // The static member leaves for a moment: nobody takes its partitions meanwhile.
     let held = a.owned.clone();
-    let mut leaving = a.clone();
-    leaving.epoch = -2;
-    leaving.owned.clear();
     client
         .group_heartbeat(GroupHeartbeatRequest {
             group: "billing".into(),
@@ -158,7 +164,11 @@ async fn commits_are_fenced_and_a_static_member_gets_its_partitions_back() {
         .await
         .expect("a static leave");
     b.beat(&mut client).await.expect("b beats");
-    assert_eq!(b.owned.len(), 2, "b is not given the away member's partitions");
+    assert_eq!(
+        b.owned.len(),
+        2,
+        "b is not given the away member's partitions"
+    );
     // It comes back under the same instance id: same partitions, nothing moved.
     let mut back = Member {
         instance: "billing-a".into(),
@@ -168,7 +178,9 @@ async fn commits_are_fenced_and_a_static_member_gets_its_partitions_back() {
     assert_eq!(back.owned, held);
     // Its old incarnation is fenced.
     refused(a.commit(&mut client, mine, 7).await, &["'billing'", &a.id]);
-    back.commit(&mut client, mine, 7).await.expect("the new incarnation commits");
+    back.commit(&mut client, mine, 7)
+        .await
+        .expect("the new incarnation commits");
 
     // b falls silent: after the session timeout it is out, its commits refused, and the
     // other member owns everything.
