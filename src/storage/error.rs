@@ -21,8 +21,8 @@ pub enum StorageError {
     /// The disk is full. An append that fails with it stored nothing; retry once space is
     /// freed.
     #[error(
-        "no space left on the device holding {path} (could not {op}): nothing was stored; \
-         free space (delete a topic or lower its retention) and retry"
+        "no space left on the device holding {path} (could not {op}): {}",
+        disk_full_consequence(op)
     )]
     DiskFull {
         /// What was being done ("write", "allocate", ...).
@@ -60,9 +60,12 @@ pub enum StorageError {
         /// What is wrong.
         reason: Corruption,
     },
-    /// An fsync failed earlier, so what is on disk is unknown: the log refuses appends until it is
-    /// reopened (restart the broker).
-    #[error("the log at {path} is poisoned by a failed fsync ({cause}); restart to recover")]
+    /// An fsync failed earlier (or clearing a failed write did), so what is on disk is unknown:
+    /// the log refuses appends until it is reopened (restart the broker).
+    #[error(
+        "the log at {path} is poisoned: {cause}, so what is on disk is unknown and it takes no \
+         writes; restart to recover (recovery finds what is really there)"
+    )]
     Poisoned {
         /// The partition directory.
         path: PathBuf,
@@ -89,6 +92,17 @@ pub enum StorageError {
 
 impl StorageError {
     /// Wraps an I/O error, recognising a full disk.
+    /// What poisoning says of this error: the operation and the OS error, without the advice a
+    /// client gets with it (a poisoned log is not a retry).
+    pub(crate) fn poison_cause(&self) -> String {
+        match self {
+            StorageError::DiskFull { op, path, source } | StorageError::Io { op, path, source } => {
+                format!("{op} of {} failed ({source})", path.display())
+            }
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
         if source.kind() == io::ErrorKind::StorageFull {
@@ -96,5 +110,51 @@ impl StorageError {
         } else {
             StorageError::Io { op, path, source }
         }
+    }
+}
+
+/// What a full disk meant for the operation that hit it.
+fn disk_full_consequence(op: &str) -> &'static str {
+    if op.starts_with("fsync") {
+        "what was written may or may not be on disk, and the partition takes no writes until the \
+         broker restarts; free space, then restart"
+    } else {
+        "nothing was stored; free space (delete a topic or lower its retention) and retry"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StorageError;
+    use std::io;
+
+    fn enospc() -> io::Error {
+        io::Error::from(io::ErrorKind::StorageFull)
+    }
+
+    #[test]
+    fn a_full_disk_on_fsync_does_not_say_nothing_was_stored() {
+        let write = StorageError::io("write", "/d/0.log", enospc()).to_string();
+        assert!(
+            write.contains("nothing was stored") && write.contains("retry"),
+            "{write}"
+        );
+        let sync = StorageError::io("fsync", "/d/0.log", enospc()).to_string();
+        assert!(!sync.contains("nothing was stored"), "{sync}");
+        assert!(sync.contains("may or may not be on disk"), "{sync}");
+    }
+
+    #[test]
+    fn poisoning_names_the_failure_without_the_advice_of_a_retry() {
+        let cause = StorageError::io("write", "/d/0.log", enospc()).poison_cause();
+        assert!(cause.starts_with("write of /d/0.log failed"), "{cause}");
+        assert!(!cause.contains("retry"), "{cause}");
+        let poisoned = StorageError::Poisoned {
+            path: "/d".into(),
+            cause,
+        }
+        .to_string();
+        assert!(!poisoned.contains("fsync"), "{poisoned}");
+        assert!(poisoned.contains("restart to recover"), "{poisoned}");
     }
 }

@@ -215,7 +215,7 @@ impl Journal {
 
     fn poison(&mut self, cause: &StorageError) {
         tracing::error!(path = %self.path.display(), %cause, "journal poisoned: refusing appends until it is reopened");
-        self.poisoned.get_or_insert_with(|| cause.to_string());
+        self.poisoned.get_or_insert_with(|| cause.poison_cause());
     }
 
     /// Appends one entry (not empty) and makes it durable before returning. A failed write is

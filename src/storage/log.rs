@@ -272,8 +272,8 @@ impl Log {
     pub(crate) fn poison(&self, cause: &StorageError) {
         let mut p = lock(&self.poisoned);
         if p.is_none() {
-            tracing::error!(dir = %self.dir.display(), %cause, "fsync failed; log poisoned");
-            *p = Some(cause.to_string());
+            tracing::error!(dir = %self.dir.display(), %cause, "log poisoned");
+            *p = Some(cause.poison_cause());
         }
     }
 
