@@ -314,6 +314,29 @@ impl GroupStore {
         names
     }
 
+    /// Removes the group and its file (durably: the directory is synced). False if the group
+    /// has no file.
+    pub(crate) fn delete(&self, group: &str) -> Result<bool, BrokerError> {
+        self.check(group)?;
+        let mut groups = self
+            .groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(g) = groups.remove(group) else {
+            return Ok(false);
+        };
+        let path = lock(&g).journal.path().to_path_buf();
+        if let Err(e) = self.io.remove_file(&path) {
+            // Still there: keep serving it.
+            groups.insert(group.to_owned(), g);
+            return Err(BrokerError::file(e));
+        }
+        // Gone from the directory; a failed sync means a crash could bring it back, which the
+        // caller hears (the group is gone from memory either way: its file is unlinked).
+        self.io.sync_dir(&self.dir).map_err(BrokerError::file)?;
+        Ok(true)
+    }
+
     /// Drops every group's offsets in `topic` (after the topic is deleted).
     pub(crate) fn forget_topic(&self, topic: &str) -> Result<(), BrokerError> {
         let groups: Vec<(String, Arc<Mutex<Group>>)> = {

@@ -86,6 +86,19 @@ pub struct GroupLag {
     pub owner: Option<String>,
 }
 
+/// A partition's offsets, as [`Broker::list_offsets`] gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffsets {
+    /// The partition.
+    pub partition: u32,
+    /// The earliest offset stored.
+    pub earliest_offset: Offset,
+    /// The next offset.
+    pub next_offset: Offset,
+    /// Where the position asked for resolves.
+    pub offset: Offset,
+}
+
 /// What `describe_group` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDescription {
@@ -470,6 +483,55 @@ impl Broker {
             }
         }
         Ok(out)
+    }
+
+    /// Per partition of `topic` (`wanted`, or all if empty): the earliest offset, the next offset
+    /// and where `start` resolves. Reads no record (a timestamp reads the time index and at
+    /// most the batches of one index interval).
+    pub fn list_offsets(
+        &self,
+        topic: &str,
+        wanted: &[u32],
+        start: &StartPosition,
+    ) -> Result<Vec<ListedOffsets>> {
+        self.check_open()?;
+        let mut handles = self.partitions(topic, wanted)?;
+        handles.sort_by_key(|h| h.partition);
+        handles
+            .iter()
+            .map(|h| {
+                let log = &h.topic.partitions[h.partition as usize].log;
+                Ok(ListedOffsets {
+                    partition: h.partition,
+                    offset: self.resolve_start(h, start)?,
+                    earliest_offset: log.earliest_offset(),
+                    next_offset: h.next_offset(),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a group's committed offsets (its file), durably. Refused while the group has live
+    /// members; NOT_FOUND if it has nothing to delete.
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        validate_group_name(group)?;
+        self.check_open()?;
+        let members = self
+            .members()
+            .describe(group, now_ms())
+            .map_or(0, |g| g.members.len());
+        if members > 0 {
+            return Err(BrokerError::Membership {
+                group: group.to_owned(),
+                refusal: membership::Refusal::HasMembers { members },
+            });
+        }
+        if !self.groups.delete(group)? {
+            return Err(BrokerError::GroupNotFound {
+                group: group.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// The offset `start` means in this partition, checked to lie in `[earliest, next]`

@@ -68,7 +68,7 @@ struct JsonHeader<'a> {
     value: std::borrow::Cow<'a, str>,
 }
 
-fn parse_from(text: &str) -> Result<Seek, String> {
+pub(crate) fn parse_from(text: &str) -> Result<Seek, String> {
     match text {
         "earliest" | "beginning" | "start" => Ok(Seek::Earliest),
         "latest" | "end" => Ok(Seek::Latest),

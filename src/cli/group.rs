@@ -1,13 +1,17 @@
 //! `strata group list | describe`.
 
 use super::common::{ClientArgs, Failure, Output};
-use crate::client::{Admin, GroupLag, GroupMember};
+use crate::client::{Admin, GroupLag, GroupMember, Seek};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 /// Options of `strata group`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  strata group list\n  strata group describe billing")]
+#[command(
+    after_help = "Examples:\n  strata group list\n  strata group describe billing\n  \
+    strata group reset billing --topic orders --to earliest --dry-run\n  \
+    strata group delete billing"
+)]
 pub struct GroupArgs {
     /// Broker and output options.
     #[command(flatten)]
@@ -30,6 +34,68 @@ pub enum GroupCommand {
         /// The consumer group.
         group: String,
     },
+    /// Move a group's committed offsets in a topic (only while the group has no live members).
+    #[command(
+        after_help = "TARGET is earliest, latest, an OFFSET, @UNIX_MS (the first record at or \
+        after that time), or -N (N records back from the committed offset). Offsets are clamped \
+        to what the partition still stores.\n\nExamples:\n  \
+        strata group reset billing --topic orders --to earliest --dry-run\n  \
+        strata group reset billing --topic orders --to -100 -p 2\n  \
+        strata group reset billing --topic orders --to @1767225600000"
+    )]
+    Reset {
+        /// The consumer group.
+        group: String,
+        /// The topic whose offsets move.
+        #[arg(long)]
+        topic: String,
+        /// Where to: earliest, latest, OFFSET, @UNIX_MS or -N.
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_target)]
+        to: Target,
+        /// Only this partition; repeat for several (default: all).
+        #[arg(short, long = "partition", value_name = "PARTITION")]
+        partitions: Vec<u32>,
+        /// Print the plan without committing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete a group's committed offsets (only while it has no live members).
+    #[command(after_help = "Example:\n  strata group delete billing")]
+    Delete {
+        /// The consumer group.
+        group: String,
+    },
+}
+
+/// Where `group reset` moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A position the broker resolves.
+    At(Seek),
+    /// This many records back from the committed offset (from the earliest without one).
+    Back(u64),
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    if let Some(n) = text.strip_prefix('-') {
+        return n
+            .parse()
+            .map(Target::Back)
+            .map_err(|_| format!("'{text}': - must be followed by a number of records"));
+    }
+    super::consume::parse_from(text)
+        .map(Target::At)
+        .map_err(|e| e.replace("or @UNIX_MS)", "@UNIX_MS, or -N)"))
+}
+
+/// One partition of a reset's plan.
+#[derive(Debug, Serialize)]
+struct ResetRow {
+    group: String,
+    topic: String,
+    partition: u32,
+    from: Option<u64>,
+    to: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,6 +246,99 @@ pub(crate) async fn run(args: GroupArgs) -> Result<(), Failure> {
                         out.table(&["TOPIC", "PARTITION", "COMMITTED", "NEXT", "LAG"], &rows)?;
                     }
                 }
+            }
+        }
+        GroupCommand::Reset {
+            group,
+            topic,
+            to,
+            partitions,
+            dry_run,
+        } => {
+            let fail = |e: &crate::client::ClientError| client.fail(e, Some(&topic));
+            // An offset is clamped to what is stored rather than refused, as Kafka's tool does.
+            let at = match to {
+                Target::At(Seek::Offset(_)) | Target::Back(_) => Seek::Latest,
+                Target::At(seek) => seek,
+            };
+            let listed = admin
+                .list_offsets(&topic, &partitions, at)
+                .await
+                .map_err(|e| fail(&e))?;
+            let committed = admin
+                .committed_offsets(&group, &topic)
+                .await
+                .map_err(|e| fail(&e))?;
+            let plan: Vec<ResetRow> = listed
+                .iter()
+                .map(|p| {
+                    let from = committed.get(&p.partition).copied();
+                    let to = match to {
+                        Target::At(Seek::Offset(o)) => o,
+                        Target::At(_) => p.offset,
+                        Target::Back(n) => from.unwrap_or(p.earliest_offset).saturating_sub(n),
+                    }
+                    .clamp(p.earliest_offset, p.next_offset);
+                    ResetRow {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: p.partition,
+                        from,
+                        to,
+                    }
+                })
+                .collect();
+            if !dry_run {
+                let offsets = plan.iter().map(|r| (r.partition, r.to)).collect();
+                admin
+                    .commit_offsets(&group, &topic, &offsets)
+                    .await
+                    .map_err(|e| {
+                        let f = fail(&e);
+                        if e.code() == Some(tonic::Code::FailedPrecondition) {
+                            f.hint("stop the group's consumers first (`strata group describe` lists them)")
+                        } else {
+                            f
+                        }
+                    })?;
+            }
+            match out.output {
+                Output::Json => {
+                    for row in &plan {
+                        out.json(row)?;
+                    }
+                }
+                Output::Text => {
+                    let rows: Vec<Vec<String>> = plan
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.topic.clone(),
+                                r.partition.to_string(),
+                                r.from.map_or_else(|| "-".into(), |o| o.to_string()),
+                                r.to.to_string(),
+                            ]
+                        })
+                        .collect();
+                    out.table(&["TOPIC", "PARTITION", "FROM", "TO"], &rows)?;
+                    if dry_run {
+                        out.line("(dry run: nothing committed)")?;
+                    }
+                }
+            }
+        }
+        GroupCommand::Delete { group } => {
+            admin.delete_group(&group).await.map_err(|e| {
+                let f = client.fail(&e, None);
+                if e.code() == Some(tonic::Code::FailedPrecondition) {
+                    f.hint("stop the group's consumers first (`strata group describe` lists them)")
+                } else {
+                    f
+                }
+            })?;
+            match out.output {
+                Output::Json => out.json(&serde_json::json!({ "deleted": group }))?,
+                Output::Text => out.line(&format!("deleted consumer group '{group}'"))?,
             }
         }
     }

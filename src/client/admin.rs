@@ -1,6 +1,6 @@
 //! `Admin`: topic and consumer-group calls, with plain Rust types in and out.
 
-use super::{Channel, ClientError, raw};
+use super::{Channel, ClientError, Seek, raw};
 use crate::proto::{self, strata_client::StrataClient};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -180,6 +180,19 @@ pub struct GroupDescription {
     pub members: Vec<GroupMember>,
     /// Per partition it committed in or a member owns.
     pub partitions: Vec<GroupLag>,
+}
+
+/// A partition's offsets, from [`Admin::list_offsets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionOffsets {
+    /// The partition.
+    pub partition: u32,
+    /// The earliest offset still stored.
+    pub earliest_offset: u64,
+    /// The next offset.
+    pub next_offset: u64,
+    /// Where the position asked for resolves.
+    pub offset: u64,
 }
 
 /// Topic and consumer-group administration.
@@ -386,6 +399,47 @@ impl Admin {
                         offset,
                     })
                     .collect(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Per partition (`partitions`, or all if empty): the earliest and next offsets and where
+    /// `at` resolves (for a timestamp, the first record at or after it). Reads no record.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        at: Seek,
+    ) -> Result<Vec<PartitionOffsets>, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .list_offsets(proto::ListOffsetsRequest {
+                topic: topic.to_string(),
+                partitions: partitions.to_vec(),
+                position: Some(at.start_position()),
+            })
+            .await?
+            .into_inner();
+        Ok(resp
+            .partitions
+            .into_iter()
+            .map(|p| PartitionOffsets {
+                partition: p.partition,
+                earliest_offset: p.earliest_offset,
+                next_offset: p.next_offset,
+                offset: p.offset,
+            })
+            .collect())
+    }
+
+    /// Deletes a group's committed offsets; refused while the group has live members.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        self.client
+            .clone()
+            .delete_group(proto::DeleteGroupRequest {
+                group: group.to_string(),
             })
             .await?;
         Ok(())

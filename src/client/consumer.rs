@@ -629,19 +629,17 @@ impl Consumer {
                 info.next_offset
             });
         }
-        // A fetch that returns at once resolves the position; its one batch is dropped.
         let mut client = self.client.clone();
-        let fetching = client.fetch(proto::FetchRequest {
+        let listing = client.list_offsets(proto::ListOffsetsRequest {
             topic: self.topic.clone(),
-            partition,
-            start: Some(to.start_position()),
-            max_bytes: 1,
-            max_wait_ms: 0,
-            min_bytes: 0,
-            decode: false,
+            partitions: vec![partition],
+            position: Some(to.start_position()),
         });
-        let resp = self.receiving_while(fetching).await?.into_inner();
-        Ok(resp.start_offset)
+        let resp = self.receiving_while(listing).await?.into_inner();
+        resp.partitions
+            .first()
+            .map(|p| p.offset)
+            .ok_or_else(|| self.no_such_partition(partition))
     }
 
     /// Waits for `call`, a request on the consumer's connection, while still receiving from the

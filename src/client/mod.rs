@@ -33,8 +33,8 @@ mod member;
 mod producer;
 
 pub use admin::{
-    Admin, FsyncPolicy, GroupDescription, GroupLag, GroupMember, PartitionInfo, TopicDescription,
-    TopicInfo, TopicSettings,
+    Admin, FsyncPolicy, GroupDescription, GroupLag, GroupMember, PartitionInfo, PartitionOffsets,
+    TopicDescription, TopicInfo, TopicSettings,
 };
 pub use batches::{BatchSubscription, PushedBatches};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};

@@ -271,4 +271,36 @@ impl Strata for Service {
             assignment: convert::assignment_out(&answer.assignment),
         }))
     }
+
+    async fn delete_group(
+        &self,
+        request: Request<proto::DeleteGroupRequest>,
+    ) -> Result<Response<proto::DeleteGroupResponse>, Status> {
+        let req = request.into_inner();
+        let broker = self.broker.clone();
+        blocking(move || broker.delete_group(&req.group)).await?;
+        Ok(Response::new(proto::DeleteGroupResponse {}))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<proto::ListOffsetsRequest>,
+    ) -> Result<Response<proto::ListOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let start = convert::start_position(req.position, StartPosition::Latest);
+        let broker = self.broker.clone();
+        let listed =
+            blocking(move || broker.list_offsets(&req.topic, &req.partitions, &start)).await?;
+        Ok(Response::new(proto::ListOffsetsResponse {
+            partitions: listed
+                .into_iter()
+                .map(|l| proto::PartitionOffsets {
+                    partition: l.partition,
+                    earliest_offset: l.earliest_offset,
+                    next_offset: l.next_offset,
+                    offset: l.offset,
+                })
+                .collect(),
+        }))
+    }
 }
