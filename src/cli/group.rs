@@ -88,6 +88,15 @@ fn parse_target(text: &str) -> Result<Target, String> {
         .map_err(|e| e.replace("or @UNIX_MS)", "@UNIX_MS, or -N)"))
 }
 
+/// A refusal because the group has live members says what to do.
+fn with_members_hint(e: &crate::client::ClientError, failure: Failure) -> Failure {
+    if e.code() == Some(tonic::Code::FailedPrecondition) {
+        failure.hint("stop the group's consumers first (`strata group describe` lists them)")
+    } else {
+        failure
+    }
+}
+
 /// One partition of a reset's plan.
 #[derive(Debug, Serialize)]
 struct ResetRow {
@@ -293,14 +302,7 @@ pub(crate) async fn run(args: GroupArgs) -> Result<(), Failure> {
                 admin
                     .commit_offsets(&group, &topic, &offsets)
                     .await
-                    .map_err(|e| {
-                        let f = fail(&e);
-                        if e.code() == Some(tonic::Code::FailedPrecondition) {
-                            f.hint("stop the group's consumers first (`strata group describe` lists them)")
-                        } else {
-                            f
-                        }
-                    })?;
+                    .map_err(|e| with_members_hint(&e, fail(&e)))?;
             }
             match out.output {
                 Output::Json => {
@@ -328,14 +330,10 @@ pub(crate) async fn run(args: GroupArgs) -> Result<(), Failure> {
             }
         }
         GroupCommand::Delete { group } => {
-            admin.delete_group(&group).await.map_err(|e| {
-                let f = client.fail(&e, None);
-                if e.code() == Some(tonic::Code::FailedPrecondition) {
-                    f.hint("stop the group's consumers first (`strata group describe` lists them)")
-                } else {
-                    f
-                }
-            })?;
+            admin
+                .delete_group(&group)
+                .await
+                .map_err(|e| with_members_hint(&e, client.fail(&e, None)))?;
             match out.output {
                 Output::Json => out.json(&serde_json::json!({ "deleted": group }))?,
                 Output::Text => out.line(&format!("deleted consumer group '{group}'"))?,
