@@ -1,4 +1,5 @@
-//! glibc's allocator settings for `strata serve`.
+//! glibc's allocator settings for `strata serve` and the clients that move whole batches
+//! (`bench`, `consume`, `produce`).
 //!
 //! Request and response buffers are up to a few MiB and short-lived. By default glibc hands such
 //! blocks back to the kernel when they are freed (past its trim threshold, or as separate

@@ -76,6 +76,10 @@ pub struct ConsumerConfig {
     /// The assignor to ask for (`uniform`, the default, or `range`); the group's first member
     /// decides.
     pub assignor: Option<String>,
+    /// How long a partition's subscription may keep failing with transient errors (the broker
+    /// restarting, a dropped connection) while the consumer reopens it with backoff, before the
+    /// error is returned; `None`: forever.
+    pub reconnect_for: Option<Duration>,
 }
 
 impl Default for ConsumerConfig {
@@ -88,6 +92,7 @@ impl Default for ConsumerConfig {
             max_bytes: 0,
             instance_id: None,
             assignor: None,
+            reconnect_for: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -174,7 +179,25 @@ pub struct Consumer {
     next_commit: Option<Instant>,
     /// The group membership, for a member (see [`ConsumerConfig`]).
     member: Option<Member>,
+    /// Partitions whose subscription broke on a transient error, to reopen at their position.
+    reopening: BTreeMap<u32, Reopen>,
+    /// A reconcile that failed on a transient error is tried again then.
+    reconcile_retry: Option<Instant>,
 }
+
+/// A subscription to reopen.
+#[derive(Debug)]
+struct Reopen {
+    due: Instant,
+    backoff: Duration,
+    /// When it first broke.
+    since: Instant,
+    last: ClientError,
+}
+
+/// The first wait before reopening a broken subscription, and the longest.
+const REOPEN_FIRST: Duration = Duration::from_millis(50);
+const REOPEN_MAX: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +242,8 @@ impl Consumer {
             buffered: VecDeque::new(),
             deferred: VecDeque::new(),
             member,
+            reopening: BTreeMap::new(),
+            reconcile_retry: None,
         };
         if consumer.member.is_some() {
             consumer.reconcile().await?;
@@ -313,6 +338,7 @@ impl Consumer {
         if !revoked.is_empty() {
             for &p in &revoked {
                 self.streams.remove(&p);
+                self.reopening.remove(&p);
                 self.forget_received(p);
             }
             if let Err(e) = self.commit_partitions(&revoked).await {
@@ -419,6 +445,7 @@ impl Consumer {
     /// but not handed out are dropped. Its position stays, and is still committed.
     pub fn pause(&mut self, partition: u32) {
         self.streams.remove(&partition);
+        self.reopening.remove(&partition);
         self.forget_received(partition);
     }
 
@@ -451,10 +478,12 @@ impl Consumer {
             if let Some((_, error)) = self.deferred.pop_front() {
                 return Err(error);
             }
-            if self.streams.is_empty() && self.member.is_none() {
+            if self.streams.is_empty() && self.member.is_none() && self.reopening.is_empty() {
                 return Ok(false);
             }
             let due = self.next_commit.filter(|_| self.has_uncommitted());
+            let reopen = self.reopening.values().map(|r| r.due).min();
+            let retry = self.reconcile_retry;
             let far = Instant::now() + Duration::from_secs(3600);
             let event = tokio::select! {
                 event = self.streams.next(), if !self.streams.is_empty() => event,
@@ -465,13 +494,22 @@ impl Consumer {
                     }
                 } => {
                     if changed {
-                        self.reconcile().await?;
+                        self.reconcile_or_retry().await?;
                         continue;
                     }
                     // The membership task ended: the group is left.
                     return Ok(false);
                 }
                 () = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => continue,
+                () = tokio::time::sleep_until(reopen.unwrap_or(far)), if reopen.is_some() => {
+                    self.reopen_due().await?;
+                    continue;
+                }
+                () = tokio::time::sleep_until(retry.unwrap_or(far)), if retry.is_some() => {
+                    self.reconcile_retry = None;
+                    self.reconcile_or_retry().await?;
+                    continue;
+                }
             };
             let Some((partition, event)) = event else {
                 return Ok(false);
@@ -480,14 +518,15 @@ impl Consumer {
                 Some(Ok(message)) => self.accept(&message)?,
                 Some(Err(status)) => {
                     self.streams.remove(&partition);
-                    return Err(ClientError::Status(status));
+                    self.broken(partition, ClientError::Status(status))?;
                 }
                 None => {
                     self.streams.remove(&partition);
-                    return Err(ClientError::SubscriptionEnded {
+                    let ended = ClientError::SubscriptionEnded {
                         topic: self.topic.clone(),
                         partition,
-                    });
+                    };
+                    self.broken(partition, ended)?;
                 }
             }
         }
@@ -536,6 +575,7 @@ impl Consumer {
         let subscribing = self.subscribe(partition, offset);
         let (_, stream) = self.receiving_while(subscribing).await?;
         self.forget_received(partition);
+        self.reopening.remove(&partition);
         self.streams.insert(partition, stream);
         self.positions.insert(partition, offset);
         Ok(offset)
@@ -605,10 +645,93 @@ impl Consumer {
                 .any(|(p, o)| self.committed.get(p) != Some(o))
     }
 
+    /// Commits on the auto-commit interval. A transient failure (the broker restarting) waits
+    /// for the next interval; what was not committed is committed then.
     async fn commit_if_due(&mut self) -> Result<(), ClientError> {
         match self.next_commit {
-            Some(at) if at <= Instant::now() && self.config.group.is_some() => self.commit().await,
+            Some(at) if at <= Instant::now() && self.config.group.is_some() => {
+                match self.commit().await {
+                    Err(e) if e.is_transient() => {
+                        tracing::debug!(error = %e, "auto-commit failed; trying again later");
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// A partition's subscription broke with `error`: a transient one is reopened with backoff
+    /// (at the partition's position: nothing handed out is repeated, nothing is skipped) until
+    /// `reconnect_for` has passed; anything else is returned.
+    fn broken(&mut self, partition: u32, error: ClientError) -> Result<(), ClientError> {
+        if !error.is_transient() || !self.positions.contains_key(&partition) {
+            return Err(error);
+        }
+        let now = Instant::now();
+        let reopen = self.reopening.entry(partition).or_insert(Reopen {
+            due: now,
+            backoff: REOPEN_FIRST,
+            since: now,
+            last: error.clone(),
+        });
+        reopen.due = now + reopen.backoff;
+        reopen.last = error;
+        Ok(())
+    }
+
+    /// Reopens the broken subscriptions that are due.
+    async fn reopen_due(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .reopening
+            .iter()
+            .filter(|(_, r)| r.due <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in due {
+            let Some(&position) = self.positions.get(&partition) else {
+                self.reopening.remove(&partition);
+                continue;
+            };
+            let subscribing = self.subscribe(partition, position);
+            match self.receiving_while(subscribing).await {
+                Ok((_, stream)) => {
+                    self.reopening.remove(&partition);
+                    self.streams.insert(partition, stream);
+                }
+                Err(e) if e.is_transient() => {
+                    let give_up = self.config.reconnect_for;
+                    if let Some(r) = self.reopening.get_mut(&partition) {
+                        if give_up.is_some_and(|d| r.since.elapsed() >= d) {
+                            let last = self.reopening.remove(&partition).map(|r| r.last);
+                            return Err(last.unwrap_or(e));
+                        }
+                        r.backoff = (r.backoff * 2).min(REOPEN_MAX);
+                        r.due = Instant::now() + r.backoff;
+                        r.last = e;
+                    }
+                }
+                Err(e) => {
+                    self.reopening.remove(&partition);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Consumer::reconcile`]; a transient failure (the broker restarting) is tried again
+    /// shortly.
+    async fn reconcile_or_retry(&mut self) -> Result<(), ClientError> {
+        match self.reconcile().await {
+            Err(e) if e.is_transient() => {
+                tracing::debug!(error = %e, "reconciling the assignment failed; retrying");
+                self.reconcile_retry = Some(Instant::now() + REOPEN_MAX / 4);
+                Ok(())
+            }
+            other => other,
         }
     }
 
@@ -663,8 +786,9 @@ impl Consumer {
                 }
                 Some(Err(status)) => {
                     self.streams.remove(&partition);
-                    self.deferred
-                        .push_back((partition, ClientError::Status(status)));
+                    if let Err(e) = self.broken(partition, ClientError::Status(status)) {
+                        self.deferred.push_back((partition, e));
+                    }
                 }
                 None => {
                     self.streams.remove(&partition);
@@ -672,7 +796,9 @@ impl Consumer {
                         topic: self.topic.clone(),
                         partition,
                     };
-                    self.deferred.push_back((partition, ended));
+                    if let Err(e) = self.broken(partition, ended) {
+                        self.deferred.push_back((partition, e));
+                    }
                 }
             }
         }

@@ -105,6 +105,25 @@ impl ClientError {
         self.status().map(Status::code)
     }
 
+    /// True for what a broker restart or a dropped connection causes, and a retry may cure: no
+    /// connection, UNAVAILABLE, a stream cut (UNKNOWN, INTERNAL, CANCELLED, ABORTED from the
+    /// transport), a subscription the broker ended on shutdown.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::SubscriptionEnded { .. } => true,
+            ClientError::Status(s) => matches!(
+                s.code(),
+                Code::Unavailable
+                    | Code::Unknown
+                    | Code::Internal
+                    | Code::Cancelled
+                    | Code::Aborted
+                    | Code::DeadlineExceeded
+            ),
+            _ => false,
+        }
+    }
+
     /// True when the broker could not be reached at all (not running, wrong address).
     pub fn is_unreachable(&self) -> bool {
         match self {
