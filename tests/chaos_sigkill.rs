@@ -213,9 +213,12 @@ async fn run_consumer(
             .map(|p| (p.partition, p.next_offset))
             .collect(),
     };
+    // A session ends with the broker it started on (the next round starts a new one), so it
+    // does not ride out the kill.
     let config = ConsumerConfig::group(spec.group)
         .partitions(spec.partitions.clone())
-        .auto_commit(None);
+        .auto_commit(None)
+        .reconnect_for(Some(Duration::ZERO));
     let Ok(mut consumer) = Consumer::new(channel, spec.topic, config).await else {
         return;
     };

@@ -78,7 +78,7 @@ pub struct ConsumerConfig {
     pub assignor: Option<String>,
     /// How long a partition's subscription may keep failing with transient errors (the broker
     /// restarting, a dropped connection) while the consumer reopens it with backoff, before the
-    /// error is returned; `None`: forever.
+    /// error is returned; `None`: forever; zero: no reconnecting (the first break is returned).
     pub reconnect_for: Option<Duration>,
 }
 
@@ -121,6 +121,14 @@ impl ConsumerConfig {
     #[must_use]
     pub fn start(mut self, start: Seek) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Sets how long a broken subscription is reopened before its error is returned (`None`:
+    /// forever; zero: not at all).
+    #[must_use]
+    pub fn reconnect_for(mut self, limit: Option<Duration>) -> Self {
+        self.reconnect_for = limit;
         self
     }
 
@@ -666,7 +674,10 @@ impl Consumer {
     /// (at the partition's position: nothing handed out is repeated, nothing is skipped) until
     /// `reconnect_for` has passed; anything else is returned.
     fn broken(&mut self, partition: u32, error: ClientError) -> Result<(), ClientError> {
-        if !error.is_transient() || !self.positions.contains_key(&partition) {
+        if !error.is_transient()
+            || !self.positions.contains_key(&partition)
+            || self.config.reconnect_for == Some(Duration::ZERO)
+        {
             return Err(error);
         }
         let now = Instant::now();

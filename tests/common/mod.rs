@@ -48,13 +48,19 @@ impl Server {
         Self::start_with_env(data_dir, extra, &[])
     }
 
-    /// Like [`Server::start_with`], with extra environment variables for the process.
+    /// Like [`Server::start_with`], with extra environment variables for the process. Listens
+    /// on 127.0.0.1:0 unless `extra` names a `--listen` address (to come back on the same one).
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(extra)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
