@@ -126,3 +126,39 @@ fn a_batch_larger_than_the_broker_takes_is_refused_with_its_reason() {
         .to_string();
     assert!(failed.contains("produce failed"), "{failed}");
 }
+
+#[test]
+fn rebalance_measures_how_long_a_join_takes_to_settle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with(dir.path(), &["--group-heartbeat-interval", "100ms"]);
+    let report = bench(
+        &server,
+        &[
+            "bench",
+            "rebalance",
+            "--partitions",
+            "12",
+            "--joins",
+            "2",
+            "--rate-mb",
+            "0.5",
+            "--record-size",
+            "128",
+            "--batch-size",
+            "10",
+            "--fsync",
+            "never",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(report["mode"], "rebalance");
+    assert_eq!(report["joins"], 2);
+    let p50 = report["settle_p50_ms"].as_f64().unwrap_or(-1.0);
+    let max = report["settle_max_ms"].as_f64().unwrap_or(-1.0);
+    // It measured something, and a join settles within seconds, not a session timeout.
+    assert!(p50 > 0.0 && max >= p50 && max < 5_000.0, "{report}");
+    // The bench's topic and group are gone.
+    let groups = server.cli(&["group", "list"]).ok().to_string();
+    assert!(!groups.contains("bench-rebalance"), "{groups}");
+}

@@ -7,8 +7,8 @@
 
 use super::common::{ClientArgs, Failure, Output, parse_bytes};
 use crate::client::{
-    Admin, BatchSubscription, ClientError, FsyncPolicy, Producer, ProducerConfig, PushedBatches,
-    Seek, TopicSettings,
+    Admin, BatchSubscription, ClientError, Consumer, ConsumerConfig, FsyncPolicy, Producer,
+    ProducerConfig, PushedBatches, Seek, TopicSettings,
 };
 use crate::record::{BatchBuilder, Frame, decode_frame};
 use bytes::Bytes;
@@ -50,6 +50,25 @@ pub enum BenchMode {
         after_help = "Example:\n  strata bench e2e --rate-mb 50 --fsync never --duration 15s"
     )]
     E2e(LoadArgs),
+    /// Three consumers in a group follow a topic under load; a fourth joins and leaves again,
+    /// `--joins` times: how long until every partition is owned again, and how many records/s
+    /// the group handled while it settled against before.
+    #[command(
+        after_help = "Example:\n  strata bench rebalance --partitions 12 --joins 20 --rate-mb 5 \
+        --fsync never"
+    )]
+    Rebalance(RebalanceArgs),
+}
+
+/// `strata bench rebalance`.
+#[derive(Debug, Clone, Args)]
+pub struct RebalanceArgs {
+    /// Load, topic and broker settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// How many times the fourth member joins (and leaves again).
+    #[arg(long, default_value_t = 20)]
+    pub joins: u32,
 }
 
 /// Settings shared by the three loads.
@@ -132,6 +151,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             BenchMode::Produce(a) => bench_produce(a).await,
             BenchMode::Consume(a) => bench_consume(a).await,
             BenchMode::E2e(a) => bench_e2e(a).await,
+            BenchMode::Rebalance(a) => bench_rebalance(a).await,
         }
     });
     match result {
@@ -632,6 +652,185 @@ async fn e2e(args: &LoadArgs, topic: &str) -> Result<(u64, Duration, Histogram<u
         )));
     }
     Ok((received, elapsed, hist))
+}
+
+/// What a rebalance run measured.
+#[derive(Debug, Serialize)]
+struct RebalanceReport {
+    mode: &'static str,
+    topic: String,
+    partitions: u32,
+    joins: u32,
+    /// From the fourth member's join to every partition owned again, with it owning some.
+    settle_p50_ms: f64,
+    settle_p99_ms: f64,
+    settle_max_ms: f64,
+    /// Records/s the group handled while a join settled, and in the second before each join
+    /// (a stop-the-world rebalance shows as a dip).
+    group_records_per_s_settling: f64,
+    group_records_per_s_before: f64,
+}
+
+/// Polls the group until every partition of `topic` has an owner and `members` are live and
+/// the group is stable; returns when.
+async fn settled(
+    admin: &Admin,
+    group: &str,
+    partitions: u32,
+    members: usize,
+) -> Result<Instant, Failure> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(d) = admin.describe_group(group).await {
+            let owned = d.partitions.iter().filter(|p| p.owner.is_some()).count();
+            if d.members.len() == members && d.state == "stable" && owned == partitions as usize {
+                return Ok(Instant::now());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::new(format!(
+                "group '{group}' did not settle with {members} members within 60 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A group member that counts what it handles until dropped.
+fn spawn_member(
+    channel: crate::client::Channel,
+    topic: String,
+    group: String,
+    handled: Option<Arc<AtomicU64>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let config = ConsumerConfig::group(group).start(Seek::Latest);
+        let Ok(mut consumer) = Consumer::new(channel, &topic, config).await else {
+            return;
+        };
+        while let Ok(Some(_)) = consumer.next().await {
+            if let Some(h) = &handled {
+                h.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+async fn bench_rebalance(args: RebalanceArgs) -> Result<(), Failure> {
+    let load = &args.load;
+    let admin = Admin::new(load.client.connect().await?);
+    let (topic, created) = prepare_topic(load, "rebalance", &admin).await?;
+    let group = format!("bench-rebalance-{}", std::process::id());
+    let result = rebalance(&args, &admin, &topic, &group).await;
+    // The members' leaves are on their way; the group goes once they have arrived.
+    for _ in 0..50 {
+        match admin.delete_group(&group).await {
+            Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break,
+        }
+    }
+    finish_topic(load, &admin, &topic, created).await;
+    let r = result?;
+    let mut out = load.client.printer();
+    match load.client.output {
+        Output::Json => out.json(&r),
+        Output::Text => out.line(&format!(
+            "rebalance: {} joins of a 4th member to 3 over {} partitions: settled in p50 {:.1} ms, \
+             p99 {:.1} ms, max {:.1} ms\nthe group while settling: {:.0} records/s \
+             (before: {:.0} records/s)",
+            r.joins,
+            r.partitions,
+            r.settle_p50_ms,
+            r.settle_p99_ms,
+            r.settle_max_ms,
+            r.group_records_per_s_settling,
+            r.group_records_per_s_before
+        )),
+    }
+}
+
+async fn rebalance(
+    args: &RebalanceArgs,
+    admin: &Admin,
+    topic: &str,
+    group: &str,
+) -> Result<RebalanceReport, Failure> {
+    let load = &args.load;
+    let partitions = load.partitions.max(1);
+    let handled = Arc::new(AtomicU64::new(0));
+    let mut staying = Vec::new();
+    for _ in 0..3 {
+        let channel = load.client.connect().await?;
+        staying.push(spawn_member(
+            channel,
+            topic.to_owned(),
+            group.to_owned(),
+            Some(handled.clone()),
+        ));
+    }
+    settled(admin, group, partitions, 3).await?;
+    // Load for as long as the joins take.
+    let mut producing = load.clone();
+    producing.duration = Duration::from_secs(3600);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let topic = topic.to_owned();
+        let stop = stop.clone();
+        let rate = load.rate_mb * 1e6;
+        tokio::spawn(async move {
+            tokio::select! {
+                r = produce_load(&producing, &topic, Some(rate), false) => r.map(|_| ()),
+                () = async { while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                } } => Ok(()),
+            }
+        })
+    };
+    let mut settle = histogram()?;
+    let (mut settling_records, mut settling_time) = (0u64, Duration::ZERO);
+    let (mut before_records, mut before_time) = (0u64, Duration::ZERO);
+    for _ in 0..args.joins {
+        let mark = handled.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        before_records += handled.load(Ordering::Relaxed) - mark;
+        before_time += Duration::from_secs(1);
+        let channel = load.client.connect().await?;
+        let joined_at = Instant::now();
+        let mark = handled.load(Ordering::Relaxed);
+        let fourth = spawn_member(
+            channel,
+            topic.to_owned(),
+            group.to_owned(),
+            Some(handled.clone()),
+        );
+        let done = settled(admin, group, partitions, 4).await?;
+        settling_records += handled.load(Ordering::Relaxed) - mark;
+        settling_time += done - joined_at;
+        let _ = settle.record((done - joined_at).as_micros().max(1) as u64);
+        fourth.abort();
+        let _ = fourth.await;
+        settled(admin, group, partitions, 3).await?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.await;
+    for m in staying {
+        m.abort();
+    }
+    let ms = |q: f64| settle.value_at_quantile(q) as f64 / 1000.0;
+    Ok(RebalanceReport {
+        mode: "rebalance",
+        topic: topic.to_owned(),
+        partitions,
+        joins: args.joins,
+        settle_p50_ms: ms(0.5),
+        settle_p99_ms: ms(0.99),
+        settle_max_ms: settle.max() as f64 / 1000.0,
+        group_records_per_s_settling: settling_records as f64
+            / settling_time.as_secs_f64().max(1e-9),
+        group_records_per_s_before: before_records as f64 / before_time.as_secs_f64().max(1e-9),
+    })
 }
 
 #[cfg(test)]
