@@ -126,7 +126,8 @@ async fn send_emails(channel: Channel, total: usize) -> Result<usize, ClientErro
             sent += 1;
         }
     }
-    consumer.commit().await?;
+    // Commits and leaves the group, so that the next instance takes over at once.
+    consumer.close().await?;
     Ok(sent)
 }
 
@@ -145,6 +146,6 @@ async fn count_signups(channel: Channel, n: usize) -> Result<BTreeMap<String, u3
             seen += 1;
         }
     }
-    consumer.commit().await?;
+    consumer.close().await?;
     Ok(per_plan)
 }

@@ -112,7 +112,9 @@ async fn a_group_resumes_from_its_commit_and_auto_commits_while_idle() {
         .expect("consumer");
     take(&mut consumer, 4).await;
     consumer.commit().await.expect("commit");
-    drop(consumer);
+    // A group consumer is a member: closing it leaves the group at once, so the next one owns
+    // the partition from its start (a dropped one leaves too, a moment later).
+    consumer.close().await.expect("close");
 
     let mut consumer = Consumer::new(channel.clone(), "t", manual)
         .await

@@ -9,7 +9,8 @@
 //!    (`assignor.rs`).
 //! 2. **Assign**: every answer carries what the member may own now: its target partitions that
 //!    no other member still holds. A partition another member holds is handed over only once
-//!    that member has let it go, so no partition is ever owned by two members.
+//!    that member has let it go, so no partition is ever owned by two members. A member still
+//!    waiting for some is told to heartbeat ten times as often until it has them.
 //! 3. **Revoke**: an answer without a partition the member holds asks it to let it go. The
 //!    member commits its position there, stops reading it, and heartbeats at once with the
 //!    smaller set; only then is the partition free for its new owner. The member's epoch does
@@ -89,6 +90,8 @@ pub struct HeartbeatAnswer {
     pub heartbeat_interval: Duration,
     /// What it may own now; what it holds beyond this it must let go.
     pub assignment: Assignment,
+    /// Partitions meant for it that another member still holds.
+    pub pending: usize,
 }
 
 /// Why a heartbeat or a commit was refused. Each names the member and its epoch; the broker's
@@ -335,6 +338,7 @@ impl Membership {
                         member_epoch: LEAVE_EPOCH,
                         heartbeat_interval: timings.heartbeat_interval,
                         assignment: Assignment::new(),
+                        pending: 0,
                     });
                 }
                 if epoch == STATIC_LEAVE_EPOCH && m.instance_id.is_some() {
@@ -346,6 +350,7 @@ impl Membership {
                         member_epoch: STATIC_LEAVE_EPOCH,
                         heartbeat_interval: timings.heartbeat_interval,
                         assignment: Assignment::new(),
+                        pending: 0,
                     });
                 }
                 if epoch != m.epoch {
@@ -383,11 +388,24 @@ impl Membership {
         group.retarget(partitions);
         let in_grace = now_ms < self.grace_until_ms && group.reclaiming;
         let answer = group.answer(&member_id, in_grace);
+        // A member waiting for partitions another still holds asks again soon: they are freed
+        // as soon as their holder's next heartbeat lets them go.
+        let pending = group.target.get(&member_id).map_or(0, |t| {
+            pairs(t)
+                .filter(|(t, p)| !contains(&answer.1, t, *p))
+                .count()
+        });
+        let heartbeat_interval = if pending > 0 {
+            (timings.heartbeat_interval / 10).max(Duration::from_millis(10))
+        } else {
+            timings.heartbeat_interval
+        };
         Ok(HeartbeatAnswer {
             member_id,
             member_epoch: answer.0,
-            heartbeat_interval: timings.heartbeat_interval,
+            heartbeat_interval,
             assignment: answer.1,
+            pending,
         })
     }
 
@@ -699,6 +717,33 @@ mod tests {
                 assert!(contains(b, t, p), "a staying member gained {t}/{p}");
             }
         }
+    }
+
+    #[test]
+    fn a_member_waiting_for_partitions_is_told_to_ask_again_soon() {
+        let (mut m, now) = started();
+        let mut a = Client::default();
+        a.beat(&mut m, now).unwrap();
+        let hb = Heartbeat {
+            topics: [TOPIC.to_string()].into(),
+            ..Heartbeat::default()
+        };
+        // b's partitions are still a's: b is to come back at a tenth of the interval.
+        let b = m.heartbeat("g", hb, now, &counts).unwrap();
+        assert!(b.assignment.is_empty());
+        assert_eq!(b.pending, 6);
+        assert_eq!(b.heartbeat_interval, Duration::from_millis(10));
+        let hb = Heartbeat {
+            member_id: a.id.clone(),
+            member_epoch: a.epoch,
+            topics: [TOPIC.to_string()].into(),
+            owned: a.owned.clone(),
+            ..Heartbeat::default()
+        };
+        // a has all it is meant to have: the full interval.
+        let a_answer = m.heartbeat("g", hb, now, &counts).unwrap();
+        assert_eq!(a_answer.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(a_answer.pending, 0);
     }
 
     #[test]

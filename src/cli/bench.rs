@@ -791,11 +791,14 @@ async fn rebalance(
     let mut settle = histogram()?;
     let (mut settling_records, mut settling_time) = (0u64, Duration::ZERO);
     let (mut before_records, mut before_time) = (0u64, Duration::ZERO);
-    for _ in 0..args.joins {
+    for join in 0..args.joins {
+        // Joins land at spread-out moments of the members' heartbeat cycles (a fixed pause
+        // would line every join up just after their heartbeats, the worst case each time).
+        let pause = Duration::from_millis(1000 + u64::from(join) * 379 % 1000);
         let mark = handled.load(Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(pause).await;
         before_records += handled.load(Ordering::Relaxed) - mark;
-        before_time += Duration::from_secs(1);
+        before_time += pause;
         let channel = load.client.connect().await?;
         let joined_at = Instant::now();
         let mark = handled.load(Ordering::Relaxed);

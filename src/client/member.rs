@@ -20,6 +20,9 @@ const STATIC_LEAVE_EPOCH: i64 = -2;
 
 /// How long to wait before retrying a heartbeat the broker did not answer.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a join waits for the partitions meant for the member that others still hold
+/// (they let go at their next heartbeat); any still held then come in a later answer.
+const JOIN_SETTLE: Duration = Duration::from_secs(3);
 
 /// What the member and the broker last agreed.
 #[derive(Debug, Clone, Default)]
@@ -61,8 +64,9 @@ impl Shared {
 }
 
 impl Member {
-    /// Joins `group` for `topic` and starts heartbeating. Returns once the broker answered the
-    /// join (the first assignment may be empty: partitions others still hold come later).
+    /// Joins `group` for `topic` and starts heartbeating. Returns once the member has the
+    /// partitions meant for it, or after [`JOIN_SETTLE`] (those others still hold then come in a
+    /// later answer).
     pub(super) async fn join(
         channel: Channel,
         group: &str,
@@ -81,7 +85,12 @@ impl Member {
         });
         let mut client = raw(channel);
         let (tx, changed) = watch::channel(0);
-        let interval = beat(&mut client, &shared, &tx).await?;
+        let started = tokio::time::Instant::now();
+        let (mut interval, mut pending) = beat(&mut client, &shared, &tx).await?;
+        while pending > 0 && started.elapsed() < JOIN_SETTLE {
+            tokio::time::sleep(interval).await;
+            (interval, pending) = beat(&mut client, &shared, &tx).await?;
+        }
         let task = tokio::spawn(run(client, shared.clone(), tx, interval));
         Ok(Member {
             shared,
@@ -144,7 +153,7 @@ async fn run(
             return;
         }
         match beat(&mut client, &shared, &tx).await {
-            Ok(next) => interval = next,
+            Ok((next, _)) => interval = next,
             Err(e) => {
                 let code = e.code();
                 if code == Some(Code::FailedPrecondition) {
@@ -164,12 +173,13 @@ async fn run(
     }
 }
 
-/// One heartbeat with the current state; applies the answer and returns the next interval.
+/// One heartbeat with the current state; applies the answer and returns the next interval and
+/// how many partitions meant for the member others still hold.
 async fn beat(
     client: &mut StrataClient<Channel>,
     shared: &Shared,
     tx: &watch::Sender<u64>,
-) -> Result<Duration, ClientError> {
+) -> Result<(Duration, u32), ClientError> {
     let request = {
         let state = shared.state();
         proto::GroupHeartbeatRequest {
@@ -186,6 +196,7 @@ async fn beat(
         }
     };
     let answer = client.group_heartbeat(request).await?.into_inner();
+    let pending = answer.pending_partitions;
     let assigned: BTreeSet<u32> = answer
         .assignment
         .into_iter()
@@ -203,9 +214,8 @@ async fn beat(
     if changed {
         tx.send_modify(|v| *v += 1);
     }
-    Ok(Duration::from_millis(u64::from(
-        answer.heartbeat_interval_ms.max(10),
-    )))
+    let interval = Duration::from_millis(u64::from(answer.heartbeat_interval_ms.max(10)));
+    Ok((interval, pending))
 }
 
 async fn leave(client: &mut StrataClient<Channel>, shared: &Shared) {

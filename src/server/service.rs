@@ -269,6 +269,7 @@ impl Strata for Service {
             heartbeat_interval_ms: u32::try_from(answer.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
             assignment: convert::assignment_out(&answer.assignment),
+            pending_partitions: u32::try_from(answer.pending).unwrap_or(u32::MAX),
         }))
     }
 
