@@ -353,7 +353,10 @@ impl Membership {
                         pending: 0,
                     });
                 }
-                if epoch != m.epoch {
+                // An older epoch is a member whose last answer was lost: it gets the current
+                // one (what it reports holding is checked against what it was given anyway).
+                // One from the future is no answer this broker gave.
+                if epoch > m.epoch || epoch < 1 {
                     return Err(Refusal::StaleEpoch {
                         member: hb.member_id,
                         epoch,
@@ -744,6 +747,28 @@ mod tests {
         let a_answer = m.heartbeat("g", hb, now, &counts).unwrap();
         assert_eq!(a_answer.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(a_answer.pending, 0);
+    }
+
+    #[test]
+    fn a_member_whose_answer_was_lost_goes_on_at_the_current_epoch() {
+        let (mut m, now) = started();
+        let mut a = Client::default();
+        a.beat(&mut m, now).unwrap();
+        assert_eq!(a.count(), 12);
+        // It never heard the answer that gave it its partitions (epoch 2): it beats at epoch 1.
+        let mut lost = a.clone();
+        lost.epoch = 1;
+        lost.owned = Assignment::new();
+        lost.beat(&mut m, now).unwrap();
+        assert_eq!(lost.epoch, a.epoch);
+        assert_eq!(lost.count(), 12);
+        // An epoch no answer gave is refused.
+        let mut forged = a.clone();
+        forged.epoch += 5;
+        assert!(matches!(
+            forged.beat(&mut m, now),
+            Err(Refusal::StaleEpoch { .. })
+        ));
     }
 
     #[test]

@@ -357,6 +357,10 @@ impl Consumer {
                 self.high_watermarks.remove(p);
                 self.committed.remove(p);
             }
+            // Let go of them now, whatever following the new ones does.
+            if let Some(member) = &self.member {
+                member.set_owned(self.positions.keys().copied().collect(), true);
+            }
         }
         let added: Vec<u32> = assigned
             .iter()
@@ -367,10 +371,7 @@ impl Consumer {
             self.follow(&added).await?;
         }
         if let Some(member) = &self.member {
-            member.set_owned(
-                self.positions.keys().copied().collect(),
-                !revoked.is_empty(),
-            );
+            member.set_owned(self.positions.keys().copied().collect(), false);
         }
         Ok(())
     }
@@ -471,6 +472,7 @@ impl Consumer {
         if !self.streams.contains_key(&partition) {
             let subscribing = self.subscribe(partition, position);
             let (_, stream) = self.receiving_while(subscribing).await?;
+            self.reopening.remove(&partition);
             self.streams.insert(partition, stream);
         }
         Ok(())
@@ -490,7 +492,12 @@ impl Consumer {
                 return Ok(false);
             }
             let due = self.next_commit.filter(|_| self.has_uncommitted());
-            let reopen = self.reopening.values().map(|r| r.due).min();
+            let reopen = self
+                .reopening
+                .iter()
+                .filter(|(p, _)| !self.streams.contains_key(p))
+                .map(|(_, r)| r.due)
+                .min();
             let retry = self.reconcile_retry;
             let far = Instant::now() + Duration::from_secs(3600);
             let event = tokio::select! {
@@ -658,8 +665,14 @@ impl Consumer {
     async fn commit_if_due(&mut self) -> Result<(), ClientError> {
         match self.next_commit {
             Some(at) if at <= Instant::now() && self.config.group.is_some() => {
+                // A member refused (the broker restarted and does not know it yet) waits for its
+                // rejoin, which the heartbeat task makes.
+                let member = self.member.is_some();
                 match self.commit().await {
-                    Err(e) if e.is_transient() => {
+                    Err(e)
+                        if e.is_transient()
+                            || (member && e.code() == Some(tonic::Code::FailedPrecondition)) =>
+                    {
                         tracing::debug!(error = %e, "auto-commit failed; trying again later");
                         Ok(())
                     }
@@ -681,14 +694,28 @@ impl Consumer {
             return Err(error);
         }
         let now = Instant::now();
-        let reopen = self.reopening.entry(partition).or_insert(Reopen {
-            due: now,
-            backoff: REOPEN_FIRST,
-            since: now,
-            last: error.clone(),
-        });
-        reopen.due = now + reopen.backoff;
-        reopen.last = error;
+        let give_up = self.config.reconnect_for;
+        if let Some(r) = self.reopening.get_mut(&partition) {
+            // It broke again before delivering anything: back off further, and give up once it
+            // has kept failing for `reconnect_for`.
+            if give_up.is_some_and(|d| r.since.elapsed() >= d) {
+                self.reopening.remove(&partition);
+                return Err(error);
+            }
+            r.backoff = (r.backoff * 2).min(REOPEN_MAX);
+            r.due = now + r.backoff;
+            r.last = error;
+            return Ok(());
+        }
+        self.reopening.insert(
+            partition,
+            Reopen {
+                due: now + REOPEN_FIRST,
+                backoff: REOPEN_FIRST,
+                since: now,
+                last: error,
+            },
+        );
         Ok(())
     }
 
@@ -698,7 +725,7 @@ impl Consumer {
         let due: Vec<u32> = self
             .reopening
             .iter()
-            .filter(|(_, r)| r.due <= now)
+            .filter(|(p, r)| r.due <= now && !self.streams.contains_key(p))
             .map(|(p, _)| *p)
             .collect();
         for partition in due {
@@ -708,8 +735,8 @@ impl Consumer {
             };
             let subscribing = self.subscribe(partition, position);
             match self.receiving_while(subscribing).await {
+                // Kept in `reopening` until it delivers (see `accept`).
                 Ok((_, stream)) => {
-                    self.reopening.remove(&partition);
                     self.streams.insert(partition, stream);
                 }
                 Err(e) if e.is_transient() => {
@@ -844,6 +871,8 @@ impl Consumer {
     /// below the partition's position.
     fn accept(&mut self, message: &SubscribeResponse) -> Result<(), ClientError> {
         let partition = message.partition;
+        // A reopened subscription is whole again once it delivers.
+        self.reopening.remove(&partition);
         let Some(&position) = self.positions.get(&partition) else {
             return Ok(());
         };

@@ -158,12 +158,18 @@ async fn run(
                 let code = e.code();
                 if code == Some(Code::FailedPrecondition) {
                     // Fenced, or unknown to the broker (it restarted, or our session expired):
-                    // rejoin at once, claiming what we hold.
+                    // rejoin at once, claiming what we hold; a refused rejoin (a static
+                    // instance id still in use) waits before it tries again.
                     let mut state = shared.state();
+                    let rejoining = state.member_id.is_empty();
                     state.member_id.clear();
                     state.epoch = JOIN_EPOCH;
                     drop(state);
-                    interval = Duration::ZERO;
+                    interval = if rejoining {
+                        RETRY_BACKOFF
+                    } else {
+                        Duration::ZERO
+                    };
                 } else {
                     tracing::debug!(error = %e, woken, "group heartbeat failed; retrying");
                     interval = RETRY_BACKOFF;
@@ -189,9 +195,12 @@ async fn beat(
             instance_id: shared.instance_id.clone(),
             topics: vec![shared.topic.clone()],
             assignor: shared.assignor.clone(),
+            // What it holds, and what the last answer gave it that the consumer may be taking
+            // up right now: until the consumer lets go of a partition, the broker must count it
+            // as held, or it could hand it to another member meanwhile.
             owned: vec![proto::TopicPartitions {
                 topic: shared.topic.clone(),
-                partitions: state.owned.iter().copied().collect(),
+                partitions: state.owned.union(&state.assigned).copied().collect(),
             }],
         }
     };
