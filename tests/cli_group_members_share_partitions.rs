@@ -104,9 +104,13 @@ async fn produce(client: &mut common::Client, first: usize, per_partition: usize
 
 /// The member ids and their partition counts, from `group describe`.
 fn members(server: &Server) -> Vec<(String, usize)> {
-    let lines = server
-        .cli(&["group", "describe", "shared", "--output", "json"])
-        .json_lines();
+    let run = server.cli(&["group", "describe", "shared", "--output", "json"]);
+    if !run.status.success() {
+        // Not found: no member has joined yet.
+        assert!(run.stderr.contains("not found"), "{}", run.stderr);
+        return Vec::new();
+    }
+    let lines = run.json_lines();
     lines
         .iter()
         .filter(|l| l.get("member_id").is_some())

@@ -344,13 +344,26 @@ impl Consumer {
             .copied()
             .collect();
         if !revoked.is_empty() {
+            // Committed first, while still held (and still read: the application may go on with
+            // them until the commit is through, and what it is handed meanwhile is committed at
+            // the next try).
+            match self.commit_partitions(&revoked).await {
+                Ok(()) => {}
+                // Not let go before their positions are committed, or their new owner would
+                // read again what this one handed out: tried again shortly.
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "could not commit revoked partitions yet");
+                    self.reconcile_retry = Some(Instant::now() + REOPEN_MAX / 4);
+                    return Ok(());
+                }
+                // Refused (fenced): nothing this member commits counts any more.
+                Err(e) => tracing::warn!(error = %e, "could not commit revoked partitions"),
+            }
+            // What was received from them and not handed out is their new owner's to read.
             for &p in &revoked {
                 self.streams.remove(&p);
                 self.reopening.remove(&p);
                 self.forget_received(p);
-            }
-            if let Err(e) = self.commit_partitions(&revoked).await {
-                tracing::warn!(error = %e, "could not commit revoked partitions");
             }
             for p in &revoked {
                 self.positions.remove(p);
@@ -529,20 +542,30 @@ impl Consumer {
             let Some((partition, event)) = event else {
                 return Ok(false);
             };
-            match event {
-                Some(Ok(message)) => self.accept(&message)?,
-                Some(Err(status)) => {
-                    self.streams.remove(&partition);
-                    self.broken(partition, ClientError::Status(status))?;
-                }
-                None => {
-                    self.streams.remove(&partition);
-                    let ended = ClientError::SubscriptionEnded {
-                        topic: self.topic.clone(),
-                        partition,
-                    };
-                    self.broken(partition, ended)?;
-                }
+            self.on_event(partition, event)?;
+        }
+    }
+
+    /// What one partition's subscription delivered: a message to buffer, or a break (an error,
+    /// or its end) that is reopened if transient. The error is the caller's to report.
+    fn on_event(
+        &mut self,
+        partition: u32,
+        event: Option<Result<SubscribeResponse, tonic::Status>>,
+    ) -> Result<(), ClientError> {
+        match event {
+            Some(Ok(message)) => self.accept(&message),
+            Some(Err(status)) => {
+                self.streams.remove(&partition);
+                self.broken(partition, ClientError::Status(status))
+            }
+            None => {
+                self.streams.remove(&partition);
+                let ended = ClientError::SubscriptionEnded {
+                    topic: self.topic.clone(),
+                    partition,
+                };
+                self.broken(partition, ended)
             }
         }
     }
@@ -816,28 +839,8 @@ impl Consumer {
                 done = &mut call => return done,
                 Some(event) = self.streams.next(), if !self.streams.is_empty() => event,
             };
-            match event {
-                Some(Ok(message)) => {
-                    if let Err(e) = self.accept(&message) {
-                        self.deferred.push_back((partition, e));
-                    }
-                }
-                Some(Err(status)) => {
-                    self.streams.remove(&partition);
-                    if let Err(e) = self.broken(partition, ClientError::Status(status)) {
-                        self.deferred.push_back((partition, e));
-                    }
-                }
-                None => {
-                    self.streams.remove(&partition);
-                    let ended = ClientError::SubscriptionEnded {
-                        topic: self.topic.clone(),
-                        partition,
-                    };
-                    if let Err(e) = self.broken(partition, ended) {
-                        self.deferred.push_back((partition, e));
-                    }
-                }
+            if let Err(e) = self.on_event(partition, event) {
+                self.deferred.push_back((partition, e));
             }
         }
     }
