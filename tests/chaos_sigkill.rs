@@ -117,6 +117,9 @@ async fn produce(round: Round, topic: &'static str, id: usize, mut seq: u64, mut
     let config = ProducerConfig {
         // Small batches keep every batch well inside `orders`'s 16 KiB segments.
         max_batch_bytes: 4096,
+        // Batches are stamped (idempotent), but a failed one is not retried: the producer ends
+        // at the kill (tests/chaos_idempotent_producer.rs is the one whose producer retries).
+        delivery_timeout: Duration::ZERO,
         ..ProducerConfig::default()
     };
     let Ok(producer) = Producer::new(channel, topic, config).await else {

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use strata::record::{
-    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, BatchBuilder, Frame, Header, Record, batch_crc,
-    decode_frame, validate_batch,
+    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, BatchBuilder, Frame, Header, ProducerStamp,
+    Record, batch_crc, decode_frame, validate_batch,
 };
 
 /// Walks everything a decoded buffer offers, the way the storage engine, the server and the
@@ -163,11 +163,28 @@ fn record() -> impl Strategy<Value = Record> {
 }
 
 fn build(records: &[Record], base: u64) -> Vec<u8> {
+    build_stamped(records, base, None)
+}
+
+fn build_stamped(records: &[Record], base: u64, producer: Option<ProducerStamp>) -> Vec<u8> {
     let mut b = BatchBuilder::default();
     for r in records {
         b.push(r);
     }
-    b.finish(base)
+    b.finish_stamped(base, producer)
+}
+
+/// A producer stamp whose sequences fit the batch, or none.
+fn stamp() -> impl Strategy<Value = Option<ProducerStamp>> {
+    proptest::option::of(
+        (1..u64::MAX, any::<u16>(), 0..u32::MAX - 64).prop_map(|(producer_id, epoch, seq)| {
+            ProducerStamp {
+                producer_id,
+                epoch,
+                base_sequence: seq,
+            }
+        }),
+    )
 }
 
 /// The records of a decoded batch, owned.
@@ -257,8 +274,9 @@ proptest! {
         records in proptest::collection::vec(record(), 1..12),
         base in 0..u64::MAX / 2,
         restamp in 0..u64::MAX / 2,
+        producer in stamp(),
     ) {
-        let bytes = build(&records, base);
+        let bytes = build_stamped(&records, base, producer);
         let Frame::Batch(view) = decode_frame(&bytes) else {
             panic!("a built batch does not decode");
         };
@@ -267,7 +285,8 @@ proptest! {
         prop_assert_eq!(h.record_count as usize, records.len());
         prop_assert_eq!(h.length as usize, bytes.len());
         prop_assert_eq!(h.attributes, 0);
-        prop_assert_eq!(h.first_timestamp_ms, records[0].timestamp_ms);
+        prop_assert_eq!(h.version, BATCH_VERSION);
+        prop_assert_eq!(h.producer, producer);
         prop_assert_eq!(
             h.max_timestamp_ms,
             records.iter().map(|r| r.timestamp_ms).max().unwrap()
@@ -292,6 +311,10 @@ proptest! {
         stored.extend_from_slice(&bytes[BATCH_HEADER_BYTES..]);
         let restamped = decoded(&stored);
         prop_assert_eq!(restamped[0].0, restamp);
+        let Frame::Batch(stored_view) = decode_frame(&stored) else {
+            panic!("a restamped batch does not decode");
+        };
+        prop_assert_eq!(stored_view.header().producer, producer, "restamping keeps the producer");
         let restamped_records: Vec<Record> = restamped.into_iter().map(|(_, r)| r).collect();
         prop_assert_eq!(&restamped_records, &records);
         if largest > 0 {

@@ -48,7 +48,7 @@ fn config() -> LogConfig {
         checkpoint_interval_bytes: 4096,
         // Everything behind the writer leaves the page cache: kills land in drops too.
         cached_tail_bytes: Some(0),
-        faults: None,
+        ..LogConfig::default()
     }
 }
 

@@ -233,7 +233,7 @@ fn config() -> impl Strategy<Value = LogConfig> {
                     index_interval_bytes,
                     checkpoint_interval_bytes,
                     cached_tail_bytes,
-                    faults: None,
+                    ..LogConfig::default()
                 }
             },
         )
@@ -263,7 +263,8 @@ fn segment_bases(dir: &Path) -> Vec<Offset> {
 #[derive(Debug)]
 struct ReadBatch {
     base: Offset,
-    first_timestamp_ms: i64,
+    version: u8,
+    producer: Option<strata::record::ProducerStamp>,
     max_timestamp_ms: i64,
     len: u64,
     records: Vec<(Offset, ModelRecord)>,
@@ -292,7 +293,8 @@ fn decode_all(mut bytes: &[u8]) -> Vec<ReadBatch> {
             .collect();
         out.push(ReadBatch {
             base: h.base_offset,
-            first_timestamp_ms: h.first_timestamp_ms,
+            version: h.version,
+            producer: h.producer,
             max_timestamp_ms: h.max_timestamp_ms,
             len: u64::from(h.length),
             records,
@@ -342,7 +344,10 @@ fn check_read(log: &Log, model: &Model, offset: Offset, max_bytes: usize) -> Off
         let want = &model.batches[first + i];
         assert_eq!(b.base, want.base, "batch {i} of the read at {offset}");
         assert_eq!(b.len, want.bytes());
-        assert_eq!(b.first_timestamp_ms, want.records[0].timestamp_ms);
+        assert_eq!(
+            (b.version, b.producer),
+            (strata::record::BATCH_VERSION, None)
+        );
         assert_eq!(b.max_timestamp_ms, want.max_timestamp_ms());
         let want_records: Vec<(Offset, ModelRecord)> =
             (want.base..).zip(want.records.iter().cloned()).collect();

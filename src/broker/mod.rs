@@ -20,6 +20,7 @@ mod membership;
 mod names;
 pub mod partitioner;
 mod produce;
+mod producer_ids;
 mod ticker;
 mod topic;
 
@@ -125,6 +126,7 @@ pub struct Broker {
     /// Serialises create, delete and alter, which touch files and the map together.
     admin: Mutex<()>,
     groups: groups::GroupStore,
+    producer_ids: producer_ids::ProducerIds,
     /// Live group members and their assignments (in memory; see membership.rs).
     membership: Mutex<membership::Membership>,
     closed: AtomicBool,
@@ -170,6 +172,7 @@ impl Broker {
                 groups.forget_topic(&topic)?;
             }
         }
+        let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
         tracing::info!(
             data_dir = %data_dir.display(),
             topics = topics.len(),
@@ -186,6 +189,7 @@ impl Broker {
             damaged: RwLock::new(damaged),
             admin: Mutex::new(()),
             groups,
+            producer_ids,
             membership: Mutex::new(membership::Membership::new(group_timings, now_ms())),
             closed: AtomicBool::new(false),
             ticker: Mutex::new(None),

@@ -56,6 +56,22 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A new idempotent producer's id at epoch 0; or, given an id this broker gave out and its
+    /// epoch, the next epoch (which starts its sequences at 0 again), or a new id once the epoch
+    /// is exhausted.
+    pub fn init_producer(&self, current: Option<(u64, u16)>) -> Result<(u64, u16)> {
+        match current {
+            Some((id, epoch)) if !self.producer_ids.was_given(id) => Err(BrokerError::invalid(
+                "producer_id",
+                format!("producer id {id} was never given out by this broker (epoch {epoch})"),
+            )),
+            Some((id, epoch)) if epoch < u16::MAX => Ok((id, epoch + 1)),
+            _ => Ok((self.producer_ids.allocate(&self.io)?, 0)),
+        }
+    }
+}
+
 fn bad_batch(topic: &Topic, source: FormatError) -> BrokerError {
     BrokerError::BadBatch {
         topic: topic.name.clone(),

@@ -7,11 +7,20 @@
 //! were sent; what accumulates meanwhile goes out in the next request, several batches at once,
 //! so a slow fsync makes requests larger rather than the producer slower. Partitions send
 //! concurrently over the one HTTP/2 connection.
+//!
+//! Idempotent by default: the producer gets an id from the broker ([`ProducerConfig::idempotent`])
+//! and stamps each batch, as it goes out, with the partition's next sequence number. A request
+//! that fails in a way a retry may cure (the broker restarting, a dropped connection) is sent
+//! again, the same bytes, with backoff, until [`ProducerConfig::delivery_timeout`]: the broker
+//! appends a batch it already has no second time, and answers with the offsets it got first. Once
+//! a request fails for good, the partition's epoch moves on (its sequences start at 0 again), so
+//! that the batches after it are not refused for the gap.
 
 use super::{Channel, ClientError, raw};
 use crate::proto::{self, strata_client::StrataClient};
 use crate::record::{
-    BATCH_HEADER_BYTES, BatchBuilder, BatchHeader, RECORD_OVERHEAD_BYTES, partition_for_key,
+    BATCH_HEADER_BYTES, BatchBuilder, BatchHeader, ProducerStamp, RECORD_OVERHEAD_BYTES,
+    partition_for_key,
 };
 use bytes::{Bytes, BytesMut};
 use std::{
@@ -41,7 +50,18 @@ pub struct ProducerConfig {
     /// The most bytes of records sent but not yet acknowledged; [`Producer::send`] waits for
     /// room beyond that. At least `max_batch_bytes`.
     pub max_buffered_bytes: usize,
+    /// Stamp batches with a producer id and sequence numbers, so that the retries below never
+    /// append a record twice. Off: no retries either (each record is sent at most once).
+    pub idempotent: bool,
+    /// How long a batch may take from its first send to an answer, retries included; a batch
+    /// that fails transiently is retried until then (Kafka's `delivery.timeout.ms`).
+    pub delivery_timeout: Duration,
+    /// The first wait before a retry; it doubles up to [`MAX_RETRY_BACKOFF`].
+    pub retry_backoff: Duration,
 }
+
+/// The longest wait between two retries of a request.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Default for ProducerConfig {
     fn default() -> Self {
@@ -50,6 +70,9 @@ impl Default for ProducerConfig {
             max_batch_bytes: 1024 * 1024,
             max_request_bytes: 16 * 1024 * 1024,
             max_buffered_bytes: 64 * 1024 * 1024,
+            idempotent: true,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Duration::from_millis(100),
         }
     }
 }
@@ -199,6 +222,15 @@ struct Inner {
     closed: AtomicBool,
 }
 
+/// An idempotent producer's identity in one partition: the epoch moves on (and the sequences
+/// start again) after a request failed for good.
+#[derive(Debug, Clone, Copy)]
+struct Identity {
+    producer_id: u64,
+    epoch: u16,
+    next_sequence: u32,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     open: Option<OpenBatch>,
@@ -208,6 +240,8 @@ struct Queue {
     /// The newest batch's outcome: when it is set, every earlier batch's is too.
     newest: Option<Arc<Slot>>,
     next_id: u64,
+    /// `None`: not idempotent.
+    identity: Option<Identity>,
 }
 
 #[derive(Debug)]
@@ -221,9 +255,27 @@ struct OpenBatch {
 
 #[derive(Debug)]
 struct SealedBatch {
-    bytes: Bytes,
+    body: Sealed,
     slot: Arc<Slot>,
     permits: usize,
+}
+
+/// A batch waiting to be sent.
+#[derive(Debug)]
+enum Sealed {
+    /// Records to be finished (stamped with the producer's sequence) as they go out.
+    Records(BatchBuilder),
+    /// Bytes encoded by the caller ([`Producer::send_batch`]), sent as they are.
+    Encoded(Bytes),
+}
+
+impl Sealed {
+    fn len(&self) -> usize {
+        match self {
+            Sealed::Records(b) => b.encoded_len(),
+            Sealed::Encoded(b) => b.len(),
+        }
+    }
 }
 
 impl Producer {
@@ -250,13 +302,43 @@ impl Producer {
         config.max_buffered_bytes = config.max_buffered_bytes.max(config.max_batch_bytes);
         config.max_request_bytes = config.max_request_bytes.max(config.max_batch_bytes);
         let buffer = Semaphore::new(config.max_buffered_bytes.min(Semaphore::MAX_PERMITS));
+        let identity = if config.idempotent {
+            match client
+                .init_producer(proto::InitProducerRequest::default())
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    Some(Identity {
+                        producer_id: r.producer_id,
+                        epoch: u16::try_from(r.producer_epoch).unwrap_or(0),
+                        next_sequence: 0,
+                    })
+                }
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    tracing::warn!("the broker has no idempotent producers: sending without");
+                    config.idempotent = false;
+                    None
+                }
+                Err(s) => return Err(s.into()),
+            }
+        } else {
+            None
+        };
         Ok(Producer {
             inner: Arc::new(Inner {
                 client,
                 topic: topic.to_string(),
                 partitions,
                 config,
-                queues: (0..partitions).map(|_| Mutex::default()).collect(),
+                queues: (0..partitions)
+                    .map(|_| {
+                        Mutex::new(Queue {
+                            identity,
+                            ..Queue::default()
+                        })
+                    })
+                    .collect(),
                 buffer,
                 sticky: AtomicU32::new(0),
                 closed: AtomicBool::new(false),
@@ -302,7 +384,8 @@ impl Producer {
     /// Sends `batch`, one record batch already encoded (with [`BatchBuilder`]), to `partition`,
     /// after everything sent to that partition before. The path for tools that encode ahead of
     /// time (the bench); the broker checks the batch's CRC as it checks every batch. The
-    /// [`Delivery`] resolves to the batch's first offset.
+    /// [`Delivery`] resolves to the batch's first offset. The batch is sent as it is: unless the
+    /// caller stamped it with a producer of its own, it is not idempotent, and not retried.
     pub async fn send_batch(&self, partition: u32, batch: Bytes) -> Result<Delivery, ClientError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
@@ -356,7 +439,7 @@ impl Producer {
             q.seal();
             q.newest = Some(slot.clone());
             q.sealed.push_back(SealedBatch {
-                bytes: batch,
+                body: Sealed::Encoded(batch),
                 slot: slot.clone(),
                 permits: permits as usize,
             });
@@ -405,7 +488,7 @@ impl Queue {
     fn seal(&mut self) {
         if let Some(open) = self.open.take() {
             self.sealed.push_back(SealedBatch {
-                bytes: Bytes::from(open.builder.finish(0)),
+                body: Sealed::Records(open.builder),
                 slot: open.slot,
                 permits: open.permits,
             });
@@ -542,7 +625,7 @@ impl Inner {
     async fn drain(self: Arc<Self>, partition: u32) {
         let mut client = self.client.clone();
         loop {
-            let batches = {
+            let (batches, body, stamped) = {
                 let mut q = self.queue(partition);
                 if q.open
                     .as_ref()
@@ -553,31 +636,23 @@ impl Inner {
                 let mut taken = Vec::new();
                 let mut bytes = 0;
                 while let Some(next) = q.sealed.front() {
-                    if !taken.is_empty() && bytes + next.bytes.len() > self.config.max_request_bytes
+                    if !taken.is_empty() && bytes + next.body.len() > self.config.max_request_bytes
                     {
                         break;
                     }
-                    bytes += next.bytes.len();
+                    bytes += next.body.len();
                     taken.extend(q.sealed.pop_front());
                 }
                 if taken.is_empty() {
                     q.sending = false;
                     return;
                 }
-                taken
+                let (body, stamped) = encode_request(&mut taken, &mut q.identity);
+                (taken, body, stamped)
             };
-            let body = request_body(&batches);
-            let result = client
-                .produce(proto::ProduceRequest {
-                    topic: self.topic.clone(),
-                    partition: Some(partition),
-                    records: Vec::new(),
-                    batch: body,
-                })
-                .await;
+            let result = self.send_with_retries(&mut client, partition, body, stamped).await;
             match result {
-                Ok(resp) => {
-                    let results = resp.into_inner().results;
+                Ok(results) => {
                     for (i, batch) in batches.iter().enumerate() {
                         batch
                             .slot
@@ -590,8 +665,9 @@ impl Inner {
                             }));
                     }
                 }
-                Err(status) => {
-                    let err = ClientError::Status(status);
+                Err(err) => {
+                    // Stamped batches in it may or may not be appended.
+                    self.next_epoch(&mut client, partition).await;
                     for batch in &batches {
                         batch.slot.set(Err(err.clone()));
                     }
@@ -601,16 +677,118 @@ impl Inner {
             self.buffer.add_permits(permits);
         }
     }
+
+    /// Sends one request; a stamped one is sent again after a transient failure, with backoff,
+    /// until the delivery timeout.
+    async fn send_with_retries(
+        &self,
+        client: &mut StrataClient<Channel>,
+        partition: u32,
+        body: Bytes,
+        stamped: bool,
+    ) -> Result<Vec<proto::ProduceResult>, ClientError> {
+        let deadline = Instant::now() + self.config.delivery_timeout;
+        let mut backoff = self.config.retry_backoff.max(Duration::from_millis(1));
+        let mut attempt = 0u32;
+        loop {
+            let request = proto::ProduceRequest {
+                topic: self.topic.clone(),
+                partition: Some(partition),
+                records: Vec::new(),
+                batch: body.clone(),
+            };
+            let err = match client.produce(request).await {
+                Ok(resp) => return Ok(resp.into_inner().results),
+                Err(status) => ClientError::Status(status),
+            };
+            attempt += 1;
+            if !stamped || !err.is_transient() || Instant::now() + backoff >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(partition, attempt, error = %err, "produce failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+        }
+    }
+
+    /// After a stamped request failed for good (its batches may or may not be appended), the
+    /// partition goes on at the next epoch, whose sequences start at 0: the broker then neither
+    /// refuses the next batch for a gap nor takes a late copy of the failed one (its epoch is
+    /// fenced). Past the last epoch, a new producer id.
+    async fn next_epoch(&self, client: &mut StrataClient<Channel>, partition: u32) {
+        let exhausted = {
+            let mut q = self.queue(partition);
+            match &mut q.identity {
+                Some(id) if id.epoch < u16::MAX => {
+                    id.epoch += 1;
+                    id.next_sequence = 0;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        };
+        if exhausted {
+            let fresh = client
+                .init_producer(proto::InitProducerRequest::default())
+                .await;
+            let mut q = self.queue(partition);
+            q.identity = match fresh {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    Some(Identity {
+                        producer_id: r.producer_id,
+                        epoch: u16::try_from(r.producer_epoch).unwrap_or(0),
+                        next_sequence: 0,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(partition, error = %e,
+                        "no new producer id: the partition's batches go on without one");
+                    None
+                }
+            };
+        }
+    }
 }
 
-/// The batches back to back; one batch goes without a copy.
-fn request_body(batches: &[SealedBatch]) -> Bytes {
+/// Finishes the request's batches, stamping record batches with the partition's next sequences
+/// (a new epoch when the sequences would run past a u32), and lays them back to back; one batch
+/// goes without a copy. Returns the body and whether every batch in it is stamped.
+fn encode_request(batches: &mut [SealedBatch], identity: &mut Option<Identity>) -> (Bytes, bool) {
+    let mut stamped = identity.is_some();
+    for batch in batches.iter_mut() {
+        let Sealed::Records(builder) = &mut batch.body else {
+            stamped = false;
+            continue;
+        };
+        let builder = std::mem::take(builder);
+        let count = builder.len();
+        let stamp = identity.as_mut().map(|id| {
+            if id.next_sequence.checked_add(count).is_none() && id.epoch < u16::MAX {
+                id.epoch += 1;
+                id.next_sequence = 0;
+            }
+            let stamp = ProducerStamp {
+                producer_id: id.producer_id,
+                epoch: id.epoch,
+                base_sequence: id.next_sequence,
+            };
+            id.next_sequence = id.next_sequence.saturating_add(count);
+            stamp
+        });
+        batch.body = Sealed::Encoded(Bytes::from(builder.finish_stamped(0, stamp)));
+    }
+    let encoded = |b: &SealedBatch| match &b.body {
+        Sealed::Encoded(bytes) => bytes.clone(),
+        Sealed::Records(_) => Bytes::new(),
+    };
     if let [one] = batches {
-        return one.bytes.clone();
+        return (encoded(one), stamped);
     }
-    let mut body = BytesMut::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
-    for b in batches {
-        body.extend_from_slice(&b.bytes);
+    let mut body = BytesMut::with_capacity(batches.iter().map(|b| b.body.len()).sum());
+    for b in batches.iter() {
+        body.extend_from_slice(&encoded(b));
     }
-    body.freeze()
+    (body.freeze(), stamped)
 }

@@ -1,6 +1,8 @@
 //! Encoding: build a batch from records.
 
-use super::{BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, RECORD_OVERHEAD_BYTES, field};
+use super::{
+    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, ProducerStamp, RECORD_OVERHEAD_BYTES, field,
+};
 use bytes::Bytes;
 
 /// A record header (name, value).
@@ -45,7 +47,6 @@ impl Record {
 pub struct BatchBuilder {
     buf: Vec<u8>,
     count: u32,
-    first_timestamp_ms: i64,
     max_timestamp_ms: i64,
 }
 
@@ -63,7 +64,6 @@ impl BatchBuilder {
         BatchBuilder {
             buf,
             count: 0,
-            first_timestamp_ms: 0,
             max_timestamp_ms: i64::MIN,
         }
     }
@@ -106,9 +106,6 @@ impl BatchBuilder {
         value: &[u8],
         headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     ) {
-        if self.count == 0 {
-            self.first_timestamp_ms = timestamp_ms;
-        }
         self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]); // record length, patched below
@@ -146,7 +143,13 @@ impl BatchBuilder {
     /// Writes the header with `base_offset` and the CRC, and returns the batch's bytes.
     /// A builder with no records yields a header-only batch that decoders reject; check
     /// [`BatchBuilder::is_empty`] first.
-    pub fn finish(mut self, base_offset: u64) -> Vec<u8> {
+    pub fn finish(self, base_offset: u64) -> Vec<u8> {
+        self.finish_stamped(base_offset, None)
+    }
+
+    /// As [`BatchBuilder::finish`], with the idempotent producer's id, epoch and base sequence
+    /// (`None`: no producer).
+    pub fn finish_stamped(mut self, base_offset: u64, producer: Option<ProducerStamp>) -> Vec<u8> {
         let len = self.buf.len() as u32;
         let max_ts = if self.count == 0 {
             0
@@ -159,8 +162,13 @@ impl BatchBuilder {
         h[field::VERSION] = BATCH_VERSION;
         h[field::ATTRIBUTES] = 0;
         h[field::BASE_OFFSET..field::BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
-        h[field::FIRST_TIMESTAMP..field::FIRST_TIMESTAMP + 8]
-            .copy_from_slice(&self.first_timestamp_ms.to_le_bytes());
+        let stamp = producer.filter(|p| p.producer_id != 0);
+        h[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2]
+            .copy_from_slice(&stamp.map_or(0, |p| p.epoch).to_le_bytes());
+        h[field::PRODUCER_ID..field::PRODUCER_ID + 8]
+            .copy_from_slice(&stamp.map_or(0, |p| p.producer_id).to_le_bytes());
+        h[field::BASE_SEQUENCE..field::BASE_SEQUENCE + 4]
+            .copy_from_slice(&stamp.map_or(0, |p| p.base_sequence).to_le_bytes());
         h[field::MAX_TIMESTAMP..field::MAX_TIMESTAMP + 8].copy_from_slice(&max_ts.to_le_bytes());
         h[field::RECORD_COUNT..field::RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
         let crc = super::batch_crc(&self.buf);

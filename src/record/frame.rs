@@ -1,8 +1,8 @@
 //! Decoding: find a batch in a byte buffer and walk its records without copying.
 
 use super::{
-    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES,
-    batch_crc, field, read_i64, read_u32, read_u64,
+    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, BATCH_VERSION_V1, MAX_BATCH_BYTES,
+    RECORD_OVERHEAD_BYTES, batch_crc, field, read_i64, read_u16, read_u32, read_u64,
 };
 use std::fmt;
 
@@ -83,6 +83,26 @@ impl fmt::Display for Corruption {
     }
 }
 
+/// Who sent a batch, for the broker's duplicate detection: an idempotent producer's id and epoch
+/// (from the broker) and the sequence number of the batch's first record in its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerStamp {
+    /// The producer id, never 0 (0 in the header means "no producer").
+    pub producer_id: u64,
+    /// The producer's epoch: a higher one starts the producer's sequences afresh.
+    pub epoch: u16,
+    /// Sequence number of the batch's first record; the records count up from it.
+    pub base_sequence: u32,
+}
+
+impl ProducerStamp {
+    /// The sequence number of the batch's last record, if it fits in a u32 (validation refuses
+    /// batches whose sequences do not).
+    pub fn last_sequence(&self, record_count: u32) -> Option<u32> {
+        self.base_sequence.checked_add(record_count.checked_sub(1)?)
+    }
+}
+
 /// The fixed header of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -90,12 +110,15 @@ pub struct BatchHeader {
     pub crc: u32,
     /// Total bytes of the batch, header included.
     pub length: u32,
+    /// The format version (1 or 2).
+    pub version: u8,
     /// Attribute bits (compression, reserved: 0).
     pub attributes: u8,
     /// Offset of the first record.
     pub base_offset: u64,
-    /// Timestamp of the first record (ms since the epoch).
-    pub first_timestamp_ms: i64,
+    /// The idempotent producer that sent the batch (version 2; `None` for version 1 and for
+    /// batches with producer id 0).
+    pub producer: Option<ProducerStamp>,
     /// The largest record timestamp in the batch.
     pub max_timestamp_ms: i64,
     /// Number of records; at least 1.
@@ -109,15 +132,29 @@ impl BatchHeader {
         if buf.len() < BATCH_HEADER_BYTES {
             return None;
         }
+        let version = buf[field::VERSION];
+        let producer_id = read_u64(buf, field::PRODUCER_ID);
+        let producer = (version != BATCH_VERSION_V1 && producer_id != 0).then(|| ProducerStamp {
+            producer_id,
+            epoch: read_u16(buf, field::PRODUCER_EPOCH),
+            base_sequence: read_u32(buf, field::BASE_SEQUENCE),
+        });
         Some(BatchHeader {
             crc: read_u32(buf, field::CRC),
             length: read_u32(buf, field::LENGTH),
+            version,
             attributes: buf[field::ATTRIBUTES],
             base_offset: read_u64(buf, field::BASE_OFFSET),
-            first_timestamp_ms: read_i64(buf, field::FIRST_TIMESTAMP),
+            producer,
             max_timestamp_ms: read_i64(buf, field::MAX_TIMESTAMP),
             record_count: read_u32(buf, field::RECORD_COUNT),
         })
+    }
+
+    /// Version 1's first-record timestamp (validation checks it against the first record).
+    pub(crate) fn v1_first_timestamp_ms(buf: &[u8]) -> Option<i64> {
+        (buf.len() >= BATCH_HEADER_BYTES && buf[field::VERSION] == BATCH_VERSION_V1)
+            .then(|| read_i64(buf, field::FIRST_TIMESTAMP_V1))
     }
 
     /// The offset of the last record in the batch. Saturates for a header whose offsets do not
@@ -161,7 +198,7 @@ pub(crate) fn decode_frame_with(buf: &[u8], crc: impl FnOnce(&[u8]) -> u32) -> F
         return Frame::Corrupt(Corruption::BadMagic(magic));
     }
     let version = buf[field::VERSION];
-    if version != BATCH_VERSION {
+    if version != BATCH_VERSION && version != BATCH_VERSION_V1 {
         return Frame::Corrupt(Corruption::UnsupportedVersion(version));
     }
     let length = read_u32(buf, field::LENGTH);

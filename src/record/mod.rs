@@ -11,7 +11,9 @@ mod partitioner;
 mod validate;
 
 pub use builder::{BatchBuilder, Header, Record};
-pub use frame::{BatchHeader, BatchView, Corruption, Frame, RecordView, Records, decode_frame};
+pub use frame::{
+    BatchHeader, BatchView, Corruption, Frame, ProducerStamp, RecordView, Records, decode_frame,
+};
 pub use partitioner::{murmur2, partition_for_key};
 pub use validate::{FormatError, ValidatedBatch, validate_batch};
 
@@ -19,8 +21,12 @@ pub use validate::{FormatError, ValidatedBatch, validate_batch};
 pub const BATCH_HEADER_BYTES: usize = 48;
 /// The magic number at byte 8 of every batch: `b"STRA"` read as a little-endian u32.
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"STRA");
-/// The only format version written and read.
-pub const BATCH_VERSION: u8 = 1;
+/// The format version written. Version 1 (before idempotent producers: a first-record timestamp
+/// where version 2 has the producer id, and zeroes where it has the epoch and sequence) is still
+/// read, so that logs written before it stay readable.
+pub const BATCH_VERSION: u8 = 2;
+/// The oldest format version read.
+pub const BATCH_VERSION_V1: u8 = 1;
 /// The largest batch the format allows (the length field is a u32; this leaves headroom).
 pub const MAX_BATCH_BYTES: usize = 1 << 30;
 /// Fixed bytes of one record besides its key, value and headers.
@@ -33,10 +39,17 @@ pub(crate) mod field {
     pub const MAGIC: usize = 8;
     pub const VERSION: usize = 12;
     pub const ATTRIBUTES: usize = 13;
+    /// Version 2: the producer's epoch (u16).
+    pub const PRODUCER_EPOCH: usize = 14;
     pub const BASE_OFFSET: usize = 16;
-    pub const FIRST_TIMESTAMP: usize = 24;
+    /// Version 2: the producer id (u64, 0 = no producer).
+    pub const PRODUCER_ID: usize = 24;
+    /// Version 1: the first record's timestamp (i64), where version 2 has the producer id.
+    pub const FIRST_TIMESTAMP_V1: usize = 24;
     pub const MAX_TIMESTAMP: usize = 32;
     pub const RECORD_COUNT: usize = 40;
+    /// Version 2: the sequence number of the batch's first record (u32).
+    pub const BASE_SEQUENCE: usize = 44;
 }
 
 /// CRC-32 (the IEEE polynomial, as crc32fast computes it) of a batch: bytes 4 to the end.
@@ -48,6 +61,10 @@ pub(crate) fn read_u32(buf: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&buf[at..at + 4]);
     u32::from_le_bytes(b)
+}
+
+pub(crate) fn read_u16(buf: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([buf[at], buf[at + 1]])
 }
 
 pub(crate) fn read_u64(buf: &[u8], at: usize) -> u64 {

@@ -1,6 +1,9 @@
 //! Checking a batch that came from a client before it is stored, and restamping its offset.
 
-use super::{BATCH_HEADER_BYTES, BatchHeader, Corruption, Frame, field, frame::decode_frame_with};
+use super::{
+    BATCH_HEADER_BYTES, BatchHeader, Corruption, Frame, field, frame::decode_frame_with, read_u16,
+    read_u32,
+};
 
 /// Why a client's batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +35,9 @@ pub enum FormatError {
     /// Attribute bits this build does not understand (such as compression).
     #[error("unsupported batch attributes {0:#04x}")]
     UnsupportedAttributes(u8),
+    /// The producer fields of the header do not make sense.
+    #[error("invalid producer fields in the batch header: {0}")]
+    BadProducerStamp(&'static str),
 }
 
 /// A batch whose framing, CRC and records were all checked.
@@ -112,6 +118,8 @@ pub fn validate_batch(
         if header.attributes != 0 {
             return Err(FormatError::UnsupportedAttributes(header.attributes));
         }
+        check_producer_stamp(&header, view.bytes())?;
+        let v1_first_timestamp = BatchHeader::v1_first_timestamp_ms(view.bytes());
         let mut walked = BATCH_HEADER_BYTES;
         let mut max_ts = i64::MIN;
         for (index, rec) in (0u32..).zip(view.records()) {
@@ -127,7 +135,7 @@ pub fn validate_batch(
             if rec.offset != header.base_offset + u64::from(index) {
                 return Err(FormatError::Corrupt(Corruption::BadRecords));
             }
-            if index == 0 && rec.timestamp_ms != header.first_timestamp_ms {
+            if index == 0 && v1_first_timestamp.is_some_and(|ts| ts != rec.timestamp_ms) {
                 return Err(FormatError::Corrupt(Corruption::BadRecords));
             }
             if rec
@@ -153,6 +161,25 @@ pub fn validate_batch(
         return Err(FormatError::Empty);
     }
     Ok(out)
+}
+
+/// A batch without a producer has zero epoch and sequence; a producer's batch numbers its records
+/// within a u32.
+fn check_producer_stamp(header: &BatchHeader, bytes: &[u8]) -> Result<(), FormatError> {
+    match header.producer {
+        Some(stamp) if stamp.last_sequence(header.record_count).is_none() => Err(
+            FormatError::BadProducerStamp("the records' sequence numbers run past 2^32 - 1"),
+        ),
+        None if header.version != super::BATCH_VERSION_V1
+            && (read_u16(bytes, field::PRODUCER_EPOCH) != 0
+                || read_u32(bytes, field::BASE_SEQUENCE) != 0) =>
+        {
+            Err(FormatError::BadProducerStamp(
+                "epoch and sequence must be 0 when the producer id is 0",
+            ))
+        }
+        Some(_) | None => Ok(()),
+    }
 }
 
 #[cfg(test)]

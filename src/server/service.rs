@@ -283,6 +283,31 @@ impl Strata for Service {
         Ok(Response::new(proto::DeleteGroupResponse {}))
     }
 
+    async fn init_producer(
+        &self,
+        request: Request<proto::InitProducerRequest>,
+    ) -> Result<Response<proto::InitProducerResponse>, Status> {
+        let req = request.into_inner();
+        let current = match req.producer_id {
+            Some(id) => {
+                let epoch = u16::try_from(req.producer_epoch).map_err(|_| {
+                    RequestError::InvalidArgument {
+                        field: "producer_epoch",
+                        reason: format!("{} does not fit in a u16", req.producer_epoch),
+                    }
+                })?;
+                Some((id, epoch))
+            }
+            None => None,
+        };
+        let broker = self.broker.clone();
+        let (producer_id, epoch) = blocking(move || broker.init_producer(current)).await?;
+        Ok(Response::new(proto::InitProducerResponse {
+            producer_id,
+            producer_epoch: u32::from(epoch),
+        }))
+    }
+
     async fn list_offsets(
         &self,
         request: Request<proto::ListOffsetsRequest>,

@@ -6,7 +6,7 @@ use super::RequestError;
 use crate::broker::BrokerError;
 use crate::errors::error_chain;
 use crate::record::FormatError;
-use crate::storage::StorageError;
+use crate::storage::{SequenceError, StorageError};
 use tonic::{Code, Status};
 
 /// The gRPC status for a broker error.
@@ -73,7 +73,8 @@ pub fn broker_code(err: &BrokerError) -> Code {
             FormatError::Corrupt(_)
             | FormatError::Truncated { .. }
             | FormatError::Empty
-            | FormatError::UnsupportedAttributes(_) => Code::InvalidArgument,
+            | FormatError::UnsupportedAttributes(_)
+            | FormatError::BadProducerStamp(_) => Code::InvalidArgument,
         },
         BrokerError::OffsetOutOfRange { .. } | BrokerError::CommitOutOfRange { .. } => {
             Code::OutOfRange
@@ -106,6 +107,13 @@ pub fn storage_code(err: &StorageError) -> Code {
         StorageError::OffsetOutOfRange { .. } => Code::OutOfRange,
         StorageError::Corrupt { .. } | StorageError::BadStateFile { .. } => Code::DataLoss,
         StorageError::Poisoned { .. } => Code::FailedPrecondition,
+        StorageError::Sequence(e) => match e {
+            SequenceError::Fenced { .. } | SequenceError::OutOfOrder { .. } => {
+                Code::FailedPrecondition
+            }
+            // Appended, long ago: the batch is there, its offsets are not known.
+            SequenceError::TooOld { .. } => Code::AlreadyExists,
+        },
     }
 }
 

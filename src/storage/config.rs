@@ -19,6 +19,11 @@ pub enum FsyncPolicy {
 /// [`LogConfig::cached_tail_bytes`] unless set: a consumer up to this far behind reads from memory.
 pub const DEFAULT_CACHED_TAIL_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Default of [`LogConfig::producer_expiry_ms`]: a day, as Kafka's.
+pub const DEFAULT_PRODUCER_EXPIRY_MS: u64 = 24 * 3600 * 1000;
+/// Default of [`LogConfig::max_producers`].
+pub const DEFAULT_MAX_PRODUCERS: usize = 10_000;
+
 /// A partition log's settings.
 #[derive(Clone)]
 pub struct LogConfig {
@@ -41,6 +46,11 @@ pub struct LogConfig {
     /// from it as appends go on (reads of them then come from disk, with read-ahead). `None`:
     /// the kernel decides. See `page_cache.rs` for why.
     pub cached_tail_bytes: Option<u64>,
+    /// An idempotent producer that appended nothing for this long is forgotten (a retry of its
+    /// batches after that is appended again). Kafka's `producer.id.expiration.ms`.
+    pub producer_expiry_ms: u64,
+    /// The most producers a partition remembers; beyond it the least recently active one goes.
+    pub max_producers: usize,
     /// A seam for tests that inject I/O faults; `None` in production.
     pub faults: Option<Arc<dyn FaultInjector>>,
 }
@@ -56,6 +66,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             checkpoint_interval_bytes: 64 * 1024 * 1024,
             cached_tail_bytes: Some(DEFAULT_CACHED_TAIL_BYTES),
+            producer_expiry_ms: DEFAULT_PRODUCER_EXPIRY_MS,
+            max_producers: DEFAULT_MAX_PRODUCERS,
             faults: None,
         }
     }
@@ -72,6 +84,8 @@ impl std::fmt::Debug for LogConfig {
             .field("index_interval_bytes", &self.index_interval_bytes)
             .field("checkpoint_interval_bytes", &self.checkpoint_interval_bytes)
             .field("cached_tail_bytes", &self.cached_tail_bytes)
+            .field("producer_expiry_ms", &self.producer_expiry_ms)
+            .field("max_producers", &self.max_producers)
             .field("faults", &self.faults.is_some())
             .finish()
     }

@@ -80,6 +80,9 @@ pub enum StorageError {
         /// The limit.
         max: u64,
     },
+    /// An idempotent producer's batch does not follow its last one (see `producers.rs`).
+    #[error(transparent)]
+    Sequence(#[from] super::producers::SequenceError),
     /// A small state file (checkpoint) could not be decoded.
     #[error("invalid state file {path}: {reason}")]
     BadStateFile {

@@ -6,6 +6,7 @@ use super::{
     checkpoint::{self, RecoveryPoint},
     fs::Io,
     page_cache::{DropBehind, Range},
+    producers::{ProducerTable, SequenceCheck},
     segment::{Indexer, Segment},
 };
 use crate::record::{BATCH_HEADER_BYTES, ValidatedBatch};
@@ -53,6 +54,8 @@ pub struct LogStats {
     pub bytes: u64,
     /// Number of segments.
     pub segments: u32,
+    /// Idempotent producers the partition remembers.
+    pub producers: u32,
 }
 
 /// The append side, behind one lock.
@@ -76,7 +79,14 @@ pub(crate) struct Writer {
     pub allocated: u64,
     /// What of the log's older bytes was asked to leave the page cache.
     pub drop_behind: DropBehind,
+    /// The idempotent producers' last batches (`producers.rs`).
+    pub producers: ProducerTable,
+    /// Wall-clock ms after which [`Log::tick`] next expires idle producers.
+    pub next_producer_expiry_ms: i64,
 }
+
+/// How often [`Log::tick`] looks for idle producers to forget.
+const PRODUCER_EXPIRY_CHECK_MS: i64 = 60_000;
 
 /// Blocks are allocated ahead of the write position by the segment's size so far, within these
 /// bounds: a busy segment allocates in large steps, an idle partition's segment stays small.
@@ -294,12 +304,48 @@ impl Log {
             let mut w = lock(&self.writer);
             self.remove_clean_marker()?;
             self.roll_before_request(&mut w, &config, batches)?;
+            let stamps = || batches.iter().filter_map(|b| b.header().producer.as_ref());
             let mut mark = Mark::of(&w);
+            let mut saved = w.producers.save(stamps());
+            let now = now_ms();
             for batch in batches {
-                match self.write_batch(&mut w, &config, batch) {
-                    Ok(appended) => out.push(appended),
+                let stamp = batch.header().producer;
+                let check = match stamp {
+                    Some(s) => w.producers.check(&s, batch.record_count()),
+                    None => Ok(SequenceCheck::Append),
+                };
+                let written = match check {
+                    Ok(SequenceCheck::Append) => self.write_batch(&mut w, &config, batch),
+                    Ok(SequenceCheck::Duplicate {
+                        base_offset,
+                        next_offset,
+                    }) => {
+                        // Appended before: answered with its offsets, once they are as durable
+                        // as this request's (they are below the write offset waited for).
+                        out.push(Appended {
+                            base_offset,
+                            next_offset,
+                        });
+                        continue;
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match written {
+                    Ok(appended) => {
+                        if let Some(s) = stamp {
+                            w.producers.record(
+                                &s,
+                                batch.record_count(),
+                                appended.base_offset,
+                                now,
+                                config.max_producers,
+                            );
+                        }
+                        out.push(appended);
+                    }
                     Err(e) => {
                         self.undo_request(&mut w, &config, mark);
+                        w.producers.restore(saved);
                         return Err(e);
                     }
                 }
@@ -307,6 +353,7 @@ impl Log {
                     // The batch rolled the segment: what came before it is sealed and
                     // published; the batches in the new segment can still be undone.
                     mark = Mark::empty(&w, &config);
+                    saved = w.producers.save(stamps());
                 }
             }
             if config.fsync != FsyncPolicy::Always {
@@ -644,6 +691,11 @@ impl Log {
         w.active
             .indexes_mut(|idx| idx.persist(&self.io))
             .transpose()?;
+        if w.producers.is_dirty() {
+            // Before the checkpoint: a snapshot ahead of it is replayed over harmlessly.
+            let upto = w.write_offset;
+            w.producers.write(&self.io, &self.dir, upto)?;
+        }
         let point = RecoveryPoint {
             segment_base: w.active.base_offset,
             position: w.size,
@@ -763,20 +815,21 @@ impl Log {
 
     /// Offsets, bytes and segment count.
     pub fn stats(&self) -> LogStats {
-        let (bytes, segments) = {
+        let (bytes, segments, producers) = {
             let w = lock(&self.writer);
             let n = self
                 .segments
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .len();
-            (w.sealed_bytes + w.size, n as u32)
+            (w.sealed_bytes + w.size, n as u32, w.producers.len())
         };
         LogStats {
             earliest_offset: self.earliest_offset(),
             next_offset: self.next_offset(),
             bytes,
             segments,
+            producers: u32::try_from(producers).unwrap_or(u32::MAX),
         }
     }
 
@@ -809,6 +862,13 @@ impl Log {
                 FsyncPolicy::Interval(every) => w.last_sync.elapsed() >= every,
                 _ => false,
             };
+            if now_ms >= w.next_producer_expiry_ms {
+                w.next_producer_expiry_ms = now_ms.saturating_add(PRODUCER_EXPIRY_CHECK_MS);
+                let gone = w.producers.expire(now_ms, config.producer_expiry_ms);
+                if gone > 0 {
+                    tracing::debug!(dir = %self.dir.display(), gone, "idle producers forgotten");
+                }
+            }
             if w.since_checkpoint >= config.checkpoint_interval_bytes
                 || (interval_due && w.since_checkpoint > 0)
             {
@@ -853,6 +913,15 @@ impl Log {
     /// Flushes and leaves a clean-shutdown marker so the next open scans nothing.
     pub fn close(self) -> Result<()> {
         self.flush()?;
+        {
+            // The producers as of the exact end, so that the next open replays nothing (also
+            // after an open that rebuilt them and appended nothing).
+            let mut w = lock(&self.writer);
+            if w.producers.is_dirty() {
+                let upto = w.write_offset;
+                w.producers.write(&self.io, &self.dir, upto)?;
+            }
+        }
         if self.clean_marker.load(Ordering::Acquire) {
             // Unchanged since a clean open: the marker from the last close still holds.
             return Ok(());

@@ -2,7 +2,8 @@
 //! checkpoints, group-commit fsync and retention. It knows nothing of tokio, gRPC or topics.
 //!
 //! A partition is a directory of segments (`{base_offset:020}.log`, `.index`, `.timeindex`), a
-//! `recovery-point` checkpoint and, after a clean shutdown, a `clean-shutdown` marker.
+//! `recovery-point` checkpoint, a `producer-state` snapshot of its idempotent producers and, after
+//! a clean shutdown, a `clean-shutdown` marker.
 
 mod checkpoint;
 mod config;
@@ -13,15 +14,20 @@ mod index;
 pub(crate) mod journal;
 mod log;
 mod page_cache;
+mod producers;
 mod recovery;
 mod retention;
 mod segment;
 
-pub use config::{DEFAULT_CACHED_TAIL_BYTES, FsyncPolicy, LogConfig};
+pub use config::{
+    DEFAULT_CACHED_TAIL_BYTES, DEFAULT_MAX_PRODUCERS, DEFAULT_PRODUCER_EXPIRY_MS, FsyncPolicy,
+    LogConfig,
+};
 pub use error::StorageError;
 pub use fault::{FaultInjector, FileOp, IoEvent};
 pub(crate) use fs::Io;
 pub use log::{Appended, Log, LogEndListener, LogStats, ReadChunk};
+pub use producers::{RUNS_KEPT, SequenceError};
 
 /// A record's position in a partition: the first record is 0, and each record gets the next one.
 pub type Offset = u64;

@@ -10,8 +10,10 @@ use super::{
     fs::{self, Io},
     log::{Log, Writer},
     page_cache::DropBehind,
+    producers::ProducerTable,
     segment::{Indexer, Scan, Segment, segment_path},
 };
+use super::log::{lock, now_ms};
 use std::{path::Path, sync::Arc, time::Instant};
 
 /// The largest segment the index format can address (positions are u32).
@@ -36,6 +38,7 @@ impl Log {
             }
         };
         let log = recover(dir, &io, config, &bases, point, clean)?;
+        log.load_producers()?;
         if clean {
             // Removed (durably) before the first change; an idle log never pays for it.
             log.clean_marker
@@ -43,6 +46,69 @@ impl Log {
         }
         Ok(log)
     }
+}
+
+impl Log {
+    /// Loads the producer snapshot and replays the batch headers after it, up to the recovered
+    /// end. Without a usable snapshot the table is rebuilt from the active segment alone (older
+    /// producers' retries are then appended again): an upgrade from a log without one, or damage.
+    fn load_producers(&self) -> Result<()> {
+        let end = self.next_offset();
+        let earliest = self.earliest_offset();
+        let active_base = lock(&self.writer).active.base_offset;
+        let (mut table, from) = match ProducerTable::read(&self.dir) {
+            Ok(Some((mut table, upto))) => {
+                if upto > end {
+                    // Records the snapshot saw were lost (a crash under a lax fsync policy).
+                    table.truncate(end);
+                }
+                (table, upto.min(end))
+            }
+            Ok(None) => (dirty(ProducerTable::default()), active_base),
+            Err(e) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    error = %e,
+                    "ignoring a damaged producer snapshot; rebuilding it from the active segment"
+                );
+                (dirty(ProducerTable::default()), active_base)
+            }
+        };
+        let config = self.config();
+        let now = now_ms();
+        let segments = self.segments();
+        let from = from.max(earliest);
+        for (i, seg) in segments.iter().enumerate() {
+            let seg_next = segments.get(i + 1).map_or(end, |s| s.base_offset);
+            if seg_next <= from {
+                continue;
+            }
+            let pos = if from > seg.base_offset {
+                match seg.position_of(&self.io, from, seg_next) {
+                    Ok((pos, _)) => pos,
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e,
+                            "cannot find where to replay producers from; they start afresh");
+                        break;
+                    }
+                }
+            } else {
+                0
+            };
+            seg.headers_from(pos, |h| {
+                if h.next_offset() > from {
+                    table.replay(h, now, config.max_producers);
+                }
+            })?;
+        }
+        lock(&self.writer).producers = table;
+        Ok(())
+    }
+}
+
+fn dirty(mut table: ProducerTable) -> ProducerTable {
+    table.mark_dirty();
+    table
 }
 
 /// Base offsets of the `.log` files in `dir`, sorted. Leftover temporary files are removed.
@@ -115,6 +181,8 @@ fn create_fresh(dir: &Path, io: Io, config: LogConfig, base: Offset) -> Result<L
         capacity: config.segment_max_bytes,
         allocated: 0,
         drop_behind: DropBehind::default(),
+        producers: ProducerTable::default(),
+        next_producer_expiry_ms: 0,
     };
     Ok(Log::assemble(dir.to_owned(), io, config, vec![seg], writer))
 }
@@ -390,6 +458,8 @@ fn finish(
         capacity,
         allocated: size,
         drop_behind: DropBehind::default(),
+        producers: ProducerTable::default(),
+        next_producer_expiry_ms: 0,
     };
     Ok(Log::assemble(
         dir.to_owned(),

@@ -89,6 +89,10 @@ impl Log {
             seg.position_of(&self.io, offset, seg_next)?
         };
         let base = seg.base_offset;
+        // 0. The producers forget the batches that go (a snapshot that still had them would
+        //    answer a retry with offsets that are no longer its records).
+        w.producers.truncate(new_next);
+        w.producers.write(&self.io, &self.dir, new_next)?;
 
         // 1. A checkpoint that makes recovery rescan segment i from its start, so a crash in
         //    the middle of the steps below can never join a shortened segment to later ones.

@@ -20,6 +20,8 @@ pub fn small_config() -> LogConfig {
         index_interval_bytes: 1,
         checkpoint_interval_bytes: 1 << 30,
         cached_tail_bytes: Some(0),
+        producer_expiry_ms: strata::storage::DEFAULT_PRODUCER_EXPIRY_MS,
+        max_producers: strata::storage::DEFAULT_MAX_PRODUCERS,
         faults: None,
     }
 }

@@ -20,6 +20,22 @@ impl Segment {
         Ok(plausible_header(&map[..end], pos as usize))
     }
 
+    /// Tells `f` of every batch header from `pos` to the readable end, by their lengths,
+    /// without CRC checks (recovery checked what lies past its checkpoint, and what lies before
+    /// it was checked when appended). Stops at the first implausible header.
+    pub(crate) fn headers_from(&self, pos: u64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        let Some(map) = self.mapped()? else {
+            return Ok(());
+        };
+        let end = (self.readable_end() as usize).min(map.len());
+        let mut pos = pos as usize;
+        while let Some(h) = plausible_header(&map[..end], pos) {
+            f(&h);
+            pos += h.length as usize;
+        }
+        Ok(())
+    }
+
     /// [`Segment::walk`], and a batch found holding `offset` past its base offset must pass its
     /// CRC check: a damaged record count would otherwise claim offsets of the batches after it.
     pub(super) fn walk_checked(
