@@ -176,15 +176,13 @@ fn build_stamped(records: &[Record], base: u64, producer: Option<ProducerStamp>)
 
 /// A producer stamp whose sequences fit the batch, or none.
 fn stamp() -> impl Strategy<Value = Option<ProducerStamp>> {
-    proptest::option::of(
-        (1..u64::MAX, any::<u16>(), 0..u32::MAX - 64).prop_map(|(producer_id, epoch, seq)| {
-            ProducerStamp {
-                producer_id,
-                epoch,
-                base_sequence: seq,
-            }
-        }),
-    )
+    proptest::option::of((1..u64::MAX, any::<u16>(), 0..u32::MAX - 64).prop_map(
+        |(producer_id, epoch, seq)| ProducerStamp {
+            producer_id,
+            epoch,
+            base_sequence: seq,
+        },
+    ))
 }
 
 /// The records of a decoded batch, owned.

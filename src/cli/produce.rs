@@ -18,7 +18,10 @@ const MAX_PENDING: usize = 100_000;
     Examples:\n  echo 'hello' | strata produce orders\n  \
     printf 'user-1:signed up\\nuser-2:signed up\\n' | strata produce signups --key-separator :\n  \
     strata produce orders --file orders.txt -k customer-42 -H source=import\n  \
-    strata produce orders -p 2 --output json < events.jsonl"
+    strata produce orders -p 2 --output json < events.jsonl\n\n\
+    Records are sent with a producer id and sequence numbers: a batch whose answer was lost (the\n\
+    broker restarted, the connection dropped) is sent again until --delivery-timeout, and the\n\
+    broker stores it once."
 )]
 pub struct ProduceArgs {
     /// The topic to produce to.
@@ -38,6 +41,14 @@ pub struct ProduceArgs {
     /// Each line is KEY SEP VALUE, split at the first SEP.
     #[arg(long, value_name = "SEP")]
     pub key_separator: Option<String>,
+    /// How long a record may take to be acknowledged, retries across broker restarts and
+    /// dropped connections included (retried records are stored once: the producer is
+    /// idempotent).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: std::time::Duration,
+    /// Send without a producer id: no retries, each record sent at most once.
+    #[arg(long)]
+    pub no_idempotence: bool,
     /// Broker and output options.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -73,7 +84,12 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<(), Failure> {
     };
     let client = &args.client;
     let channel = client.connect().await?;
-    let producer = Producer::new(channel, &args.topic, ProducerConfig::default())
+    let config = ProducerConfig {
+        idempotent: !args.no_idempotence,
+        delivery_timeout: args.delivery_timeout,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(channel, &args.topic, config)
         .await
         .map_err(|e| client.fail(&e, Some(&args.topic)))?;
 

@@ -650,7 +650,9 @@ impl Inner {
                 let (body, stamped) = encode_request(&mut taken, &mut q.identity);
                 (taken, body, stamped)
             };
-            let result = self.send_with_retries(&mut client, partition, body, stamped).await;
+            let result = self
+                .send_with_retries(&mut client, partition, body, stamped)
+                .await;
             match result {
                 Ok(results) => {
                     for (i, batch) in batches.iter().enumerate() {

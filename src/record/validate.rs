@@ -220,6 +220,67 @@ mod tests {
         }
     }
 
+    /// A version-1 batch (written before idempotent producers) from a version-2 one: the first
+    /// record's timestamp where the producer id is, zeroes where the epoch and sequence are.
+    fn as_v1(v2: &[u8], first_timestamp_ms: i64) -> Vec<u8> {
+        let mut b = v2.to_vec();
+        b[field::VERSION] = super::super::BATCH_VERSION_V1;
+        b[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].fill(0);
+        b[field::FIRST_TIMESTAMP_V1..field::FIRST_TIMESTAMP_V1 + 8]
+            .copy_from_slice(&first_timestamp_ms.to_le_bytes());
+        b[field::BASE_SEQUENCE..field::BASE_SEQUENCE + 4].fill(0);
+        let crc = super::super::batch_crc(&b);
+        b[..4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn version_1_batches_still_read_and_validate_without_a_producer() {
+        let v2 = batch(&[b"a", b"b"]);
+        let v1 = as_v1(&v2, 0);
+        let valid = validate_batch(&v1, 1024).expect("a version-1 batch validates");
+        assert_eq!(valid[0].header().version, 1);
+        assert_eq!(valid[0].header().producer, None);
+        let Frame::Batch(view) = decode_frame(&v1) else {
+            panic!("a version-1 batch decodes")
+        };
+        assert_eq!(view.records().count(), 2);
+        // Version 1's first timestamp must match its first record.
+        assert_eq!(
+            validate_batch(&as_v1(&v2, 5), 1024),
+            Err(FormatError::Corrupt(Corruption::BadRecords))
+        );
+    }
+
+    #[test]
+    fn producer_fields_that_do_not_add_up_are_refused() {
+        use crate::record::ProducerStamp;
+        let mut b = BatchBuilder::default();
+        b.push_parts(1, None, b"a", []);
+        b.push_parts(1, None, b"b", []);
+        let overflowing = b.finish_stamped(
+            0,
+            Some(ProducerStamp {
+                producer_id: 3,
+                epoch: 0,
+                base_sequence: u32::MAX,
+            }),
+        );
+        assert!(matches!(
+            validate_batch(&overflowing, 1024),
+            Err(FormatError::BadProducerStamp(_))
+        ));
+        // No producer, but a sequence.
+        let mut stray = batch(&[b"a"]);
+        stray[field::BASE_SEQUENCE] = 1;
+        let crc = super::super::batch_crc(&stray);
+        stray[..4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            validate_batch(&stray, 1024),
+            Err(FormatError::BadProducerStamp(_))
+        ));
+    }
+
     #[test]
     fn several_batches_back_to_back_are_split() {
         let mut both = batch(&[b"a"]);

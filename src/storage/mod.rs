@@ -38,12 +38,18 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests;
 
-/// Entry points for the fuzz targets in `fuzz/`: the index and checkpoint loaders on bytes, as
-/// recovery runs them on a file's contents. Not part of the API.
+/// Entry points for the fuzz targets in `fuzz/`: the index, checkpoint and producer-state
+/// loaders on bytes, as recovery runs them on a file's contents. Not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
-    use super::{checkpoint, index, journal};
+    use super::{checkpoint, index, journal, producers};
     use std::path::{Path, PathBuf};
+
+    /// Decodes a `producer-state` file and, if it is accepted, encodes the table back: its
+    /// `upto` and the bytes the storage layer would write for it.
+    pub fn reencode_producer_state(bytes: &[u8]) -> Option<(u64, Vec<u8>)> {
+        producers::reencode(bytes)
+    }
 
     /// Decodes a `recovery-point` file: `(segment_base, position, next_offset, max_timestamp_ms)`,
     /// or `None` if it is refused as damaged.

@@ -393,6 +393,12 @@ struct Snapshot {
     producers: Vec<(u64, ProducerState)>,
 }
 
+/// For the fuzz target: decodes a snapshot file and, if it is accepted, encodes it back.
+pub(crate) fn reencode(bytes: &[u8]) -> Option<(Offset, Vec<u8>)> {
+    let (table, upto) = decode(bytes, Path::new(PRODUCERS_FILE)).ok()?;
+    Some((upto, table.encode(upto)))
+}
+
 fn decode(bytes: &[u8], path: &Path) -> Result<(ProducerTable, Offset)> {
     let bad = |reason: String| StorageError::BadStateFile {
         path: path.to_owned(),
@@ -419,12 +425,15 @@ fn decode(bytes: &[u8], path: &Path) -> Result<(ProducerTable, Offset)> {
     }
     let runs_fit = snapshot.producers.iter().all(|(_, s)| {
         s.runs.len() <= RUNS_KEPT
-            && s.runs.iter().all(|r| {
-                r.first_sequence <= r.last_sequence && r.next_offset() <= snapshot.upto
-            })
+            && s.runs
+                .iter()
+                .all(|r| r.first_sequence <= r.last_sequence && r.next_offset() <= snapshot.upto)
     });
     if !runs_fit {
         return Err(bad("a producer's runs do not fit the snapshot".into()));
+    }
+    if !snapshot.producers.windows(2).all(|w| w[0].0 < w[1].0) {
+        return Err(bad("producer ids are not in ascending order".into()));
     }
     let table = ProducerTable {
         producers: snapshot.producers.into_iter().collect(),
@@ -578,7 +587,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            assert!(decode(&b, Path::new("x")).is_err(), "flip at byte {i} passed");
+            assert!(
+                decode(&b, Path::new("x")).is_err(),
+                "flip at byte {i} passed"
+            );
         }
         // Runs past `upto` cannot be.
         assert!(decode(&t.encode(5), Path::new("x")).is_err());

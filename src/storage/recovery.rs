@@ -4,6 +4,7 @@
 //! The cost of opening is one directory listing plus the tail since the last checkpoint (nothing
 //! at all after a clean shutdown); sealed segments are opened lazily on first read.
 
+use super::log::{lock, now_ms};
 use super::{
     LogConfig, Offset, Result, StorageError,
     checkpoint::{self, CLEAN_SHUTDOWN_FILE, RecoveryPoint},
@@ -13,7 +14,6 @@ use super::{
     producers::ProducerTable,
     segment::{Indexer, Scan, Segment, segment_path},
 };
-use super::log::{lock, now_ms};
 use std::{path::Path, sync::Arc, time::Instant};
 
 /// The largest segment the index format can address (positions are u32).
