@@ -119,7 +119,7 @@ async fn produce(round: Round, topic: &'static str, id: usize, mut seq: u64, mut
         max_batch_bytes: 4096,
         // Batches are stamped (idempotent), but a failed one is not retried: the producer ends
         // at the kill (tests/chaos_idempotent_producer.rs is the one whose producer retries).
-        delivery_timeout: Duration::ZERO,
+        max_retries: 0,
         ..ProducerConfig::default()
     };
     let Ok(producer) = Producer::new(channel, topic, config).await else {

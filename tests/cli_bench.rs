@@ -158,6 +158,15 @@ fn rebalance_measures_how_long_a_join_takes_to_settle() {
     let max = report["settle_max_ms"].as_f64().unwrap_or(-1.0);
     // It measured something, and a join settles within seconds, not a session timeout.
     assert!(p50 > 0.0 && max >= p50 && max < 5_000.0, "{report}");
+    // Records flowed, and through partitions that kept their owner too (12 over 4 members: at
+    // most 3 of 12 move per join).
+    let unmoved = report["unmoved_records_per_s_before"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    let group = report["group_records_per_s_before"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert!(unmoved > 0.0 && unmoved <= group, "{report}");
     // The bench's topic and group are gone.
     let groups = server.cli(&["group", "list"]).ok().to_string();
     assert!(!groups.contains("bench-rebalance"), "{groups}");

@@ -669,6 +669,38 @@ struct RebalanceReport {
     /// (a stop-the-world rebalance shows as a dip).
     group_records_per_s_settling: f64,
     group_records_per_s_before: f64,
+    /// The same for the partitions that kept their owner through the join alone: the members
+    /// whose partitions did not move (goal: no dip).
+    unmoved_records_per_s_settling: f64,
+    unmoved_records_per_s_before: f64,
+}
+
+/// Records handled per partition, by all members.
+type Handled = Arc<Vec<AtomicU64>>;
+
+fn counts(handled: &Handled) -> Vec<u64> {
+    handled.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+}
+
+/// Records handled between two `counts`, over the partitions `which` says.
+fn handled_between(before: &[u64], after: &[u64], which: impl Fn(usize) -> bool) -> u64 {
+    (0..before.len())
+        .filter(|&p| which(p))
+        .map(|p| after[p] - before[p])
+        .sum()
+}
+
+/// Each partition's owner, as the group describes it now.
+async fn owners(admin: &Admin, group: &str, partitions: u32) -> Vec<Option<String>> {
+    let mut out = vec![None; partitions as usize];
+    if let Ok(d) = admin.describe_group(group).await {
+        for p in d.partitions {
+            if let Some(slot) = out.get_mut(p.partition as usize) {
+                *slot = p.owner;
+            }
+        }
+    }
+    out
 }
 
 /// Polls the group until every partition of `topic` has an owner and `members` are live and
@@ -696,20 +728,20 @@ async fn settled(
     }
 }
 
-/// A group member that counts what it handles until dropped.
+/// A group member that counts what it handles, per partition, until dropped.
 fn spawn_member(
     channel: crate::client::Channel,
     topic: String,
     group: String,
-    handled: Option<Arc<AtomicU64>>,
+    handled: Handled,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let config = ConsumerConfig::group(group).start(Seek::Latest);
         let Ok(mut consumer) = Consumer::new(channel, &topic, config).await else {
             return;
         };
-        while let Ok(Some(_)) = consumer.next().await {
-            if let Some(h) = &handled {
+        while let Ok(Some(r)) = consumer.next().await {
+            if let Some(h) = handled.get(r.partition as usize) {
                 h.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -739,14 +771,18 @@ async fn bench_rebalance(args: RebalanceArgs) -> Result<(), Failure> {
         Output::Text => out.line(&format!(
             "rebalance: {} joins of a 4th member to 3 over {} partitions: settled in p50 {:.1} ms, \
              p99 {:.1} ms, max {:.1} ms\nthe group while settling: {:.0} records/s \
-             (before: {:.0} records/s)",
+             (before: {:.0} records/s); the partitions that kept their owner: {:.0} records/s \
+             (before: {:.0} records/s, {:.2}x)",
             r.joins,
             r.partitions,
             r.settle_p50_ms,
             r.settle_p99_ms,
             r.settle_max_ms,
             r.group_records_per_s_settling,
-            r.group_records_per_s_before
+            r.group_records_per_s_before,
+            r.unmoved_records_per_s_settling,
+            r.unmoved_records_per_s_before,
+            r.unmoved_records_per_s_settling / r.unmoved_records_per_s_before.max(1e-9)
         )),
     }
 }
@@ -759,7 +795,7 @@ async fn rebalance(
 ) -> Result<RebalanceReport, Failure> {
     let load = &args.load;
     let partitions = load.partitions.max(1);
-    let handled = Arc::new(AtomicU64::new(0));
+    let handled: Handled = Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect());
     let mut staying = Vec::new();
     for _ in 0..3 {
         let channel = load.client.connect().await?;
@@ -767,7 +803,7 @@ async fn rebalance(
             channel,
             topic.to_owned(),
             group.to_owned(),
-            Some(handled.clone()),
+            handled.clone(),
         ));
     }
     settled(admin, group, partitions, 3).await?;
@@ -791,25 +827,27 @@ async fn rebalance(
     let mut settle = histogram()?;
     let (mut settling_records, mut settling_time) = (0u64, Duration::ZERO);
     let (mut before_records, mut before_time) = (0u64, Duration::ZERO);
+    let (mut unmoved_settling, mut unmoved_before) = (0u64, 0u64);
     for join in 0..args.joins {
         // Joins land at spread-out moments of the members' heartbeat cycles (a fixed pause
         // would line every join up just after their heartbeats, the worst case each time).
         let pause = Duration::from_millis(1000 + u64::from(join) * 379 % 1000);
-        let mark = handled.load(Ordering::Relaxed);
+        let start = counts(&handled);
         tokio::time::sleep(pause).await;
-        before_records += handled.load(Ordering::Relaxed) - mark;
+        let owned_before = owners(admin, group, partitions).await;
+        let at_join = counts(&handled);
         before_time += pause;
         let channel = load.client.connect().await?;
         let joined_at = Instant::now();
-        let mark = handled.load(Ordering::Relaxed);
-        let fourth = spawn_member(
-            channel,
-            topic.to_owned(),
-            group.to_owned(),
-            Some(handled.clone()),
-        );
+        let fourth = spawn_member(channel, topic.to_owned(), group.to_owned(), handled.clone());
         let done = settled(admin, group, partitions, 4).await?;
-        settling_records += handled.load(Ordering::Relaxed) - mark;
+        let settled_counts = counts(&handled);
+        let owned_after = owners(admin, group, partitions).await;
+        let unmoved = |p: usize| owned_before[p].is_some() && owned_before[p] == owned_after[p];
+        before_records += handled_between(&start, &at_join, |_| true);
+        settling_records += handled_between(&at_join, &settled_counts, |_| true);
+        unmoved_before += handled_between(&start, &at_join, unmoved);
+        unmoved_settling += handled_between(&at_join, &settled_counts, unmoved);
         settling_time += done - joined_at;
         let _ = settle.record((done - joined_at).as_micros().max(1) as u64);
         fourth.abort();
@@ -833,6 +871,9 @@ async fn rebalance(
         group_records_per_s_settling: settling_records as f64
             / settling_time.as_secs_f64().max(1e-9),
         group_records_per_s_before: before_records as f64 / before_time.as_secs_f64().max(1e-9),
+        unmoved_records_per_s_settling: unmoved_settling as f64
+            / settling_time.as_secs_f64().max(1e-9),
+        unmoved_records_per_s_before: unmoved_before as f64 / before_time.as_secs_f64().max(1e-9),
     })
 }
 

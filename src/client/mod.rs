@@ -64,6 +64,10 @@ pub async fn connect(url: &str) -> Result<Channel, ClientError> {
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
+        // A connection that goes silent (the broker's host gone, a half-open socket) is found
+        // within about 30 s and dropped, so that calls fail over to a fresh one.
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
         // Windows large enough that one stream carries a replay at memory speed, and frames as
         // large as the broker accepts, so a 1 MiB batch crosses in one frame.
         .initial_stream_window_size(8 << 20)

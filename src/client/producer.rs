@@ -53,11 +53,15 @@ pub struct ProducerConfig {
     /// Stamp batches with a producer id and sequence numbers, so that the retries below never
     /// append a record twice. Off: no retries either (each record is sent at most once).
     pub idempotent: bool,
-    /// How long a batch may take from its first send to an answer, retries included; a batch
-    /// that fails transiently is retried until then (Kafka's `delivery.timeout.ms`).
+    /// How long a batch may take from its first send to an answer, retries included (each
+    /// attempt ends by then too); a batch that fails transiently is retried until then (Kafka's
+    /// `delivery.timeout.ms`).
     pub delivery_timeout: Duration,
     /// The first wait before a retry; it doubles up to [`MAX_RETRY_BACKOFF`].
     pub retry_backoff: Duration,
+    /// The most times a request is sent again (Kafka's `retries`); the delivery timeout ends
+    /// the retries first unless this is lower. 0: never again.
+    pub max_retries: u32,
 }
 
 /// The longest wait between two retries of a request.
@@ -73,6 +77,7 @@ impl Default for ProducerConfig {
             idempotent: true,
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
+            max_retries: u32::MAX,
         }
     }
 }
@@ -699,12 +704,23 @@ impl Inner {
                 records: Vec::new(),
                 batch: body.clone(),
             };
-            let err = match client.produce(request).await {
-                Ok(resp) => return Ok(resp.into_inner().results),
-                Err(status) => ClientError::Status(status),
+            // Each attempt ends by the deadline too: a connection that went silent (a half-open
+            // socket) must not hold the partition past it.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let err = match tokio::time::timeout(left, client.produce(request)).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner().results),
+                Ok(Err(status)) => ClientError::Status(status),
+                Err(_) => ClientError::Status(tonic::Status::deadline_exceeded(format!(
+                    "no answer from the broker within the delivery timeout of {:?}",
+                    self.config.delivery_timeout
+                ))),
             };
             attempt += 1;
-            if !stamped || !err.is_transient() || Instant::now() + backoff >= deadline {
+            if !stamped
+                || !err.is_transient()
+                || attempt > self.config.max_retries
+                || Instant::now() + backoff >= deadline
+            {
                 return Err(err);
             }
             tracing::debug!(partition, attempt, error = %err, "produce failed; retrying");
@@ -766,8 +782,17 @@ fn encode_request(batches: &mut [SealedBatch], identity: &mut Option<Identity>) 
         };
         let builder = std::mem::take(builder);
         let count = builder.len();
+        if identity
+            .as_ref()
+            .is_some_and(|id| id.next_sequence.checked_add(count).is_none() && id.epoch == u16::MAX)
+        {
+            // 2^48 records from one producer id in one partition: its stamps are used up.
+            tracing::warn!("producer id exhausted in a partition: sending without one from now");
+            *identity = None;
+            stamped = false;
+        }
         let stamp = identity.as_mut().map(|id| {
-            if id.next_sequence.checked_add(count).is_none() && id.epoch < u16::MAX {
+            if id.next_sequence.checked_add(count).is_none() {
                 id.epoch += 1;
                 id.next_sequence = 0;
             }

@@ -332,6 +332,13 @@ impl Log {
                 };
                 match written {
                     Ok(appended) => {
+                        if w.active.base_offset != mark.base_offset {
+                            // The batch rolled the segment before its write: what came before
+                            // it is sealed and published; this batch and those after it, in the
+                            // new segment, can still be undone, and the table with them.
+                            mark = Mark::empty(&w, &config);
+                            saved = w.producers.save(stamps());
+                        }
                         if let Some(s) = stamp {
                             w.producers.record(
                                 &s,
@@ -344,16 +351,15 @@ impl Log {
                         out.push(appended);
                     }
                     Err(e) => {
-                        self.undo_request(&mut w, &config, mark);
-                        w.producers.restore(saved);
+                        // A roll by the failed batch sealed the request's earlier batches (the
+                        // table already holds them, and not the failed one); a failed roll may
+                        // have published them. Either way they stay, and so does the table.
+                        let rolled = w.active.base_offset != mark.base_offset;
+                        if self.undo_request(&mut w, &config, mark) && !rolled {
+                            w.producers.restore(saved);
+                        }
                         return Err(e);
                     }
-                }
-                if w.active.base_offset != mark.base_offset {
-                    // The batch rolled the segment: what came before it is sealed and
-                    // published; the batches in the new segment can still be undone.
-                    mark = Mark::empty(&w, &config);
-                    saved = w.producers.save(stamps());
                 }
             }
             if config.fsync != FsyncPolicy::Always {
@@ -494,7 +500,9 @@ impl Log {
     /// Takes back the batches a failed request wrote: the writer returns to `mark` and their
     /// bytes are cleared. Nothing of them was published (that happens only once the whole
     /// request is written), so no reader has seen them.
-    fn undo_request(&self, w: &mut Writer, config: &LogConfig, mark: Mark) {
+    /// Returns false when nothing could be undone because the bytes were already published (a
+    /// roll that failed after publishing the segment it was sealing).
+    fn undo_request(&self, w: &mut Writer, config: &LogConfig, mark: Mark) -> bool {
         let mark = if w.active.base_offset == mark.base_offset {
             mark
         } else {
@@ -502,7 +510,7 @@ impl Log {
             Mark::empty(w, config)
         };
         if w.active.readable_end() > mark.size {
-            return; // published bytes are never taken back (cannot happen: see above)
+            return false; // published bytes are never taken back
         }
         if w.size > mark.size
             && let Ok(file) = w.active.file()
@@ -521,6 +529,7 @@ impl Log {
         w.indexer = mark.indexer;
         w.first_append_ms = mark.first_append_ms;
         w.since_checkpoint = mark.since_checkpoint;
+        true
     }
 
     /// Overwrites `[from, to)` of the active segment with zeroes and syncs them, after a failed
@@ -642,6 +651,9 @@ impl Log {
         w.size = 0;
         w.indexer = Indexer::new(config.index_interval_bytes);
         w.first_append_ms = None;
+        // The producer snapshot moves on at every roll, changed or not, so that what an open
+        // replays after a crash stays within the active segment.
+        w.producers.snapshot_at_next_checkpoint(w.write_offset);
         self.checkpoint_locked(w)
     }
 
@@ -691,7 +703,7 @@ impl Log {
         w.active
             .indexes_mut(|idx| idx.persist(&self.io))
             .transpose()?;
-        if w.producers.is_dirty() {
+        if w.producers.snapshot_due(w.write_offset) {
             // Before the checkpoint: a snapshot ahead of it is replayed over harmlessly.
             let upto = w.write_offset;
             w.producers.write(&self.io, &self.dir, upto)?;
@@ -917,8 +929,8 @@ impl Log {
             // The producers as of the exact end, so that the next open replays nothing (also
             // after an open that rebuilt them and appended nothing).
             let mut w = lock(&self.writer);
-            if w.producers.is_dirty() {
-                let upto = w.write_offset;
+            let upto = w.write_offset;
+            if w.producers.is_dirty() || w.producers.snapshot_upto() != Some(upto) {
                 w.producers.write(&self.io, &self.dir, upto)?;
             }
         }

@@ -131,7 +131,18 @@ pub(crate) struct ProducerTable {
     producers: HashMap<u64, ProducerState>,
     /// Changed since the last snapshot.
     dirty: bool,
+    /// The `upto` of the snapshot on disk, if there is one.
+    snapshot_upto: Option<Offset>,
+    /// Wall-clock ms of the last snapshot written.
+    snapshot_ms: i64,
+    /// Write at the next checkpoint even if not dirty, or sooner than the interval.
+    snapshot_forced: bool,
 }
+
+/// A changed table is written at a checkpoint at most this often (a checkpoint comes every
+/// second under `interval` fsync); rolls, truncations and close write it at once. What the
+/// snapshot misses, an open replays from the log.
+const SNAPSHOT_INTERVAL_MS: i64 = 30_000;
 
 /// The entries a request may change, as they were before it: what a failed request restores.
 pub(crate) struct Saved(Vec<(u64, Option<ProducerState>)>);
@@ -145,11 +156,35 @@ impl ProducerTable {
     /// Makes the next checkpoint write the table even if it did not change.
     pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
+        self.snapshot_forced = true;
     }
 
     /// Whether the table changed since it was last written.
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty
+    }
+
+    /// The `upto` of the snapshot on disk.
+    pub(crate) fn snapshot_upto(&self) -> Option<Offset> {
+        self.snapshot_upto
+    }
+
+    /// Makes the next checkpoint write the table if its snapshot is not as of `end`.
+    pub(crate) fn snapshot_at_next_checkpoint(&mut self, end: Offset) {
+        if self.snapshot_upto != Some(end) {
+            self.snapshot_forced = true;
+        }
+    }
+
+    /// Whether a checkpoint at log end `end` writes the table: when forced, or when it changed
+    /// and the last snapshot is older than [`SNAPSHOT_INTERVAL_MS`].
+    pub(crate) fn snapshot_due(&self, end: Offset) -> bool {
+        if self.snapshot_upto == Some(end) && !self.dirty {
+            return false;
+        }
+        self.snapshot_forced
+            || (self.dirty
+                && crate::record::now_ms().saturating_sub(self.snapshot_ms) >= SNAPSHOT_INTERVAL_MS)
     }
 
     /// Decides what to do with a batch from `stamp` of `record_count` records. Batches from a
@@ -300,8 +335,8 @@ impl ProducerTable {
     }
 
     /// Replays a stored batch's header at open: as [`ProducerTable::record`], but a batch the
-    /// table already covers (the snapshot was written after it) changes nothing, and the batch's
-    /// own timestamp stands for the time it was appended.
+    /// table already covers (the snapshot was written after it) changes nothing. The open's time
+    /// stands for when it was appended (record timestamps are the producer's, and may be old).
     pub(crate) fn replay(&mut self, header: &BatchHeader, now_ms: i64, max_producers: usize) {
         let Some(stamp) = header.producer else {
             return;
@@ -312,12 +347,11 @@ impl ProducerTable {
         {
             return;
         }
-        let appended_ms = header.max_timestamp_ms.min(now_ms);
         self.record(
             &stamp,
             header.record_count,
             header.base_offset,
-            appended_ms,
+            now_ms,
             max_producers,
         );
     }
@@ -353,6 +387,9 @@ impl ProducerTable {
     pub(crate) fn write(&mut self, io: &Io, dir: &Path, upto: Offset) -> Result<()> {
         io.write_atomic(&dir.join(PRODUCERS_FILE), &self.encode(upto))?;
         self.dirty = false;
+        self.snapshot_forced = false;
+        self.snapshot_upto = Some(upto);
+        self.snapshot_ms = crate::record::now_ms();
         Ok(())
     }
 
@@ -437,7 +474,8 @@ fn decode(bytes: &[u8], path: &Path) -> Result<(ProducerTable, Offset)> {
     }
     let table = ProducerTable {
         producers: snapshot.producers.into_iter().collect(),
-        dirty: false,
+        snapshot_upto: Some(snapshot.upto),
+        ..ProducerTable::default()
     };
     Ok((table, snapshot.upto))
 }

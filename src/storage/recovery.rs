@@ -74,10 +74,34 @@ impl Log {
                 (dirty(ProducerTable::default()), active_base)
             }
         };
+        if !self.replay_producers(&mut table, from.max(earliest), end)? {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                from,
+                "cannot find the batch the producer snapshot ends at; rebuilding it from the \
+                 active segment"
+            );
+            table = dirty(ProducerTable::default());
+            self.replay_producers(&mut table, active_base.max(earliest), end)?;
+        }
+        lock(&self.writer).producers = table;
+        Ok(())
+    }
+}
+
+impl Log {
+    /// Replays the headers of the batches from `from` to `end` into `table`. False when the
+    /// batch at `from` cannot be found (the table is then as it was).
+    fn replay_producers(
+        &self,
+        table: &mut ProducerTable,
+        from: Offset,
+        end: Offset,
+    ) -> Result<bool> {
         let config = self.config();
         let now = now_ms();
         let segments = self.segments();
-        let from = from.max(earliest);
+        let mut replayed = table.clone();
         for (i, seg) in segments.iter().enumerate() {
             let seg_next = segments.get(i + 1).map_or(end, |s| s.base_offset);
             if seg_next <= from {
@@ -86,23 +110,19 @@ impl Log {
             let pos = if from > seg.base_offset {
                 match seg.position_of(&self.io, from, seg_next) {
                     Ok((pos, _)) => pos,
-                    Err(e) => {
-                        tracing::warn!(dir = %self.dir.display(), error = %e,
-                            "cannot find where to replay producers from; they start afresh");
-                        break;
-                    }
+                    Err(_) => return Ok(false),
                 }
             } else {
                 0
             };
             seg.headers_from(pos, |h| {
                 if h.next_offset() > from {
-                    table.replay(h, now, config.max_producers);
+                    replayed.replay(h, now, config.max_producers);
                 }
             })?;
         }
-        lock(&self.writer).producers = table;
-        Ok(())
+        *table = replayed;
+        Ok(true)
     }
 }
 
