@@ -21,6 +21,28 @@ pub struct ClientArgs {
     /// How to print results: aligned text for people, or one JSON object per line for scripts.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
+    /// PEM CA certificates the broker's certificate must chain to (TLS: the broker URL is then
+    /// https://; without it an https:// URL is checked against the system's roots).
+    #[arg(long, env = "STRATA_TLS_CA", value_name = "FILE", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a broker that requires one (mutual TLS).
+    #[arg(
+        long,
+        env = "STRATA_TLS_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "STRATA_TLS_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// The output format.
@@ -130,9 +152,18 @@ where
 impl ClientArgs {
     /// Connects to the broker, with the "is it running?" hint on failure.
     pub(crate) async fn connect(&self) -> Result<Channel, Failure> {
-        client::connect(&self.broker)
+        client::connect_with(&self.broker, &self.connect_options())
             .await
             .map_err(|e| Failure::client(&e, &self.broker, None))
+    }
+
+    /// The TLS material given on the command line.
+    pub(crate) fn connect_options(&self) -> client::ConnectOptions {
+        client::ConnectOptions {
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
     }
 
     /// A client error of this command, with hints naming `topic`.

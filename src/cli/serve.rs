@@ -46,6 +46,26 @@ pub struct ServeArgs {
     /// A group member silent this long is presumed dead and its partitions move to the others.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub group_session_timeout: Duration,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); clients then connect to
+    /// https://. SIGHUP reloads the files without dropping connections.
+    #[arg(
+        long,
+        env = "STRATA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "STRATA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates chaining to these PEM CA certificates (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// A TOML file with any of these settings (keys as the flags: `data-dir = "..."`); flags
     /// and environment variables win over it.
     #[arg(long, value_name = "FILE", env = "STRATA_CONFIG")]
@@ -67,6 +87,12 @@ struct ServeFile {
     max_fetch_bytes: Option<usize>,
     #[serde(alias = "cached_tail_bytes")]
     cached_tail_bytes: Option<u64>,
+    #[serde(alias = "tls_cert")]
+    tls_cert: Option<PathBuf>,
+    #[serde(alias = "tls_key")]
+    tls_key: Option<PathBuf>,
+    #[serde(alias = "tls_client_ca")]
+    tls_client_ca: Option<PathBuf>,
     #[serde(alias = "max_connections")]
     max_connections: Option<u32>,
     #[serde(alias = "handshake_timeout")]
@@ -123,6 +149,18 @@ impl ServeArgs {
             .filter(|_| defaulted("cached_tail_bytes"))
         {
             self.cached_tail_bytes = v;
+        }
+        if let Some(v) = file.tls_cert.filter(|_| defaulted("tls_cert")) {
+            self.tls_cert = Some(v);
+        }
+        if let Some(v) = file.tls_key.filter(|_| defaulted("tls_key")) {
+            self.tls_key = Some(v);
+        }
+        if let Some(v) = file.tls_client_ca.filter(|_| defaulted("tls_client_ca")) {
+            self.tls_client_ca = Some(v);
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("TLS needs both a certificate and its key (tls-cert and tls-key)".into());
         }
         if let Some(v) = file
             .max_connections
@@ -183,6 +221,14 @@ impl ServeArgs {
         config.max_fetch_bytes = self.max_fetch_bytes;
         config.max_connections = self.max_connections as usize;
         config.handshake_timeout = self.handshake_timeout;
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
         config
     }
 }
@@ -210,6 +256,12 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(tls) = &server_config.tls
+        && let Err(e) = tls.check()
+    {
+        tracing::error!(error = %error_chain(&e), "cannot serve TLS");
+        return ExitCode::FAILURE;
+    }
     let broker = match Broker::open(config) {
         Ok(b) => b,
         Err(e) => {
@@ -228,7 +280,13 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         };
         match listener.local_addr() {
             Ok(addr) => {
-                tracing::info!(%addr, data_dir = %args.data_dir.display(), "serving");
+                tracing::info!(
+                    %addr,
+                    data_dir = %args.data_dir.display(),
+                    tls = server_config.tls.is_some(),
+                    mutual_tls = server_config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+                    "serving"
+                );
                 let mut stdout = std::io::stdout().lock();
                 // The one line scripts and tests wait for.
                 let _ = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush());

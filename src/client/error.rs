@@ -18,6 +18,12 @@ pub enum ClientError {
         /// Why it does not parse.
         reason: String,
     },
+    /// The TLS material given cannot be used.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What is wrong.
+        reason: String,
+    },
     /// No connection to the broker could be made.
     #[error("cannot connect to the broker at {url}")]
     Connect {

@@ -53,15 +53,56 @@ pub const DEFAULT_BROKER: &str = "http://127.0.0.1:50051";
 /// plus one oversized batch, with room to spare.
 const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
+/// How to reach the broker beyond its URL: TLS material (with an `https://` URL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// PEM CA certificates the broker's certificate must chain to; `None` with `https://`: the
+    /// system's roots.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate chain, for a broker that requires client certificates (mutual
+    /// TLS); with `tls_key`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ConnectOptions {
+    /// True when any TLS material is set.
+    pub fn has_tls(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some()
+    }
+}
+
+/// `url` with a scheme: `host:port` alone gets `https://` when TLS material is set, else
+/// `http://`.
+pub fn broker_url(url: &str, options: &ConnectOptions) -> String {
+    if url.contains("://") {
+        url.to_string()
+    } else if options.has_tls() {
+        format!("https://{url}")
+    } else {
+        format!("http://{url}")
+    }
+}
+
 /// Connects to the broker at `url` (`http://HOST:PORT`). Fails at once if nothing listens there.
 /// The channel is cheap to clone; every clone shares one HTTP/2 connection, on which calls run
 /// concurrently.
 pub async fn connect(url: &str) -> Result<Channel, ClientError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| ClientError::InvalidUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?
+    connect_with(url, &ConnectOptions::default()).await
+}
+
+/// [`connect`] with TLS: `https://` URLs use TLS, with `options`' CA (else the system's roots)
+/// and, for mutual TLS, its client certificate. A URL without a scheme is taken as
+/// [`broker_url`] says.
+pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Channel, ClientError> {
+    let url = broker_url(url, options);
+    let invalid = |reason: String| ClientError::InvalidUrl {
+        url: url.clone(),
+        reason,
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| invalid(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         // A connection that goes silent (the broker's host gone, a half-open socket) is found
@@ -73,10 +114,50 @@ pub async fn connect(url: &str) -> Result<Channel, ClientError> {
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(1 << 20);
+    if url.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls_config(options)?)
+            .map_err(|e| invalid(e.to_string()))?;
+    } else if options.has_tls() {
+        return Err(invalid(
+            "TLS files are given, but the URL is not https:// (use https://HOST:PORT)".into(),
+        ));
+    }
     endpoint.connect().await.map_err(|e| ClientError::Connect {
-        url: url.to_string(),
+        url: url.clone(),
         source: std::sync::Arc::new(e),
     })
+}
+
+fn tls_config(options: &ConnectOptions) -> Result<tonic::transport::ClientTlsConfig, ClientError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |path: &std::path::Path, what: &'static str| {
+        std::fs::read(path).map_err(|e| ClientError::Tls {
+            reason: format!("cannot read the {what} {}: {e}", path.display()),
+        })
+    };
+    let mut config = ClientTlsConfig::new();
+    config = match &options.tls_ca {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca, "CA file")?)),
+        None => config.with_native_roots(),
+    };
+    match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(
+                read(cert, "client certificate")?,
+                read(key, "client key")?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ClientError::Tls {
+                reason: "a client certificate needs its key, and a key its certificate \
+                         (--tls-cert and --tls-key)"
+                    .into(),
+            });
+        }
+    }
+    Ok(config)
 }
 
 /// The generated client over `channel`, with the response limit raised for large fetches.

@@ -16,9 +16,6 @@ use std::time::Duration;
 /// struct is `#[non_exhaustive]` so that adding one breaks no caller: build it with
 /// [`ServerConfig::default`] and set fields):
 ///
-/// - **TLS**: a certificate chain and key (and optionally client CA roots for mutual TLS), given to
-///   tonic's `ServerTlsConfig` in `serve`. The handshake timeout in `connections.rs` then covers
-///   the TLS handshake as well as the HTTP/2 preface.
 /// - **Authentication**: the credentials source (tokens, or client certificates from mutual TLS)
 ///   and a tower layer beside the request budget that refuses a request before its body is read;
 ///   its refusal would be a [`RequestError`] variant mapped in `status.rs` (UNAUTHENTICATED,
@@ -55,6 +52,8 @@ pub struct ServerConfig {
     /// messages would not make a stream faster, only make each stalled subscriber cost more
     /// (16 MiB messages: ~30 MiB each).
     pub max_push_bytes: usize,
+    /// TLS for the listener (and mutual TLS with a client CA); `None`: plaintext.
+    pub tls: Option<super::TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +67,7 @@ impl Default for ServerConfig {
             default_fetch_bytes: 1024 * 1024,
             max_wait: Duration::from_secs(5 * 60),
             max_push_bytes: 1024 * 1024,
+            tls: None,
         }
     }
 }

@@ -17,16 +17,26 @@ mod subscribe;
 mod tail;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use config::ServerConfig;
+pub use connections::ConnInfo;
 pub use error::RequestError;
 pub use status::{request_status, to_status};
+pub use tls::{TlsError, TlsFiles};
 
 use crate::broker::Broker;
 use crate::proto::{FILE_DESCRIPTOR_SET, strata_server::StrataServer};
-use std::{future::Future, sync::Arc};
+use connections::Conn;
+use std::{future::Future, pin::Pin, sync::Arc};
 use tokio::{net::TcpListener, sync::mpsc, sync::watch};
-use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+use tokio_stream::{
+    Stream, StreamExt,
+    wrappers::{ReceiverStream, TcpListenerStream},
+};
+
+/// The accepted connections, ready for HTTP/2.
+type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<Conn>> + Send>>;
 
 /// Flips to `true` when the server starts shutting down.
 pub(crate) type Shutdown = watch::Receiver<bool>;
@@ -51,6 +61,80 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptor set.
     #[error("could not build the gRPC reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// The TLS certificate, key or client CA could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// TLS handshakes of the accepted connections, each in its own task (a slow client delays no
+/// other), bounded by the handshake timeout; the connections whose handshake succeeded.
+fn tls_handshakes(
+    accepted: impl Stream<Item = std::io::Result<connections::Counted>> + Send + 'static,
+    tls: Arc<tls::Tls>,
+    timeout: std::time::Duration,
+    mut shutdown: Shutdown,
+) -> Incoming {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut accepted = std::pin::pin!(accepted);
+        loop {
+            let next = tokio::select! {
+                next = accepted.next() => next,
+                _ = shutdown.wait_for(|&stopping| stopping) => None,
+            };
+            let Some(next) = next else { break };
+            let counted = match next {
+                Ok(c) => c,
+                Err(e) => {
+                    if tx.send(Err(e)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let acceptor = tls.acceptor();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, acceptor.accept(counted)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// Reloads the TLS files on every SIGHUP until shutdown; a reload that fails keeps the old ones.
+fn reload_on_sighup(tls: Arc<tls::Tls>, mut shutdown: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files will not be reloaded");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = hangups.recv() => if got.is_none() { break },
+                _ = shutdown.wait_for(|&stopping| stopping) => break,
+            }
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "SIGHUP: TLS reload failed; keeping the old certificate"
+                    );
+                }
+            }
+        }
+    });
 }
 
 /// Runs a broker call on the blocking pool (the broker is synchronous and may block on disk).
@@ -81,6 +165,13 @@ pub async fn serve(
     let (tasks_tx, mut tasks_rx) = mpsc::channel::<()>(1);
     let max_request_bytes = config.max_request_bytes;
     let limit = connections::ConnectionLimit::new(config.max_connections, config.handshake_timeout);
+    let tls = config
+        .tls
+        .clone()
+        .map(tls::Tls::load)
+        .transpose()?
+        .map(Arc::new);
+    let handshake_timeout = config.handshake_timeout;
     let strata = StrataServer::new(service::Service {
         broker,
         config: Arc::new(config),
@@ -102,7 +193,7 @@ pub async fn serve(
         .map_err(ServeError::Reflection)?
         .max_decoding_message_size(max_request_bytes);
 
-    let incoming = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
+    let accepted = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
         Ok(stream) => {
             // Small responses (acks, long-poll wake-ups) must not wait for Nagle.
             if let Err(e) = stream.set_nodelay(true) {
@@ -112,6 +203,18 @@ pub async fn serve(
         }
         Err(e) => Some(Err(e)),
     });
+    let incoming: Incoming = match &tls {
+        None => Box::pin(accepted.map(|c| c.map(Conn::Plain))),
+        Some(tls) => {
+            reload_on_sighup(tls.clone(), shutdown_rx.clone());
+            tls_handshakes(
+                accepted,
+                tls.clone(),
+                handshake_timeout,
+                shutdown_rx.clone(),
+            )
+        }
+    };
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; ending subscriptions and long-polls");

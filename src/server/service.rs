@@ -255,7 +255,9 @@ impl Strata for Service {
         request: Request<proto::GroupHeartbeatRequest>,
     ) -> Result<Response<proto::GroupHeartbeatResponse>, Status> {
         let client_host = request
-            .remote_addr()
+            .extensions()
+            .get::<super::ConnInfo>()
+            .and_then(|c| c.remote_addr)
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
         let req = request.into_inner();

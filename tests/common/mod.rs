@@ -10,6 +10,7 @@ pub mod history;
 pub mod hostile;
 pub mod inproc;
 pub mod rng;
+pub mod tls;
 
 use bytes::Bytes;
 use std::{
