@@ -11,6 +11,7 @@ mod common;
 use common::{Server, create_topic};
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     io::Write,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -34,14 +35,13 @@ async fn stored_count(client: &mut common::Client) -> u64 {
             position: None,
         })
         .await
-        .map(|r| {
+        .map_or(0, |r| {
             r.into_inner()
                 .partitions
                 .iter()
                 .map(|p| p.next_offset)
                 .sum()
         })
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +68,7 @@ async fn every_line_is_stored_once_across_two_broker_kills() {
         for chunk in (0..LINES).collect::<Vec<_>>().chunks(20) {
             let mut text = String::new();
             for i in chunk {
-                text.push_str(&format!("k{}:line-{i:05}\n", i % KEYS));
+                let _ = writeln!(text, "k{}:line-{i:05}", i % KEYS);
             }
             if stdin.write_all(text.as_bytes()).is_err() {
                 return;

@@ -9,12 +9,12 @@ mod common;
 
 use common::Server;
 use common::tls::Ca;
-use std::path::PathBuf;
+use std::path::Path;
 use strata::client::{self, Admin, ClientError, ConnectOptions, TopicSettings};
 
-fn trusting(ca: &PathBuf) -> ConnectOptions {
+fn trusting(ca: &Path) -> ConnectOptions {
     ConnectOptions {
-        tls_ca: Some(ca.clone()),
+        tls_ca: Some(ca.to_path_buf()),
         ..ConnectOptions::default()
     }
 }
@@ -93,6 +93,7 @@ async fn tls_and_mutual_tls_accept_only_what_they_trust() {
         tls_ca: Some(ca.cert.clone()),
         tls_cert: Some(alice.cert.clone()),
         tls_key: Some(alice.key.clone()),
+        ..ConnectOptions::default()
     };
     let channel = client::connect_with(&https, &as_alice).await.unwrap();
     works(channel, "mutual").await.unwrap();
@@ -101,6 +102,7 @@ async fn tls_and_mutual_tls_accept_only_what_they_trust() {
         tls_ca: Some(ca.cert.clone()),
         tls_cert: Some(mallory.cert.clone()),
         tls_key: Some(mallory.key.clone()),
+        ..ConnectOptions::default()
     };
     refused(&https, &as_mallory, "a client certificate of another CA").await;
 }

@@ -200,7 +200,8 @@ struct Group {
     partitions: BTreeMap<String, u32>,
     /// `epoch` when the target was computed.
     target_epoch: u64,
-    /// A member rejoined claiming partitions: the group was live before the broker restarted.
+    /// The group was live before the broker restarted: a member rejoined claiming partitions,
+    /// or the group had committed offsets on disk when the broker started.
     reclaiming: bool,
 }
 
@@ -215,6 +216,10 @@ pub struct Membership {
     next_id: u64,
     /// Makes member ids unique across restarts.
     id_prefix: String,
+    /// Groups with committed offsets when the broker started: their members may be on their way
+    /// back, so the restart grace holds for them from the first heartbeat, whoever sends it (a
+    /// member joining afresh must not be handed partitions the old members still read).
+    known_at_start: BTreeSet<String>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -234,14 +239,20 @@ fn insert(a: &mut Assignment, topic: &str, partition: u32) {
 }
 
 impl Membership {
-    /// Empty membership for a broker started at `now_ms`.
-    pub fn new(timings: GroupTimings, now_ms: i64) -> Membership {
+    /// Empty membership for a broker started at `now_ms`, which found committed offsets of
+    /// `known_at_start` on disk.
+    pub fn new(
+        timings: GroupTimings,
+        now_ms: i64,
+        known_at_start: impl IntoIterator<Item = String>,
+    ) -> Membership {
         Membership {
             timings,
             groups: BTreeMap::new(),
             grace_until_ms: now_ms.saturating_add(ms(timings.session_timeout)),
             next_id: 0,
             id_prefix: format!("{now_ms:x}"),
+            known_at_start: known_at_start.into_iter().collect(),
         }
     }
 
@@ -256,7 +267,14 @@ impl Membership {
     ) -> Result<HeartbeatAnswer, Refusal> {
         self.expire(now_ms);
         let timings = self.timings;
-        let group = self.groups.entry(group_name.to_owned()).or_default();
+        let known = self.known_at_start.contains(group_name);
+        let group = self
+            .groups
+            .entry(group_name.to_owned())
+            .or_insert_with(|| Group {
+                reclaiming: known,
+                ..Group::default()
+            });
         let member_id = match hb.member_epoch {
             JOIN_EPOCH => {
                 let reclaimed = match &hb.instance_id {
@@ -696,7 +714,7 @@ mod tests {
 
     fn started() -> (Membership, i64) {
         // Past the restart grace.
-        (Membership::new(timings(), 0), 5_000)
+        (Membership::new(timings(), 0, []), 5_000)
     }
 
     #[test]
@@ -903,7 +921,7 @@ mod tests {
 
     #[test]
     fn a_fresh_group_is_assigned_at_once_even_right_after_the_broker_started() {
-        let mut m = Membership::new(timings(), 0);
+        let mut m = Membership::new(timings(), 0, []);
         // An empty entry for the topic claims nothing: no reason to wait for anyone.
         let mut c = Client {
             owned: [(TOPIC.to_string(), BTreeSet::new())].into(),
@@ -915,7 +933,7 @@ mod tests {
 
     #[test]
     fn after_a_restart_members_reclaim_what_they_held() {
-        let mut m = Membership::new(timings(), 0);
+        let mut m = Membership::new(timings(), 0, []);
         let mut now = 10;
         let held: Vec<Assignment> = (0..3u32)
             .map(|i| [(TOPIC.to_string(), (i * 4..i * 4 + 4).collect())].into())

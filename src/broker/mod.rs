@@ -173,6 +173,7 @@ impl Broker {
             }
         }
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
+        let known_groups = groups.list();
         tracing::info!(
             data_dir = %data_dir.display(),
             topics = topics.len(),
@@ -190,7 +191,11 @@ impl Broker {
             admin: Mutex::new(()),
             groups,
             producer_ids,
-            membership: Mutex::new(membership::Membership::new(group_timings, now_ms())),
+            membership: Mutex::new(membership::Membership::new(
+                group_timings,
+                now_ms(),
+                known_groups,
+            )),
             closed: AtomicBool::new(false),
             ticker: Mutex::new(None),
             _lock: lock,

@@ -21,6 +21,16 @@ pub struct ClientArgs {
     /// How to print results: aligned text for people, or one JSON object per line for scripts.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
+    /// The bearer token of a principal, for a broker with a principals file (`strata auth add`
+    /// prints one).
+    #[arg(
+        long,
+        env = "STRATA_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// PEM CA certificates the broker's certificate must chain to (TLS: the broker URL is then
     /// https://; without it an https:// URL is checked against the system's roots).
     #[arg(long, env = "STRATA_TLS_CA", value_name = "FILE", global = true)]
@@ -102,6 +112,10 @@ impl Failure {
             (Some(Code::Unavailable), _) => {
                 failure.hint("the broker may be shutting down or overloaded; retry shortly")
             }
+            (Some(Code::Unauthenticated), _) => failure.hint(
+                "the broker checks principals: give a token with --token or STRATA_TOKEN \
+                 (`strata auth add` makes one), or a client certificate",
+            ),
             _ => failure,
         }
     }
@@ -160,6 +174,7 @@ impl ClientArgs {
     /// The TLS material given on the command line.
     pub(crate) fn connect_options(&self) -> client::ConnectOptions {
         client::ConnectOptions {
+            token: self.token.clone(),
             tls_ca: self.tls_ca.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),

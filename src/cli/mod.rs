@@ -2,6 +2,7 @@
 //! and `group` are clients of a running broker (`--broker`, `--output text|json`); `completions`
 //! prints a shell completion script.
 
+mod auth;
 mod bench;
 mod common;
 mod consume;
@@ -10,6 +11,7 @@ mod produce;
 mod serve;
 mod topic;
 
+pub use auth::{AuthArgs, AuthCommand};
 pub use bench::{BenchArgs, BenchMode, LoadArgs};
 pub use common::{ClientArgs, Output};
 pub use consume::ConsumeArgs;
@@ -59,6 +61,8 @@ pub enum Command {
     Group(GroupArgs),
     /// Load-test a running broker: produce, consume (replay) or end-to-end latency.
     Bench(BenchArgs),
+    /// Manage the principals file of `strata serve --auth-file`: tokens and allow rules.
+    Auth(AuthArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  strata completions bash > ~/.local/share/bash-completion/completions/strata\n  \
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => common::run(consume::run(args)),
         Command::Group(args) => common::run(group::run(args)),
         Command::Bench(args) => bench::run(args),
+        Command::Auth(args) => auth::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
             ExitCode::SUCCESS

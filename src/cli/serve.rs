@@ -66,6 +66,16 @@ pub struct ServeArgs {
     /// Require client certificates chaining to these PEM CA certificates (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Authenticate every request (a bearer token, or the client certificate's common name
+    /// under mutual TLS) and check it against this principals file's rules (`strata auth` manages
+    /// it; SIGHUP reloads it). Without it every client may do everything, and the broker listens
+    /// only on loopback addresses unless --allow-anonymous.
+    #[arg(long, env = "STRATA_AUTH_FILE", value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Serve without a principals file on a non-loopback address (anyone who can reach the
+    /// port may then delete every topic).
+    #[arg(long)]
+    pub allow_anonymous: bool,
     /// A TOML file with any of these settings (keys as the flags: `data-dir = "..."`); flags
     /// and environment variables win over it.
     #[arg(long, value_name = "FILE", env = "STRATA_CONFIG")]
@@ -87,6 +97,10 @@ struct ServeFile {
     max_fetch_bytes: Option<usize>,
     #[serde(alias = "cached_tail_bytes")]
     cached_tail_bytes: Option<u64>,
+    #[serde(alias = "auth_file")]
+    auth_file: Option<PathBuf>,
+    #[serde(alias = "allow_anonymous")]
+    allow_anonymous: Option<bool>,
     #[serde(alias = "tls_cert")]
     tls_cert: Option<PathBuf>,
     #[serde(alias = "tls_key")]
@@ -149,6 +163,15 @@ impl ServeArgs {
             .filter(|_| defaulted("cached_tail_bytes"))
         {
             self.cached_tail_bytes = v;
+        }
+        if let Some(v) = file.auth_file.filter(|_| defaulted("auth_file")) {
+            self.auth_file = Some(v);
+        }
+        if let Some(v) = file
+            .allow_anonymous
+            .filter(|_| defaulted("allow_anonymous"))
+        {
+            self.allow_anonymous = v;
         }
         if let Some(v) = file.tls_cert.filter(|_| defaulted("tls_cert")) {
             self.tls_cert = Some(v);
@@ -221,6 +244,7 @@ impl ServeArgs {
         config.max_fetch_bytes = self.max_fetch_bytes;
         config.max_connections = self.max_connections as usize;
         config.handshake_timeout = self.handshake_timeout;
+        config.auth_file.clone_from(&self.auth_file);
         config.tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(server::TlsFiles {
                 cert: cert.clone(),
@@ -256,6 +280,16 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(reason) = anonymous_only_on_loopback(args) {
+        tracing::error!("{reason}");
+        return ExitCode::FAILURE;
+    }
+    if args.auth_file.is_none() {
+        tracing::warn!(
+            "no --auth-file: every client is anonymous and may do everything (create, delete, \
+             read, write)"
+        );
+    }
     if let Some(tls) = &server_config.tls
         && let Err(e) = tls.check()
     {
@@ -314,6 +348,33 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Without a principals file, only loopback listen addresses (unless --allow-anonymous).
+fn anonymous_only_on_loopback(args: &ServeArgs) -> Result<(), String> {
+    if args.auth_file.is_some() || args.allow_anonymous {
+        return Ok(());
+    }
+    let host = args
+        .listen
+        .rsplit_once(':')
+        .map_or(args.listen.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to serve anonymously on {}: without --auth-file anyone who can reach it may \
+             delete every topic; give --auth-file FILE (see `strata auth add --help`), or \
+             --allow-anonymous to serve anyway",
+            args.listen
+        ))
     }
 }
 
@@ -379,8 +440,32 @@ mod tests {
             cached_tail_bytes: 4096,
             group_heartbeat_interval: Duration::from_millis(300),
             group_session_timeout: Duration::from_secs(4),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            auth_file: None,
+            allow_anonymous: false,
             config: None,
         }
+    }
+
+    #[test]
+    fn anonymous_serving_is_only_on_loopback_unless_allowed() {
+        let mut a = args();
+        assert!(
+            anonymous_only_on_loopback(&a).is_err(),
+            "0.0.0.0 without a principals file"
+        );
+        for listen in ["127.0.0.1:0", "[::1]:7000", "localhost:7000"] {
+            a.listen = listen.into();
+            assert!(anonymous_only_on_loopback(&a).is_ok(), "{listen}");
+        }
+        a.listen = "0.0.0.0:7000".into();
+        a.allow_anonymous = true;
+        assert!(anonymous_only_on_loopback(&a).is_ok());
+        a.allow_anonymous = false;
+        a.auth_file = Some("p.json".into());
+        assert!(anonymous_only_on_loopback(&a).is_ok());
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub enum ClientError {
         /// Why it does not parse.
         reason: String,
     },
+    /// The token given cannot be sent.
+    #[error("the token cannot be used: {reason}")]
+    BadToken {
+        /// Why.
+        reason: String,
+    },
     /// The TLS material given cannot be used.
     #[error("TLS: {reason}")]
     Tls {

@@ -40,7 +40,6 @@ pub use batches::{BatchSubscription, PushedBatches};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
 pub use error::ClientError;
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
-pub use tonic::transport::Channel;
 
 use crate::proto::strata_client::StrataClient;
 use std::time::Duration;
@@ -53,9 +52,44 @@ pub const DEFAULT_BROKER: &str = "http://127.0.0.1:50051";
 /// plus one oversized batch, with room to spare.
 const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
-/// How to reach the broker beyond its URL: TLS material (with an `https://` URL).
+/// A connection to the broker (one HTTP/2 connection, shared by every clone), which sends the
+/// bearer token of [`ConnectOptions::token`] with every call.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    inner: tonic::transport::Channel,
+    authorization: Option<tonic::codegen::http::HeaderValue>,
+}
+
+impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Channel {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = tonic::transport::channel::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(
+        &mut self,
+        mut request: tonic::codegen::http::Request<tonic::body::Body>,
+    ) -> Self::Future {
+        if let Some(value) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(tonic::codegen::http::header::AUTHORIZATION, value.clone());
+        }
+        tower::Service::call(&mut self.inner, request)
+    }
+}
+
+/// How to reach the broker beyond its URL: TLS material (with an `https://` URL) and a token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
+    /// The bearer token sent with every call, for a broker with a principals file.
+    pub token: Option<String>,
     /// PEM CA certificates the broker's certificate must chain to; `None` with `https://`: the
     /// system's roots.
     pub tls_ca: Option<std::path::PathBuf>,
@@ -96,9 +130,10 @@ pub async fn connect(url: &str) -> Result<Channel, ClientError> {
 /// and, for mutual TLS, its client certificate. A URL without a scheme is taken as
 /// [`broker_url`] says.
 pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Channel, ClientError> {
+    let given = url;
     let url = broker_url(url, options);
     let invalid = |reason: String| ClientError::InvalidUrl {
-        url: url.clone(),
+        url: given.to_string(),
         reason,
     };
     let mut endpoint = Endpoint::from_shared(url.clone())
@@ -123,9 +158,24 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Channel
             "TLS files are given, but the URL is not https:// (use https://HOST:PORT)".into(),
         ));
     }
-    endpoint.connect().await.map_err(|e| ClientError::Connect {
+    let authorization = match &options.token {
+        Some(token) => {
+            let mut value = tonic::codegen::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::BadToken {
+                    reason: "it holds characters a header cannot carry".into(),
+                })?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        None => None,
+    };
+    let inner = endpoint.connect().await.map_err(|e| ClientError::Connect {
         url: url.clone(),
         source: std::sync::Arc::new(e),
+    })?;
+    Ok(Channel {
+        inner,
+        authorization,
     })
 }
 

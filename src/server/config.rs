@@ -16,10 +16,6 @@ use std::time::Duration;
 /// struct is `#[non_exhaustive]` so that adding one breaks no caller: build it with
 /// [`ServerConfig::default`] and set fields):
 ///
-/// - **Authentication**: the credentials source (tokens, or client certificates from mutual TLS)
-///   and a tower layer beside the request budget that refuses a request before its body is read;
-///   its refusal would be a [`RequestError`] variant mapped in `status.rs` (UNAUTHENTICATED,
-///   PERMISSION_DENIED).
 /// - **An HTTP listener** (Server-Sent Events for subscriptions): its own listen address, served
 ///   next to the gRPC listener; it reads partitions through the same `Tail` as Subscribe
 ///   (`server/tail.rs`), takes its
@@ -54,6 +50,9 @@ pub struct ServerConfig {
     pub max_push_bytes: usize,
     /// TLS for the listener (and mutual TLS with a client CA); `None`: plaintext.
     pub tls: Option<super::TlsFiles>,
+    /// The principals file (`server/auth`): every request is authenticated and checked against
+    /// its rules. `None`: every client is anonymous and may do everything.
+    pub auth_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +67,7 @@ impl Default for ServerConfig {
             max_wait: Duration::from_secs(5 * 60),
             max_push_bytes: 1024 * 1024,
             tls: None,
+            auth_file: None,
         }
     }
 }

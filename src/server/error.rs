@@ -56,6 +56,25 @@ pub enum RequestError {
         /// What is wrong.
         reason: String,
     },
+    /// The request names no principal, or a wrong one.
+    #[error("{reason}")]
+    Unauthenticated {
+        /// What is missing or wrong (never the token).
+        reason: String,
+    },
+    /// The principal may not do this.
+    #[error(
+        "principal '{principal}' may not {operation} {resource} (`strata auth check \
+         {principal} {operation} {resource}` explains)"
+    )]
+    PermissionDenied {
+        /// Who asked.
+        principal: String,
+        /// What it asked to do.
+        operation: super::auth::Operation,
+        /// On what (`topic:orders`, `group:billing`).
+        resource: String,
+    },
     /// A call on the blocking pool panicked or was cancelled.
     #[error("a broker task failed: {reason}")]
     TaskFailed {
@@ -65,6 +84,12 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    pub(crate) fn unauthenticated(reason: impl Into<String>) -> Self {
+        RequestError::Unauthenticated {
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         RequestError::InvalidArgument {
             field,

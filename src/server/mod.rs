@@ -6,6 +6,7 @@
 //! streams end cleanly), let in-flight requests finish, then return. Closing the broker (flushing
 //! the logs) is the caller's next step.
 
+pub mod auth;
 mod budget;
 mod config;
 mod connections;
@@ -64,6 +65,9 @@ pub enum ServeError {
     /// The TLS certificate, key or client CA could not be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The principals file could not be used.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthFileError),
 }
 
 /// TLS handshakes of the accepted connections, each in its own task (a slow client delays no
@@ -108,13 +112,14 @@ fn tls_handshakes(
     Box::pin(ReceiverStream::new(rx))
 }
 
-/// Reloads the TLS files on every SIGHUP until shutdown; a reload that fails keeps the old ones.
-fn reload_on_sighup(tls: Arc<tls::Tls>, mut shutdown: Shutdown) {
+/// Reloads the TLS files and the principals file on every SIGHUP until shutdown; a reload that
+/// fails keeps what was there.
+fn reload_on_sighup(tls: Option<Arc<tls::Tls>>, auth: Arc<auth::Auth>, mut shutdown: Shutdown) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files will not be reloaded");
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS and principals files will not be reloaded");
             return;
         }
     };
@@ -124,13 +129,26 @@ fn reload_on_sighup(tls: Arc<tls::Tls>, mut shutdown: Shutdown) {
                 got = hangups.recv() => if got.is_none() { break },
                 _ = shutdown.wait_for(|&stopping| stopping) => break,
             }
-            match tls.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Err(e) => {
-                    tracing::error!(
-                        error = %e,
-                        "SIGHUP: TLS reload failed; keeping the old certificate"
-                    );
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(
+                            error = %e,
+                            "SIGHUP: TLS reload failed; keeping the old certificate"
+                        );
+                    }
+                }
+            }
+            if auth.enabled() {
+                match auth.reload() {
+                    Ok(principals) => tracing::info!(principals, "SIGHUP: principals reloaded"),
+                    Err(e) => {
+                        tracing::error!(
+                            error = %e,
+                            "SIGHUP: principals file reload failed; keeping the old principals"
+                        );
+                    }
                 }
             }
         }
@@ -172,8 +190,16 @@ pub async fn serve(
         .transpose()?
         .map(Arc::new);
     let handshake_timeout = config.handshake_timeout;
+    let auth = Arc::new(match &config.auth_file {
+        Some(path) => auth::Auth::load(path.clone())?,
+        None => auth::Auth::disabled(),
+    });
+    if tls.is_some() || auth.enabled() {
+        reload_on_sighup(tls.clone(), auth.clone(), shutdown_rx.clone());
+    }
     let strata = StrataServer::new(service::Service {
         broker,
+        auth,
         config: Arc::new(config),
         shutdown: shutdown_rx.clone(),
         tasks: tasks_tx,
@@ -205,15 +231,12 @@ pub async fn serve(
     });
     let incoming: Incoming = match &tls {
         None => Box::pin(accepted.map(|c| c.map(Conn::Plain))),
-        Some(tls) => {
-            reload_on_sighup(tls.clone(), shutdown_rx.clone());
-            tls_handshakes(
-                accepted,
-                tls.clone(),
-                handshake_timeout,
-                shutdown_rx.clone(),
-            )
-        }
+        Some(tls) => tls_handshakes(
+            accepted,
+            tls.clone(),
+            handshake_timeout,
+            shutdown_rx.clone(),
+        ),
     };
     let signal = async move {
         shutdown.await;

@@ -1,7 +1,12 @@
 //! The `strata.v1.Strata` service: each rpc converts its request, runs the broker call on a
 //! blocking thread, and converts the answer back.
 
-use super::{RequestError, ServerConfig, Shutdown, blocking, convert, subscribe, tail::Tail};
+use super::{
+    ConnInfo, RequestError, ServerConfig, Shutdown,
+    auth::{Auth, Operation, Principal, Resource},
+    blocking, convert, subscribe,
+    tail::Tail,
+};
 use crate::broker::{Broker, BrokerError, CommittedOffset, ProduceInput, StartPosition};
 use crate::proto::{self, strata_server::Strata};
 use std::{sync::Arc, time::Duration};
@@ -13,10 +18,33 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub(super) struct Service {
     pub broker: Arc<Broker>,
+    /// Who may do what.
+    pub auth: Arc<Auth>,
     pub config: Arc<ServerConfig>,
     pub shutdown: Shutdown,
     /// Each subscription task holds a clone; `serve` waits until all are dropped.
     pub tasks: mpsc::Sender<()>,
+}
+
+impl Service {
+    /// The request's principal (UNAUTHENTICATED without a valid one, when the broker checks).
+    fn who<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        self.auth
+            .authenticate(request.metadata(), request.extensions().get::<ConnInfo>())
+            .map_err(Status::from)
+    }
+
+    /// PERMISSION_DENIED unless `who` may do `operation` on `resource`.
+    fn check(
+        &self,
+        who: &Principal,
+        operation: Operation,
+        resource: &Resource<'_>,
+    ) -> Result<(), Status> {
+        self.auth
+            .authorize(who, operation, resource)
+            .map_err(Status::from)
+    }
 }
 
 #[tonic::async_trait]
@@ -25,7 +53,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::CreateTopicRequest>,
     ) -> Result<Response<proto::CreateTopicResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Create, &Resource::topic(&req.name))?;
         let update = convert::config_update(req.config)?;
         let broker = self.broker.clone();
         let info =
@@ -39,7 +69,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::DeleteTopicRequest>,
     ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Delete, &Resource::topic(&req.name))?;
         let broker = self.broker.clone();
         blocking(move || broker.delete_topic(&req.name)).await?;
         Ok(Response::new(proto::DeleteTopicResponse {}))
@@ -47,11 +79,19 @@ impl Strata for Service {
 
     async fn list_topics(
         &self,
-        _request: Request<proto::ListTopicsRequest>,
+        request: Request<proto::ListTopicsRequest>,
     ) -> Result<Response<proto::ListTopicsResponse>, Status> {
+        let who = self.who(&request)?;
         let topics = self.broker.list_topics()?;
         Ok(Response::new(proto::ListTopicsResponse {
-            topics: topics.iter().map(convert::topic_info).collect(),
+            topics: topics
+                .iter()
+                .filter(|t| {
+                    self.auth
+                        .allows(&who, Operation::Describe, &Resource::topic(&t.name))
+                })
+                .map(convert::topic_info)
+                .collect(),
         }))
     }
 
@@ -59,7 +99,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::DescribeTopicRequest>,
     ) -> Result<Response<proto::DescribeTopicResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Describe, &Resource::topic(&req.name))?;
         let broker = self.broker.clone();
         let (info, partitions) = blocking(move || broker.describe_topic(&req.name)).await?;
         Ok(Response::new(proto::DescribeTopicResponse {
@@ -72,7 +114,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::AlterTopicConfigRequest>,
     ) -> Result<Response<proto::AlterTopicConfigResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Alter, &Resource::topic(&req.name))?;
         let update = convert::config_update(req.config)?;
         let broker = self.broker.clone();
         let info = blocking(move || broker.alter_topic_config(&req.name, &update)).await?;
@@ -85,7 +129,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Write, &Resource::topic(&req.topic))?;
         let input = match (req.records.is_empty(), req.batch.is_empty()) {
             (false, true) => ProduceInput::Records(convert::records_in(req.records)),
             (true, false) => ProduceInput::Batches(req.batch),
@@ -122,7 +168,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::FetchRequest>,
     ) -> Result<Response<proto::FetchResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Read, &Resource::topic(&req.topic))?;
         let broker = self.broker.clone();
         let max_bytes = self.config.fetch_bytes(req.max_bytes)?;
         let start = convert::start_position(req.start, StartPosition::Earliest);
@@ -161,7 +209,10 @@ impl Strata for Service {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Read, &Resource::topic(&req.topic))?;
+        let topic = req.topic.clone();
         let broker = self.broker.clone();
         let max_bytes = self.config.push_bytes(i64::from(req.max_bytes))?;
         let start = convert::start_position(req.start, StartPosition::Latest);
@@ -177,11 +228,20 @@ impl Strata for Service {
         .await?;
         let (tx, rx) = mpsc::channel(subscribe::BUFFERED_MESSAGES + starts.len());
         for (offset, handle) in starts {
+            let access = match &who {
+                Principal::Named(name) => Some(subscribe::Access {
+                    principals: self.auth.watch(),
+                    principal: name.clone(),
+                    topic: topic.clone(),
+                }),
+                Principal::Anonymous => None,
+            };
             tokio::spawn(subscribe::follow(
                 Tail::new(handle, offset, max_bytes, self.shutdown.clone()),
                 tx.clone(),
                 self.shutdown.clone(),
                 self.tasks.clone(),
+                access,
             ));
         }
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -191,7 +251,12 @@ impl Strata for Service {
         &self,
         request: Request<proto::CommitOffsetsRequest>,
     ) -> Result<Response<proto::CommitOffsetsResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Read, &Resource::group(&req.group))?;
+        for o in &req.offsets {
+            self.check(&who, Operation::Read, &Resource::topic(&o.topic))?;
+        }
         let offsets = req
             .offsets
             .into_iter()
@@ -216,7 +281,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::FetchCommittedOffsetsRequest>,
     ) -> Result<Response<proto::FetchCommittedOffsetsResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
         let broker = self.broker.clone();
         let offsets = blocking(move || broker.committed_offsets(&req.group, &req.topic)).await?;
         Ok(Response::new(proto::FetchCommittedOffsetsResponse {
@@ -233,10 +300,18 @@ impl Strata for Service {
 
     async fn list_groups(
         &self,
-        _request: Request<proto::ListGroupsRequest>,
+        request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        let who = self.who(&request)?;
         let broker = self.broker.clone();
         let groups = blocking(move || broker.list_groups()).await?;
+        let groups = groups
+            .into_iter()
+            .filter(|g| {
+                self.auth
+                    .allows(&who, Operation::Describe, &Resource::group(g))
+            })
+            .collect();
         Ok(Response::new(proto::ListGroupsResponse { groups }))
     }
 
@@ -244,7 +319,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::DescribeGroupRequest>,
     ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
         let broker = self.broker.clone();
         let described = blocking(move || broker.describe_group(&req.group)).await?;
         Ok(Response::new(convert::group_out(described)))
@@ -260,7 +337,12 @@ impl Strata for Service {
             .and_then(|c| c.remote_addr)
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Read, &Resource::group(&req.group))?;
+        for t in &req.topics {
+            self.check(&who, Operation::Read, &Resource::topic(t))?;
+        }
         let group = req.group.clone();
         let heartbeat = convert::heartbeat_in(req, client_host)?;
         let broker = self.broker.clone();
@@ -279,7 +361,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::DeleteGroupRequest>,
     ) -> Result<Response<proto::DeleteGroupResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Delete, &Resource::group(&req.group))?;
         let broker = self.broker.clone();
         blocking(move || broker.delete_group(&req.group)).await?;
         Ok(Response::new(proto::DeleteGroupResponse {}))
@@ -289,7 +373,10 @@ impl Strata for Service {
         &self,
         request: Request<proto::InitProducerRequest>,
     ) -> Result<Response<proto::InitProducerResponse>, Status> {
+        // Any authenticated principal may get a producer id.
+        let _who = self.who(&request)?;
         let req = request.into_inner();
+
         let current = match req.producer_id {
             Some(id) => {
                 let epoch = u16::try_from(req.producer_epoch).map_err(|_| {
@@ -314,7 +401,9 @@ impl Strata for Service {
         &self,
         request: Request<proto::ListOffsetsRequest>,
     ) -> Result<Response<proto::ListOffsetsResponse>, Status> {
+        let who = self.who(&request)?;
         let req = request.into_inner();
+        self.check(&who, Operation::Describe, &Resource::topic(&req.topic))?;
         let start = convert::start_position(req.position, StartPosition::Latest);
         let broker = self.broker.clone();
         let listed =

@@ -55,6 +55,8 @@ pub fn request_code(err: &RequestError) -> Code {
         RequestError::TooSlow { .. } => Code::DeadlineExceeded,
         RequestError::Undecodable { .. } => Code::DataLoss,
         RequestError::TaskFailed { .. } => Code::Internal,
+        RequestError::Unauthenticated { .. } => Code::Unauthenticated,
+        RequestError::PermissionDenied { .. } => Code::PermissionDenied,
     }
 }
 

@@ -2,10 +2,52 @@
 //! them into the subscription's bounded channel. A full channel (a slow subscriber, held back by
 //! its HTTP/2 window) stops the task from reading further; producers never wait for it.
 
-use super::{Shutdown, tail::Tail};
+use super::{
+    Shutdown,
+    auth::{Decision, Operation, Principals, Resource},
+    tail::Tail,
+};
 use crate::proto::SubscribeResponse;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
+
+/// A subscription's principal and topic, checked again at every reload of the principals file.
+pub(super) struct Access {
+    /// The principals, as reloads change them.
+    pub principals: watch::Receiver<Arc<Principals>>,
+    /// Who subscribed.
+    pub principal: String,
+    /// To what.
+    pub topic: String,
+}
+
+impl Access {
+    /// Completes, with the status the subscriber gets, once a reload takes away the principal or
+    /// its right to read the topic; never, without a principals file (`None`).
+    async fn revoked(access: &mut Option<Access>) -> Status {
+        let Some(a) = access else {
+            return std::future::pending().await;
+        };
+        loop {
+            if a.principals.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = a.principals.borrow_and_update().clone();
+            if !now.exists(&a.principal) {
+                return Status::unauthenticated(format!("principal '{}' was revoked", a.principal));
+            }
+            if now.decide(&a.principal, Operation::Read, &Resource::topic(&a.topic))
+                == Decision::Denied
+            {
+                return Status::permission_denied(format!(
+                    "principal '{}' may no longer read topic:{}",
+                    a.principal, a.topic
+                ));
+            }
+        }
+    }
+}
 
 /// Messages buffered per subscription, on top of one per partition. With the per-message byte
 /// limit (`ServerConfig::push_bytes`) this bounds what a subscription holds.
@@ -19,6 +61,7 @@ pub(super) async fn follow(
     tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
     mut shutdown: Shutdown,
     _task: mpsc::Sender<()>,
+    mut access: Option<Access>,
 ) {
     let partition = tail.partition();
     loop {
@@ -26,6 +69,10 @@ pub(super) async fn follow(
         let next = tokio::select! {
             next = tail.next() => next,
             () = tx.closed() => return,
+            status = Access::revoked(&mut access) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
         };
         let chunk = match next {
             Ok(Some(chunk)) => chunk,

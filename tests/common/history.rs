@@ -14,6 +14,18 @@
 //! - each consumer resumed exactly at its group's committed offset, saw the records from there
 //!   on without a gap and as stored, and so, over all rounds, saw every record of its partitions.
 //!
+//! A second history, [`OnceHistory`], is that of `tests/chaos_idempotent_producer.rs`: one
+//! retrying (idempotent) producer sends keyed records across broker kills and one consumer group
+//! follows without ever stopping; [`check_exactly_once`] verifies
+//!
+//! - every sent value is stored exactly once (offsets from 0 without a gap, nothing else stored):
+//!   a retry never appends a record twice, and no record is lost;
+//! - each acknowledgement names the offset that holds its value, and each value is acknowledged
+//!   once;
+//! - per key, the records are stored in one partition in the order they were sent;
+//! - the group handed out every stored record at least once, each as stored, and a record it
+//!   handed out again only from its uncommitted window (the rule is at [`check_exactly_once`]).
+//!
 //! Used through `mod common;`; its own tests are `tests/chaos_history_checker.rs`.
 #![allow(dead_code)] // each test file uses a different part
 
@@ -327,4 +339,249 @@ pub fn check(h: &History) -> Vec<String> {
         }
     }
     bad
+}
+
+/// What one consumer group did, as its members observed it, in the order it happened (the
+/// members append under one lock, right after each call returned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupEvent {
+    /// Consumer `consumer` (any number naming one `Consumer` value) handed out this record.
+    Seen {
+        consumer: usize,
+        partition: u32,
+        offset: u64,
+        value: Vec<u8>,
+    },
+    /// The broker acknowledged consumer `consumer`'s commit of `offset` (the next offset to read)
+    /// in `partition`.
+    Committed {
+        consumer: usize,
+        partition: u32,
+        offset: u64,
+    },
+}
+
+/// Everything the clients of `tests/chaos_idempotent_producer.rs` observed: one topic, one
+/// producer, one consumer group. Checked by [`check_exactly_once`].
+#[derive(Debug, Default, Clone)]
+pub struct OnceHistory {
+    pub topic: String,
+    /// Every record handed to the producer, in the order it was: (key, value). Values are
+    /// unique; the records of one key are its sequence, in this order.
+    pub sent: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every acknowledged delivery (of `topic`).
+    pub acked: Vec<Ack>,
+    /// The group's events, in order.
+    pub group: Vec<GroupEvent>,
+    /// Every partition of `topic` as read back at the end: (offset, value).
+    pub stored: BTreeMap<u32, Vec<(u64, Vec<u8>)>>,
+}
+
+impl OnceHistory {
+    /// Every violation; see [`check_exactly_once`].
+    pub fn check(&self) -> Vec<String> {
+        check_exactly_once(self)
+    }
+}
+
+fn lossy(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(v)
+}
+
+/// Every violation of the promises for an [`OnceHistory`] (module doc), as sentences; empty if
+/// none.
+///
+/// The uncommitted window. A `Consumer` hands out a partition's records one after another from
+/// its position. That starts, when the consumer takes the partition up (on joining, or when the
+/// group hands it the partition), at the group's committed offset, and a broken subscription is
+/// reopened at the position, so a broker restart repeats nothing. A record is handed out again
+/// only by a consumer that took the partition up at a committed offset at or below it. The
+/// broker hands a partition to a member only once no other member holds it (the previous owner
+/// commits it and lets go, or has left or died), so every commit acknowledged before that came
+/// first, and the committed offset read then is at or above all of them; from then on only the
+/// new owner commits there, its own position, which is past everything it handed out. Hence the
+/// rule: a record `p@o` handed out again after the group's acknowledged commit of `c > o` in `p`
+/// (by any member, earlier in the history) is a violation. It is one whenever two members hold a
+/// partition at once, the one behind handing out what the other has committed. (The commits a
+/// `Consumer` makes on its own, of a revoked partition or at `close`, need not be in the history;
+/// they only raise the committed offset, so leaving them out makes the rule looser, never wrong.)
+pub fn check_exactly_once(h: &OnceHistory) -> Vec<String> {
+    let mut bad = Vec::new();
+    let topic = h.topic.as_str();
+
+    // What was sent: value -> (key, its place in the key's sequence).
+    let mut sent: HashMap<&[u8], (&[u8], usize)> = HashMap::new();
+    let mut per_key: BTreeMap<&[u8], Vec<&[u8]>> = BTreeMap::new();
+    for (key, value) in &h.sent {
+        let sequence = per_key.entry(key).or_default();
+        if sent.insert(value, (key, sequence.len())).is_some() {
+            bad.push(format!(
+                "{:?} was sent twice (a bug in the test)",
+                lossy(value)
+            ));
+        }
+        sequence.push(value);
+    }
+
+    // Partitions: no gap, only sent values, each stored once; and every sent value stored.
+    let mut stored_at: HashMap<&[u8], (u32, u64)> = HashMap::new();
+    for (&partition, records) in &h.stored {
+        for (i, (offset, value)) in records.iter().enumerate() {
+            if *offset != i as u64 {
+                bad.push(format!(
+                    "{topic}/{partition}: offset {offset} at position {i}: a gap or a repeat"
+                ));
+                break;
+            }
+            if !sent.contains_key(value.as_slice()) {
+                bad.push(format!(
+                    "{topic}/{partition}@{offset}: {:?} was never sent",
+                    lossy(value)
+                ));
+            }
+            if let Some((p, o)) = stored_at.insert(value, (partition, *offset)) {
+                bad.push(format!(
+                    "{:?} is stored twice: {topic}/{p}@{o} and {topic}/{partition}@{offset}",
+                    lossy(value)
+                ));
+            }
+        }
+    }
+    let missing: Vec<&(Vec<u8>, Vec<u8>)> = h
+        .sent
+        .iter()
+        .filter(|(_, v)| !stored_at.contains_key(v.as_slice()))
+        .collect();
+    if let Some((_, first)) = missing.first() {
+        bad.push(format!(
+            "{} sent records are not stored, the first {:?}",
+            missing.len(),
+            lossy(first)
+        ));
+    }
+    let value_at = |partition: u32, offset: u64| {
+        h.stored
+            .get(&partition)
+            .and_then(|r| r.get(usize::try_from(offset).ok()?))
+            .map(|(_, v)| v.as_slice())
+    };
+
+    // Acknowledgements: each at the offset holding its value, each value once.
+    let mut acked_values: HashSet<&[u8]> = HashSet::new();
+    for a in &h.acked {
+        if !acked_values.insert(&a.value) {
+            bad.push(format!("{:?} was acknowledged twice", lossy(&a.value)));
+        }
+        match value_at(a.partition, a.offset) {
+            Some(v) if v == a.value.as_slice() => {}
+            other => bad.push(format!(
+                "acknowledged {topic}/{}@{} = {:?}: the partition holds {:?} there",
+                a.partition,
+                a.offset,
+                lossy(&a.value),
+                other.map(lossy)
+            )),
+        }
+    }
+    let unacked = h
+        .sent
+        .iter()
+        .filter(|(_, v)| !acked_values.contains(v.as_slice()))
+        .count();
+    if unacked > 0 {
+        bad.push(format!("{unacked} sent records were never acknowledged"));
+    }
+
+    // Per key: one partition, offsets rising in the order sent.
+    for (key, values) in &per_key {
+        let mut previous: Option<(&[u8], u32, u64)> = None;
+        for value in values {
+            let Some(&(partition, offset)) = stored_at.get(value) else {
+                continue;
+            };
+            if let Some((pv, pp, po)) = previous
+                && (pp != partition || po >= offset)
+            {
+                bad.push(format!(
+                    "key {:?}: {:?} is stored at {topic}/{partition}@{offset}, not after {:?} \
+                     (sent before it) at {topic}/{pp}@{po}",
+                    lossy(key),
+                    lossy(value),
+                    lossy(pv)
+                ));
+            }
+            previous = Some((value, partition, offset));
+        }
+    }
+
+    // The group: each record as stored; again only within the uncommitted window.
+    let mut committed: BTreeMap<u32, (u64, usize)> = BTreeMap::new();
+    let mut seen: HashSet<(u32, u64)> = HashSet::new();
+    for event in &h.group {
+        match event {
+            GroupEvent::Committed {
+                consumer,
+                partition,
+                offset,
+            } => {
+                let c = committed.entry(*partition).or_insert((0, *consumer));
+                if *offset >= c.0 {
+                    *c = (*offset, *consumer);
+                }
+            }
+            GroupEvent::Seen {
+                consumer,
+                partition,
+                offset,
+                value,
+            } => {
+                if value_at(*partition, *offset) != Some(value.as_slice()) {
+                    bad.push(format!(
+                        "consumer {consumer} saw {:?} at {topic}/{partition}@{offset}, which \
+                         holds {:?}",
+                        lossy(value),
+                        value_at(*partition, *offset).map(lossy)
+                    ));
+                }
+                // Seen before, and the group has committed past it since.
+                if !seen.insert((*partition, *offset))
+                    && let Some(&(c, by)) = committed.get(partition).filter(|c| c.0 > *offset)
+                {
+                    bad.push(format!(
+                        "consumer {consumer} saw {topic}/{partition}@{offset} again after \
+                         consumer {by}'s acknowledged commit of {c}: a redelivery outside the \
+                         uncommitted window"
+                    ));
+                }
+            }
+        }
+    }
+    for (&partition, records) in &h.stored {
+        let unseen: Vec<u64> = (0..records.len() as u64)
+            .filter(|o| !seen.contains(&(partition, *o)))
+            .collect();
+        if let Some(first) = unseen.first() {
+            bad.push(format!(
+                "the group never saw {topic}/{partition}@{first} ({} of the partition's {} \
+                 records unseen)",
+                unseen.len(),
+                records.len()
+            ));
+        }
+    }
+    bad
+}
+
+/// How many records the group handed out more than once (as counted by [`check_exactly_once`]).
+pub fn redeliveries(h: &OnceHistory) -> usize {
+    let mut seen = HashSet::new();
+    h.group
+        .iter()
+        .filter(|e| match e {
+            GroupEvent::Seen {
+                partition, offset, ..
+            } => !seen.insert((*partition, *offset)),
+            GroupEvent::Committed { .. } => false,
+        })
+        .count()
 }

@@ -41,7 +41,7 @@ impl Ca {
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(dir, name, params)
+        self.sign(dir, name, &params)
     }
 
     /// A client certificate whose subject's common name is `common_name`.
@@ -51,10 +51,10 @@ impl Ca {
             .distinguished_name
             .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(dir, common_name, params)
+        self.sign(dir, common_name, &params)
     }
 
-    fn sign(&self, dir: &Path, name: &str, params: CertificateParams) -> Pair {
+    fn sign(&self, dir: &Path, name: &str, params: &CertificateParams) -> Pair {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let pair = Pair {

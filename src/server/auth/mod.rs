@@ -1,0 +1,254 @@
+//! Who may do what at the edge. With a principals file (`--auth-file`, `file.rs`) every request
+//! but health and reflection names its principal: a bearer token in the `authorization` header
+//! (`Bearer strata_...`), or under mutual TLS the client certificate's common name; and every
+//! request is checked against the principal's allow rules (`acl.rs`) before the broker sees it.
+//! Without a file every client is anonymous and may do everything (`strata serve` then listens
+//! only on loopback unless told otherwise).
+//!
+//! The file is read again on SIGHUP; open subscriptions are checked again then, and end if their
+//! principal may no longer read the topic.
+
+pub mod acl;
+pub mod file;
+
+pub use acl::{Kind, Operation, Pattern, Resource, Rule};
+pub use file::{
+    AuthFile, AuthFileError, Decision, PrincipalEntry, Principals, TOKEN_PREFIX, new_token,
+    token_hash,
+};
+
+use super::{ConnInfo, RequestError};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
+
+/// The longest `authorization` header looked at; a longer one is refused unread.
+const MAX_AUTHORIZATION_BYTES: usize = 256;
+/// Wrong tokens one address may send in a burst, and how many it gets back per second; past
+/// them, every token from the address is refused unchecked until it has tries again (tokens are
+/// 256 random bits, so this bounds the work and the log lines guessing costs, not the odds).
+const FAILURE_BURST: f64 = 20.0;
+const FAILURES_PER_SECOND: f64 = 5.0;
+/// Addresses whose failures are remembered at most (beyond it the record starts afresh).
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+/// Who sent a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No principals file: everyone may do everything.
+    Anonymous,
+    /// A principal of the file.
+    Named(String),
+}
+
+impl Principal {
+    /// Its name for logs and errors.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::Named(n) => n,
+        }
+    }
+}
+
+/// The edge's authentication and authorization.
+pub(crate) struct Auth {
+    file: Option<PathBuf>,
+    current: watch::Sender<Arc<Principals>>,
+    /// Per client address: (failures it may still make, when that was counted).
+    failures: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl Auth {
+    /// Everyone is anonymous and allowed everything.
+    pub(crate) fn disabled() -> Auth {
+        Auth {
+            file: None,
+            current: watch::Sender::new(Arc::new(Principals::default())),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Checks against the principals in `path`.
+    pub(crate) fn load(path: PathBuf) -> Result<Auth, AuthFileError> {
+        let file = AuthFile::load(&path, false)?;
+        Ok(Auth {
+            file: Some(path),
+            current: watch::Sender::new(Arc::new(Principals::new(&file))),
+            failures: Mutex::default(),
+        })
+    }
+
+    /// Whether requests are checked.
+    pub(crate) fn enabled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Reads the file again; on failure the old principals stay. Returns how many there are.
+    pub(crate) fn reload(&self) -> Result<usize, AuthFileError> {
+        let Some(path) = &self.file else {
+            return Ok(0);
+        };
+        let file = AuthFile::load(path, false)?;
+        let count = file.principals.len();
+        self.current.send_replace(Arc::new(Principals::new(&file)));
+        Ok(count)
+    }
+
+    /// The principals now, and every change to come (a reload).
+    pub(crate) fn watch(&self) -> watch::Receiver<Arc<Principals>> {
+        self.current.subscribe()
+    }
+
+    /// Who sent a request with `metadata` over `conn`.
+    pub(crate) fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        conn: Option<&ConnInfo>,
+    ) -> Result<Principal, RequestError> {
+        if !self.enabled() {
+            return Ok(Principal::Anonymous);
+        }
+        let addr = conn.and_then(|c| c.remote_addr).map(|a| a.ip());
+        if let Some(ip) = addr
+            && !self.may_try(ip)
+        {
+            return Err(RequestError::unauthenticated(
+                "too many failed authentications from this address; wait a few seconds",
+            ));
+        }
+        let principals = self.current.borrow().clone();
+        let result = identify(&principals, metadata, conn);
+        // A wrong token is a guess; no credentials at all is not.
+        if result.is_err()
+            && metadata.contains_key("authorization")
+            && let Some(ip) = addr
+        {
+            self.failed(ip);
+        }
+        if let Err(e) = &result {
+            // The token itself is never logged.
+            tracing::info!(peer = ?addr, error = %e, "authentication failed");
+        }
+        result.map(Principal::Named)
+    }
+
+    /// Refuses unless `who` may do `operation` on `resource`.
+    pub(crate) fn authorize(
+        &self,
+        who: &Principal,
+        operation: Operation,
+        resource: &Resource<'_>,
+    ) -> Result<(), RequestError> {
+        if self.allows(who, operation, resource) {
+            return Ok(());
+        }
+        tracing::info!(principal = who.name(), %operation, %resource, "permission denied");
+        Err(RequestError::PermissionDenied {
+            principal: who.name().to_string(),
+            operation,
+            resource: resource.to_string(),
+        })
+    }
+
+    /// Whether `who` may do `operation` on `resource`.
+    pub(crate) fn allows(
+        &self,
+        who: &Principal,
+        operation: Operation,
+        resource: &Resource<'_>,
+    ) -> bool {
+        match who {
+            Principal::Anonymous => !self.enabled(),
+            Principal::Named(name) => matches!(
+                self.current.borrow().decide(name, operation, resource),
+                Decision::Allowed(_)
+            ),
+        }
+    }
+
+    fn may_try(&self, ip: IpAddr) -> bool {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures.get_mut(&ip).is_none_or(|(left, at)| {
+            let now = Instant::now();
+            *left = (*left + at.elapsed().as_secs_f64() * FAILURES_PER_SECOND).min(FAILURE_BURST);
+            *at = now;
+            *left >= 1.0
+        })
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() >= MAX_TRACKED_ADDRESSES && !failures.contains_key(&ip) {
+            failures.clear();
+        }
+        let entry = failures
+            .entry(ip)
+            .or_insert((FAILURE_BURST, Instant::now()));
+        entry.0 = (entry.0 - 1.0).max(0.0);
+    }
+}
+
+/// The principal a request names: its bearer token's, else its client certificate's.
+fn identify(
+    principals: &Principals,
+    metadata: &MetadataMap,
+    conn: Option<&ConnInfo>,
+) -> Result<String, RequestError> {
+    if let Some(value) = metadata.get("authorization") {
+        let bytes = value.as_bytes();
+        if bytes.len() > MAX_AUTHORIZATION_BYTES {
+            return Err(RequestError::unauthenticated(format!(
+                "the authorization header is {} bytes, more than any token",
+                bytes.len()
+            )));
+        }
+        let token = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                RequestError::unauthenticated("the authorization header is not 'Bearer TOKEN'")
+            })?;
+        return principals
+            .by_token(token.trim())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                RequestError::unauthenticated("the token is not valid (wrong, or revoked)")
+            });
+    }
+    if let Some(chain) = conn.and_then(|c| c.peer_certs.as_ref())
+        && let Some(cert) = chain.first()
+    {
+        let name = common_name(cert).ok_or_else(|| {
+            RequestError::unauthenticated("the client certificate's subject has no common name")
+        })?;
+        if principals.exists(&name) {
+            return Ok(name);
+        }
+        return Err(RequestError::unauthenticated(format!(
+            "the client certificate's common name '{name}' is not a principal"
+        )));
+    }
+    Err(RequestError::unauthenticated(
+        "no credentials: give a token (--token or STRATA_TOKEN; the 'authorization: Bearer \
+         TOKEN' header) or a client certificate",
+    ))
+}
+
+fn common_name(der: &rustls::pki_types::CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
