@@ -48,7 +48,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 use strata::client::{
     self, Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, Delivery, Producer,
@@ -69,22 +69,6 @@ const CONSUMERS: usize = 3;
 const IN_FLIGHT: usize = 20_000;
 /// A hang guard for every wait; the test never asserts on how long anything took.
 const DEADLINE: Duration = Duration::from_secs(90);
-
-/// A port free on 127.0.0.1 now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
-
-fn seed() -> u64 {
-    match std::env::var(SEED_ENV) {
-        Ok(s) => s.parse().expect("STRATA_CHAOS_SEED is a u64"),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    }
-}
 
 /// Sends the records, keyed, each value `key-KK/SSSSS/` and a random tail, without waiting for
 /// their deliveries: those go to the acker. Returns what it sent, in order: (key, value).
@@ -348,7 +332,7 @@ async fn answered(progress: &mut watch::Receiver<usize>, target: usize) -> usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_records_are_stored_once_in_key_order_across_two_sigkills() {
-    let seed = seed();
+    let seed = common::rng::seed_from_env(SEED_ENV);
     println!("chaos_idempotent_producer: seed {seed} (replay: {SEED_ENV}={seed})");
     let started = Instant::now();
     let mut rng = Rng::new(seed);
@@ -360,7 +344,7 @@ async fn retried_records_are_stored_once_in_key_order_across_two_sigkills() {
     let crashing = rng.below(CONSUMERS as u64) as usize;
 
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let url = format!("http://{listen}");
     let flags = [
         "--listen",

@@ -29,7 +29,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 use strata::client::{
     self, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicSettings,
@@ -296,16 +296,6 @@ async fn join_all(tasks: Vec<JoinHandle<()>>, what: &str) {
     }
 }
 
-fn seed() -> u64 {
-    match std::env::var(SEED_ENV) {
-        Ok(s) => s.parse().expect("STRATA_CHAOS_SEED is a u64"),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    }
-}
-
 fn rounds(default: usize) -> usize {
     std::env::var(ROUNDS_ENV).map_or(default, |s| {
         s.parse().expect("STRATA_CHAOS_ROUNDS is a count")
@@ -314,7 +304,7 @@ fn rounds(default: usize) -> usize {
 
 /// Runs `rounds` kill rounds and the final one, then checks the history.
 async fn chaos(rounds: usize) {
-    let seed = seed();
+    let seed = common::rng::seed_from_env(SEED_ENV);
     println!(
         "chaos: {rounds} rounds, seed {seed} (replay: {SEED_ENV}={seed} {ROUNDS_ENV}={rounds})"
     );

@@ -14,16 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A port free on 127.0.0.1 now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_following_consumer_prints_every_record_once_across_a_broker_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let flags = [
         "--listen",
         listen.as_str(),

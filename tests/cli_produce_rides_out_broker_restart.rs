@@ -21,11 +21,6 @@ use strata::proto::ListOffsetsRequest;
 const LINES: usize = 6_000;
 const KEYS: usize = 7;
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// Records stored in `t`, by the broker's own count.
 async fn stored_count(client: &mut common::Client) -> u64 {
     client
@@ -47,7 +42,7 @@ async fn stored_count(client: &mut common::Client) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_line_is_stored_once_across_two_broker_kills() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let flags = ["--listen", listen.as_str()];
     let mut server = Server::start_with(dir.path(), &flags);
     let mut client = server.client().await;

@@ -19,11 +19,6 @@ use strata::client::{self, Consumer, ConsumerConfig};
 
 const RECORDS: u64 = 1000;
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// (consumer, partition, offset, is_commit): what the group did, in order.
 type Events = Arc<Mutex<Vec<(usize, u32, u64, bool)>>>;
 
@@ -57,7 +52,7 @@ async fn follow(mut consumer: Consumer, me: usize, events: Events, until: Instan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_member_after_a_restart_does_not_take_what_an_old_one_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let url = format!("http://{listen}");
     let flags = [
         "--listen",

@@ -28,7 +28,7 @@ fn config() -> LogConfig {
         index_interval_bytes: 256,
         checkpoint_interval_bytes: 2048,
         cached_tail_bytes: None,
-        faults: None,
+        ..LogConfig::default()
     }
 }
 

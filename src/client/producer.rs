@@ -236,6 +236,21 @@ struct Identity {
     next_sequence: u32,
 }
 
+impl Identity {
+    /// A new producer id from the broker, at its first sequence.
+    async fn fresh(client: &mut StrataClient<Channel>) -> Result<Identity, tonic::Status> {
+        let r = client
+            .init_producer(proto::InitProducerRequest::default())
+            .await?
+            .into_inner();
+        Ok(Identity {
+            producer_id: r.producer_id,
+            epoch: u16::try_from(r.producer_epoch).unwrap_or(0),
+            next_sequence: 0,
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     open: Option<OpenBatch>,
@@ -308,18 +323,8 @@ impl Producer {
         config.max_request_bytes = config.max_request_bytes.max(config.max_batch_bytes);
         let buffer = Semaphore::new(config.max_buffered_bytes.min(Semaphore::MAX_PERMITS));
         let identity = if config.idempotent {
-            match client
-                .init_producer(proto::InitProducerRequest::default())
-                .await
-            {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    Some(Identity {
-                        producer_id: r.producer_id,
-                        epoch: u16::try_from(r.producer_epoch).unwrap_or(0),
-                        next_sequence: 0,
-                    })
-                }
+            match Identity::fresh(&mut client).await {
+                Ok(identity) => Some(identity),
                 Err(s) if s.code() == tonic::Code::Unimplemented => {
                     tracing::warn!("the broker has no idempotent producers: sending without");
                     config.idempotent = false;
@@ -747,19 +752,10 @@ impl Inner {
             }
         };
         if exhausted {
-            let fresh = client
-                .init_producer(proto::InitProducerRequest::default())
-                .await;
+            let fresh = Identity::fresh(client).await;
             let mut q = self.queue(partition);
             q.identity = match fresh {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    Some(Identity {
-                        producer_id: r.producer_id,
-                        epoch: u16::try_from(r.producer_epoch).unwrap_or(0),
-                        next_sequence: 0,
-                    })
-                }
+                Ok(identity) => Some(identity),
                 Err(e) => {
                     tracing::warn!(partition, error = %e,
                         "no new producer id: the partition's batches go on without one");

@@ -339,3 +339,9 @@ pub fn values(prefix: &str, first: usize, n: usize) -> Vec<Vec<u8>> {
         .map(|i| format!("{prefix}-{i}").into_bytes())
         .collect()
 }
+
+/// A port free on 127.0.0.1 now, for a broker that must come back on the same address.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address").port()
+}

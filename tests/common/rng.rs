@@ -40,3 +40,15 @@ impl Rng {
         Rng(self.next_u64())
     }
 }
+
+/// The seed named by the environment variable `var` (a u64), else one from the clock.
+pub fn seed_from_env(var: &str) -> u64 {
+    match std::env::var(var) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{var} must be a u64, not '{s}'")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
+}
