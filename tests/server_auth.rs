@@ -402,6 +402,29 @@ async fn tokens_and_rules_decide_every_rpc_and_a_revoke_ends_subscriptions() {
         "{}",
         denied.message()
     );
+    // A start at a group's commit reads the group: describe on it is needed too.
+    let at_group = |group: &str| proto::FetchRequest {
+        topic: "orders".into(),
+        partition: 0,
+        start: Some(StartPosition {
+            position: Some(Position::Group(group.into())),
+        }),
+        ..Default::default()
+    };
+    let other = client
+        .fetch(with(Some(&reader), at_group("treasury")))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::PermissionDenied, "{other:?}");
+    assert!(
+        other.message().contains("group:treasury"),
+        "{}",
+        other.message()
+    );
+    client
+        .fetch(with(Some(&reader), at_group("billing")))
+        .await
+        .unwrap();
     // Lists show what the principal may describe.
     let listed = |r: proto::ListTopicsResponse| -> Vec<String> {
         r.topics.into_iter().map(|t| t.name).collect()

@@ -34,6 +34,20 @@ impl Service {
             .map_err(Status::from)
     }
 
+    /// A start at a group's committed offset reads the group's commits: `describe` on it.
+    fn check_start(
+        &self,
+        who: &Principal,
+        start: Option<&proto::StartPosition>,
+    ) -> Result<(), Status> {
+        match start.and_then(|s| s.position.as_ref()) {
+            Some(proto::start_position::Position::Group(group)) => {
+                self.check(who, Operation::Describe, &Resource::group(group))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// PERMISSION_DENIED unless `who` may do `operation` on `resource`.
     fn check(
         &self,
@@ -171,6 +185,7 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Read, &Resource::topic(&req.topic))?;
+        self.check_start(&who, req.start.as_ref())?;
         let broker = self.broker.clone();
         let max_bytes = self.config.fetch_bytes(req.max_bytes)?;
         let start = convert::start_position(req.start, StartPosition::Earliest);
@@ -212,6 +227,7 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Read, &Resource::topic(&req.topic))?;
+        self.check_start(&who, req.start.as_ref())?;
         let topic = req.topic.clone();
         let broker = self.broker.clone();
         let max_bytes = self.config.push_bytes(i64::from(req.max_bytes))?;
@@ -404,6 +420,7 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Describe, &Resource::topic(&req.topic))?;
+        self.check_start(&who, req.position.as_ref())?;
         let start = convert::start_position(req.position, StartPosition::Latest);
         let broker = self.broker.clone();
         let listed =
