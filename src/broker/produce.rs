@@ -15,6 +15,16 @@ pub enum ProduceInput {
     Records(Vec<Record>),
 }
 
+impl ProduceInput {
+    /// The bytes sent: the batches, or the records as a batch would hold them.
+    pub fn bytes(&self) -> usize {
+        match self {
+            ProduceInput::Batches(b) => b.len(),
+            ProduceInput::Records(records) => records.iter().map(Record::encoded_len).sum(),
+        }
+    }
+}
+
 /// Where one appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {

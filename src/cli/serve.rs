@@ -76,6 +76,20 @@ pub struct ServeArgs {
     /// port may then delete every topic).
     #[arg(long)]
     pub allow_anonymous: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics (host:port; off by default). Plain HTTP
+    /// and no authentication: bind it where only the scraper can reach it.
+    #[arg(long, env = "STRATA_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// How to write logs (to stderr): `text` for people (coloured only on a terminal), `json`
+    /// for log collectors (one object per line, with the request's span: rpc, peer, principal,
+    /// resource).
+    #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Which logs to write: a level (`error`, `warn`, `info`, `debug`, `trace`) or per-module
+    /// directives as RUST_LOG takes them (`info,strata::server=debug`: every answered request).
+    /// Without it, RUST_LOG decides, else `info`.
+    #[arg(long, env = "STRATA_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
     /// A TOML file with any of these settings (keys as the flags: `data-dir = "..."`); flags
     /// and environment variables win over it.
     #[arg(long, value_name = "FILE", env = "STRATA_CONFIG")]
@@ -115,6 +129,22 @@ struct ServeFile {
     group_heartbeat_interval: Option<String>,
     #[serde(alias = "group_session_timeout")]
     group_session_timeout: Option<String>,
+    #[serde(alias = "metrics_listen")]
+    metrics_listen: Option<String>,
+    #[serde(alias = "log_format")]
+    log_format: Option<LogFormat>,
+    #[serde(alias = "log_level")]
+    log_level: Option<String>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl ServeArgs {
@@ -172,6 +202,15 @@ impl ServeArgs {
             .filter(|_| defaulted("allow_anonymous"))
         {
             self.allow_anonymous = v;
+        }
+        if let Some(v) = file.metrics_listen.filter(|_| defaulted("metrics_listen")) {
+            self.metrics_listen = Some(v);
+        }
+        if let Some(v) = file.log_format.filter(|_| defaulted("log_format")) {
+            self.log_format = v;
+        }
+        if let Some(v) = file.log_level.filter(|_| defaulted("log_level")) {
+            self.log_level = Some(v);
         }
         if let Some(v) = file.tls_cert.filter(|_| defaulted("tls_cert")) {
             self.tls_cert = Some(v);
@@ -245,6 +284,7 @@ impl ServeArgs {
         config.max_connections = self.max_connections as usize;
         config.handshake_timeout = self.handshake_timeout;
         config.auth_file.clone_from(&self.auth_file);
+        config.metrics_listen.clone_from(&self.metrics_listen);
         config.tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(server::TlsFiles {
                 cert: cert.clone(),
@@ -257,14 +297,37 @@ impl ServeArgs {
     }
 }
 
-/// Runs the broker until SIGINT or SIGTERM. Prints `listening on ADDR` on stdout once it accepts
-/// connections; logs go to stderr (`RUST_LOG` filters them, default `info`).
-pub fn run(args: &ServeArgs) -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// Starts the logs: to stderr, in `args.log_format`, filtered by --log-level, else RUST_LOG,
+/// else `info`; ANSI colours only on a terminal.
+fn init_logs(args: &ServeArgs) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let filter = match &args.log_level {
+        Some(directives) => EnvFilter::try_new(directives)
+            .map_err(|e| format!("--log-level {directives:?}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    Ok(())
+}
+
+/// Runs the broker until SIGINT or SIGTERM. Prints `listening on ADDR` on stdout once it accepts
+/// connections (and `metrics on http://ADDR/metrics` with --metrics-listen, in the log); logs go
+/// to stderr.
+pub fn run(args: &ServeArgs) -> ExitCode {
+    if let Err(reason) = init_logs(args) {
+        eprintln!("error: {reason}");
+        return ExitCode::from(2);
+    }
 
     raise_open_file_limit();
     let (config, server_config) = (args.broker_config(), args.server_config());
@@ -312,6 +375,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
                 return false;
             }
         };
+        let shutdown = shutdown_signal();
         match listener.local_addr() {
             Ok(addr) => {
                 tracing::info!(
@@ -327,7 +391,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             }
             Err(e) => tracing::warn!(error = %e, "could not read the bound address"),
         }
-        match server::serve(listener, broker.clone(), server_config, shutdown_signal()).await {
+        match server::serve(listener, broker.clone(), server_config, shutdown).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %error_chain(&e), "the server failed");
@@ -378,32 +442,33 @@ fn anonymous_only_on_loopback(args: &ServeArgs) -> Result<(), String> {
     }
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Completes on the first SIGINT or SIGTERM. The handlers are installed when this is called
+/// (inside the runtime), not when the future is first polled: a signal sent as soon as
+/// `listening on` is printed must already stop the broker cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for {name}");
+            None
         }
     };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let terminate = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            () = wait(interrupt) => tracing::info!("SIGINT received"),
+            () = wait(terminate) => tracing::info!("SIGTERM received"),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
     }
 }
 
@@ -445,6 +510,9 @@ mod tests {
             tls_client_ca: None,
             auth_file: None,
             allow_anonymous: false,
+            metrics_listen: Some("127.0.0.1:9464".into()),
+            log_format: LogFormat::Json,
+            log_level: None,
             config: None,
         }
     }
@@ -492,6 +560,7 @@ mod tests {
         assert_eq!(server.max_fetch_bytes, 500_000);
         assert_eq!(server.max_connections, 3);
         assert_eq!(server.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(server.metrics_listen.as_deref(), Some("127.0.0.1:9464"));
         assert_eq!(
             server.fetch_bytes(0).ok(),
             Some(500_000),

@@ -67,6 +67,18 @@ impl RequestBudget {
     }
 }
 
+impl RequestBudget {
+    /// Bytes of the budget held by requests being received or handled now.
+    pub(super) fn in_use(&self) -> usize {
+        self.bytes.saturating_sub(self.permits.available_permits())
+    }
+
+    /// The budget, in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl<S> tower::Layer<S> for RequestBudget {
     type Service = Budgeted<S>;
 

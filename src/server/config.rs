@@ -53,6 +53,10 @@ pub struct ServerConfig {
     /// The principals file (`server/auth`): every request is authenticated and checked against
     /// its rules. `None`: every client is anonymous and may do everything.
     pub auth_file: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics (`http://ADDR/metrics`, `host:port`); `None`: off.
+    pub metrics_listen: Option<String>,
+    /// The most per-partition and per-group series one scrape carries (see `server/metrics.rs`).
+    pub metrics_max_series: usize,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,8 @@ impl Default for ServerConfig {
             max_push_bytes: 1024 * 1024,
             tls: None,
             auth_file: None,
+            metrics_listen: None,
+            metrics_max_series: 10_000,
         }
     }
 }

@@ -152,6 +152,18 @@ impl ConnectionLimit {
         }
     }
 
+    /// Connections holding a slot now.
+    pub(super) fn open(&self) -> usize {
+        self.max
+            .min(Semaphore::MAX_PERMITS)
+            .saturating_sub(self.slots.available_permits())
+    }
+
+    /// The most connections open at once.
+    pub(super) fn max(&self) -> usize {
+        self.max
+    }
+
     /// The connection with a slot, or `None` (the connection is dropped, so closed) if every
     /// slot is taken.
     pub(super) fn admit(&self, stream: TcpStream) -> Option<Counted> {

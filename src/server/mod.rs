@@ -12,6 +12,8 @@ mod config;
 mod connections;
 mod convert;
 mod error;
+mod metrics;
+mod observe;
 mod service;
 pub mod status;
 mod subscribe;
@@ -68,6 +70,18 @@ pub enum ServeError {
     /// The principals file could not be used.
     #[error(transparent)]
     Auth(#[from] auth::AuthFileError),
+    /// The metrics listen address could not be bound.
+    #[error("could not listen for metrics on {addr}")]
+    MetricsListen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// TLS handshakes of the accepted connections, each in its own task (a slow client delays no
@@ -197,12 +211,50 @@ pub async fn serve(
     if tls.is_some() || auth.enabled() {
         reload_on_sighup(tls.clone(), auth.clone(), shutdown_rx.clone());
     }
+    let budget = budget::RequestBudget::new(
+        REQUEST_BUDGET_FACTOR.saturating_mul(max_request_bytes),
+        max_request_bytes,
+    );
+    let metrics = match &config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener =
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::MetricsListen {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+            let metrics = Arc::new(metrics::Metrics::new(
+                broker.clone(),
+                limit.clone(),
+                budget.clone(),
+                config.metrics_max_series,
+                &[
+                    FILE_DESCRIPTOR_SET,
+                    tonic_health::pb::FILE_DESCRIPTOR_SET,
+                    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ],
+            )?);
+            if let Ok(bound) = listener.local_addr() {
+                tracing::info!(addr = %bound, "serving metrics on http://{bound}/metrics");
+            }
+            tokio::spawn(metrics::serve_metrics(
+                listener,
+                metrics.clone(),
+                shutdown_rx.clone(),
+            ));
+            Some(metrics)
+        }
+    };
     let strata = StrataServer::new(service::Service {
         broker,
         auth,
         config: Arc::new(config),
         shutdown: shutdown_rx.clone(),
         tasks: tasks_tx,
+        metrics: metrics.clone(),
     })
     // The budget layer refuses a larger message first (RESOURCE_EXHAUSTED): tonic's own check, at
     // the same limit, is a backstop that no request reaches.
@@ -212,10 +264,18 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     let health_service = health_service.max_decoding_message_size(max_request_bytes);
     health.set_serving::<StrataServer<service::Service>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1 and v1alpha (grpcurl 1.8 and several GUI clients speak only v1alpha).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(ServeError::Reflection)?
+        .max_decoding_message_size(max_request_bytes);
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(ServeError::Reflection)?
         .max_decoding_message_size(max_request_bytes);
 
@@ -253,12 +313,11 @@ pub async fn serve(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .layer(budget::RequestBudget::new(
-            REQUEST_BUDGET_FACTOR.saturating_mul(max_request_bytes),
-            max_request_bytes,
-        ))
+        .layer(observe::Observe::new(metrics))
+        .layer(budget)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(strata)
         .serve_with_incoming_shutdown(incoming, signal);
     let drained = async {

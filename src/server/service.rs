@@ -4,7 +4,9 @@
 use super::{
     ConnInfo, RequestError, ServerConfig, Shutdown,
     auth::{Auth, Operation, Principal, Resource},
-    blocking, convert, subscribe,
+    blocking, convert,
+    metrics::Metrics,
+    subscribe,
     tail::Tail,
 };
 use crate::broker::{Broker, BrokerError, CommittedOffset, ProduceInput, StartPosition};
@@ -24,14 +26,19 @@ pub(super) struct Service {
     pub shutdown: Shutdown,
     /// Each subscription task holds a clone; `serve` waits until all are dropped.
     pub tasks: mpsc::Sender<()>,
+    /// What the handlers count, when metrics are on.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Service {
     /// The request's principal (UNAUTHENTICATED without a valid one, when the broker checks).
     fn who<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.auth
+        let who = self
+            .auth
             .authenticate(request.metadata(), request.extensions().get::<ConnInfo>())
-            .map_err(Status::from)
+            .map_err(Status::from)?;
+        tracing::Span::current().record("principal", who.name());
+        Ok(who)
     }
 
     /// A start at a group's committed offset reads the group's commits: `describe` on it.
@@ -55,6 +62,7 @@ impl Service {
         operation: Operation,
         resource: &Resource<'_>,
     ) -> Result<(), Status> {
+        tracing::Span::current().record("resource", tracing::field::display(resource));
         self.auth
             .authorize(who, operation, resource)
             .map_err(Status::from)
@@ -164,8 +172,14 @@ impl Strata for Service {
                 .into());
             }
         };
+        let sent_bytes = input.bytes();
         let broker = self.broker.clone();
         let produced = blocking(move || broker.produce(&req.topic, req.partition, input)).await?;
+        if let Some(m) = &self.metrics {
+            m.appended_bytes.inc_by(sent_bytes as u64);
+            m.appended_records
+                .inc_by(produced.iter().map(|p| u64::from(p.record_count)).sum());
+        }
         Ok(Response::new(proto::ProduceResponse {
             results: produced
                 .iter()
@@ -198,6 +212,11 @@ impl Strata for Service {
         let chunk = Tail::new(handle, offset, max_bytes, self.shutdown.clone())
             .read_at_least(min_bytes, deadline)
             .await?;
+        if let Some(m) = &self.metrics {
+            m.served_bytes
+                .with_label_values(&["Fetch"])
+                .inc_by(chunk.batches.len() as u64);
+        }
         let batches = chunk.batches.clone();
         let records = if req.decode {
             blocking(move || convert::decode_records(&batches, offset)).await?
@@ -243,6 +262,7 @@ impl Strata for Service {
         })
         .await?;
         let (tx, rx) = mpsc::channel(subscribe::BUFFERED_MESSAGES + starts.len());
+        let counted = self.metrics.clone().map(subscribe::Counted::new);
         for (offset, handle) in starts {
             let access = match &who {
                 Principal::Named(name) => Some(subscribe::Access {
@@ -258,6 +278,7 @@ impl Strata for Service {
                 self.shutdown.clone(),
                 self.tasks.clone(),
                 access,
+                counted.clone(),
             ));
         }
         Ok(Response::new(ReceiverStream::new(rx)))

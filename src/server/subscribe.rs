@@ -5,6 +5,7 @@
 use super::{
     Shutdown,
     auth::{Decision, Operation, Principals, Resource},
+    metrics::Metrics,
     tail::Tail,
 };
 use crate::proto::SubscribeResponse;
@@ -62,6 +63,7 @@ pub(super) async fn follow(
     mut shutdown: Shutdown,
     _task: mpsc::Sender<()>,
     mut access: Option<Access>,
+    counted: Option<Arc<Counted>>,
 ) {
     let partition = tail.partition();
     loop {
@@ -82,6 +84,9 @@ pub(super) async fn follow(
                 return;
             }
         };
+        if let Some(c) = &counted {
+            c.served(&chunk.batches);
+        }
         let message = SubscribeResponse {
             partition,
             batches: chunk.batches,
@@ -98,5 +103,30 @@ pub(super) async fn follow(
             // The sender's drop also means shutdown.
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// One open subscription, as the metrics count it: shared by its partitions' tasks, it is
+/// counted open until the last of them ends.
+pub(super) struct Counted {
+    metrics: Arc<Metrics>,
+    served: prometheus::IntCounter,
+}
+
+impl Counted {
+    pub(super) fn new(metrics: Arc<Metrics>) -> Arc<Counted> {
+        metrics.subscriptions.inc();
+        let served = metrics.served_bytes.with_label_values(&["Subscribe"]);
+        Arc::new(Counted { metrics, served })
+    }
+
+    fn served(&self, batches: &bytes::Bytes) {
+        self.served.inc_by(batches.len() as u64);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.metrics.subscriptions.dec();
     }
 }

@@ -72,7 +72,9 @@ impl Io {
     pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
         let err = |e| StorageError::io("fsync", path, e);
         self.check(FileOp::Sync, path, 0).map_err(err)?;
+        let started = std::time::Instant::now();
         file.sync_data().map_err(err)?;
+        super::sync_times::record(started.elapsed());
         self.done(IoEvent::SyncedData { path });
         Ok(())
     }
@@ -81,7 +83,9 @@ impl Io {
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
         let err = |e| StorageError::io("fsync directory", dir, e);
         self.check(FileOp::Sync, dir, 0).map_err(err)?;
+        let started = std::time::Instant::now();
         File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        super::sync_times::record(started.elapsed());
         self.done(IoEvent::SyncedDir { path: dir });
         Ok(())
     }

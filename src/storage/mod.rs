@@ -18,6 +18,7 @@ mod producers;
 mod recovery;
 mod retention;
 mod segment;
+mod sync_times;
 
 pub use config::{
     DEFAULT_CACHED_TAIL_BYTES, DEFAULT_MAX_PRODUCERS, DEFAULT_PRODUCER_EXPIRY_MS, FsyncPolicy,
@@ -28,6 +29,7 @@ pub use fault::{FaultInjector, FileOp, IoEvent};
 pub(crate) use fs::Io;
 pub use log::{Appended, Log, LogEndListener, LogStats, ReadChunk};
 pub use producers::{RUNS_KEPT, SequenceError};
+pub use sync_times::{SYNC_BUCKETS_SECONDS, SyncTimesSnapshot, sync_times};
 
 /// A record's position in a partition: the first record is 0, and each record gets the next one.
 pub type Offset = u64;
