@@ -14,63 +14,14 @@ mod common;
 use common::{
     batch_of,
     hostile::{
-        Baseline, Probe, assert_memory_bounded, fill_backlog, open_sockets, start_server,
-        wait_until,
+        Baseline, Probe, assert_memory_bounded, fill_backlog, half_sent_produce, open_sockets,
+        start_server, wait_until,
     },
     subscribe_from,
 };
-use std::net::SocketAddr;
 use strata::proto::ProduceRequest;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 const ROUNDS: usize = 50;
-
-/// One HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = len.to_be_bytes()[1..].to_vec();
-    out.extend([kind, flags]);
-    out.extend(stream.to_be_bytes());
-    out.extend(payload);
-    out
-}
-
-/// An HPACK literal header field without indexing, with a new name (short strings only).
-fn header(name: &str, value: &str) -> Vec<u8> {
-    let mut out = vec![0, name.len() as u8];
-    out.extend(name.as_bytes());
-    out.push(value.len() as u8);
-    out.extend(value.as_bytes());
-    out
-}
-
-/// Opens a connection and starts a Produce request whose message announces `announced` bytes,
-/// sending only `sent` of them (at most the 64 KiB the default stream window allows).
-async fn half_sent_produce(addr: SocketAddr, announced: u32, sent: usize) -> TcpStream {
-    let mut headers = Vec::new();
-    for (name, value) in [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/strata.v1.Strata/Produce"),
-        (":authority", "127.0.0.1"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ] {
-        headers.extend(header(name, value));
-    }
-    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    bytes.extend(frame(4, 0, 0, &[])); // SETTINGS
-    bytes.extend(frame(1, 4, 1, &headers)); // HEADERS, END_HEADERS, stream 1
-    let mut message = vec![0];
-    message.extend(announced.to_be_bytes());
-    message.resize(5 + sent, b'x');
-    for chunk in message.chunks(16 * 1024) {
-        bytes.extend(frame(0, 0, 1, chunk)); // DATA, not the end of the stream
-    }
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    socket.write_all(&bytes).await.unwrap();
-    socket
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_and_producers_that_vanish_mid_stream_leave_nothing_behind() {
@@ -91,7 +42,7 @@ async fn subscribers_and_producers_that_vanish_mid_stream_leave_nothing_behind()
         drop(stream);
         drop(c);
         // A producer announces 32 MiB, sends 60 KiB of it and closes the connection.
-        let socket = half_sent_produce(server.addr, 32 << 20, 60 * 1024).await;
+        let socket = half_sent_produce(server.addr, 32 << 20, 60 * 1024, &[]).await;
         drop(socket);
     }
     probe.served(20).await;
@@ -127,8 +78,8 @@ async fn producers_that_stall_mid_request_do_not_hold_the_request_budget() {
 
     let announced = max_request_bytes - 5;
     let stalled = vec![
-        half_sent_produce(server.addr, announced, 1024).await,
-        half_sent_produce(server.addr, announced, 1024).await,
+        half_sent_produce(server.addr, announced, 1024, &[]).await,
+        half_sent_produce(server.addr, announced, 1024, &[]).await,
     ];
     let pid = server.pid();
     wait_until("the stalled producers connected", || {

@@ -8,49 +8,14 @@
 
 mod common;
 
-use common::{Server, create_topic, free_port, produce_values, subscribe_from, values};
-use prometheus_parse::{Scrape, Value};
-use std::io::{Read, Write};
+use common::{
+    Server, create_topic, free_port,
+    metrics::{scrape, value},
+    produce_values, subscribe_from, values,
+};
+use prometheus_parse::Scrape;
 use strata::proto::{CommitOffsetsRequest, FetchRequest, PartitionOffset};
 use tonic::Code;
-
-/// GET /metrics over plain HTTP/1.1, as a scraper does.
-fn scrape(port: u16) -> Scrape {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{head}"
-    );
-    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
-}
-
-/// The value of the sample named `name` whose labels include every one of `labels`.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| {
-            s.metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(k).is_some_and(|got| got == *v))
-        })
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
-            Value::Summary(_) => f64::NAN,
-        })
-}
 
 fn requests(scrape: &Scrape, rpc: &str, code: &str) -> f64 {
     value(

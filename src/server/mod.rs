@@ -7,6 +7,7 @@
 //! the logs) is the caller's next step.
 
 pub mod auth;
+mod authenticate;
 mod budget;
 mod config;
 mod connections;
@@ -208,9 +209,9 @@ pub async fn serve(
         Some(path) => auth::Auth::load(path.clone())?,
         None => auth::Auth::disabled(),
     });
-    if tls.is_some() || auth.enabled() {
-        reload_on_sighup(tls.clone(), auth.clone(), shutdown_rx.clone());
-    }
+    // Always: without a handler, SIGHUP (which the docs tell operators to send) would kill the
+    // process.
+    reload_on_sighup(tls.clone(), auth.clone(), shutdown_rx.clone());
     let budget = budget::RequestBudget::new(
         REQUEST_BUDGET_FACTOR.saturating_mul(max_request_bytes),
         max_request_bytes,
@@ -250,7 +251,7 @@ pub async fn serve(
     };
     let strata = StrataServer::new(service::Service {
         broker,
-        auth,
+        auth: auth.clone(),
         config: Arc::new(config),
         shutdown: shutdown_rx.clone(),
         tasks: tasks_tx,
@@ -314,6 +315,7 @@ pub async fn serve(
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .layer(observe::Observe::new(metrics))
+        .layer(authenticate::Authenticate::new(auth))
         .layer(budget)
         .add_service(health_service)
         .add_service(reflection)

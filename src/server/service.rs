@@ -32,11 +32,16 @@ pub(super) struct Service {
 
 impl Service {
     /// The request's principal (UNAUTHENTICATED without a valid one, when the broker checks).
+    /// The `Authenticate` layer put it in the extensions before the body was read; a request
+    /// that did not pass it (none does, today) is authenticated here.
     fn who<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let who = self
-            .auth
-            .authenticate(request.metadata(), request.extensions().get::<ConnInfo>())
-            .map_err(Status::from)?;
+        let who = match request.extensions().get::<Principal>() {
+            Some(who) => who.clone(),
+            None => self
+                .auth
+                .authenticate(request.metadata(), request.extensions().get::<ConnInfo>())
+                .map_err(Status::from)?,
+        };
         tracing::Span::current().record("principal", who.name());
         Ok(who)
     }

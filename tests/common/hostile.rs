@@ -266,3 +266,60 @@ async fn probe(mut client: Client, done: Arc<AtomicU64>, stop: Arc<AtomicBool>) 
         done.store(n, Ordering::Release);
     }
 }
+
+/// One HTTP/2 frame.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = len.to_be_bytes()[1..].to_vec();
+    out.extend([kind, flags]);
+    out.extend(stream.to_be_bytes());
+    out.extend(payload);
+    out
+}
+
+/// An HPACK literal header field without indexing, with a new name (short strings only).
+pub fn header(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0, name.len() as u8];
+    out.extend(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend(value.as_bytes());
+    out
+}
+
+/// Opens a connection and starts a Produce request whose message announces `announced` bytes,
+/// sending only `sent` of them (at most the 64 KiB the default stream window allows), with
+/// `extra` headers (short ones) after gRPC's own.
+pub async fn half_sent_produce(
+    addr: std::net::SocketAddr,
+    announced: u32,
+    sent: usize,
+    extra: &[(&str, &str)],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut headers = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/strata.v1.Strata/Produce"),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        headers.extend(header(name, value));
+    }
+    for (name, value) in extra {
+        headers.extend(header(name, value));
+    }
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(frame(4, 0, 0, &[])); // SETTINGS
+    bytes.extend(frame(1, 4, 1, &headers)); // HEADERS, END_HEADERS, stream 1
+    let mut message = vec![0];
+    message.extend(announced.to_be_bytes());
+    message.resize(5 + sent, b'x');
+    for chunk in message.chunks(16 * 1024) {
+        bytes.extend(frame(0, 0, 1, chunk)); // DATA, not the end of the stream
+    }
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(&bytes).await.unwrap();
+    socket
+}

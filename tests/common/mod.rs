@@ -9,6 +9,7 @@ pub mod files;
 pub mod history;
 pub mod hostile;
 pub mod inproc;
+pub mod metrics;
 pub mod rng;
 pub mod tls;
 
