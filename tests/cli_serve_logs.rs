@@ -48,14 +48,7 @@ fn json_logs_carry_each_request_span_and_text_logs_no_colours() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("principals.json");
     let file_arg = file.to_str().expect("utf-8 path");
-    let token = cli::run(
-        None,
-        &["auth", "add", "alice", "--superuser", "--file", file_arg],
-        b"",
-    )
-    .ok()
-    .trim()
-    .to_owned();
+    let token = cli::add_superuser(&file, "alice");
     let mut child = serve(
         dir.path(),
         &[

@@ -20,14 +20,7 @@ async fn requests_without_credentials_are_refused_before_their_body_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("principals.json");
     let file_arg = file.to_str().unwrap();
-    let token = cli::run(
-        None,
-        &["auth", "add", "alice", "--superuser", "--file", file_arg],
-        b"",
-    )
-    .ok()
-    .trim()
-    .to_owned();
+    let token = cli::add_superuser(&file, "alice");
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
     // A 256 MiB limit: a stalled 250 MiB message would hold its room for 5 s + 1 s per MiB,

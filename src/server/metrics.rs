@@ -378,7 +378,14 @@ impl ScrapeGauges {
     }
 
     fn reset(&self) {
-        for v in [
+        for v in self.per_partition_and_group() {
+            v.reset();
+        }
+    }
+
+    /// The gauges whose series come and go with partitions and groups.
+    fn per_partition_and_group(&self) -> [&IntGaugeVec; 8] {
+        [
             &self.next_offset,
             &self.earliest_offset,
             &self.bytes,
@@ -386,10 +393,8 @@ impl ScrapeGauges {
             &self.producers,
             &self.group_lag,
             &self.group_committed,
-        ] {
-            v.reset();
-        }
-        self.group_members.reset();
+            &self.group_members,
+        ]
     }
 
     /// Reads the broker's partitions and groups into the gauges, at most `max_series` of them.

@@ -105,3 +105,16 @@ impl Server {
         run(Some(&self.url()), args, stdin.as_bytes())
     }
 }
+
+/// `strata auth add NAME --superuser --file FILE`: the principal's fresh token.
+pub fn add_superuser(file: &std::path::Path, name: &str) -> String {
+    let file = file.to_str().expect("a UTF-8 path");
+    run(
+        None,
+        &["auth", "add", name, "--superuser", "--file", file],
+        b"",
+    )
+    .ok()
+    .trim()
+    .to_owned()
+}
