@@ -558,7 +558,6 @@ fn reload(server: &Server) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "until service.rs's subscribe passes auth::credential to subscribe::Access::with_credential"]
 async fn a_rotated_token_ends_the_subscriptions_opened_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("principals.json");

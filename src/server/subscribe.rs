@@ -28,10 +28,6 @@ impl Access {
     /// (`auth::credential` of its request: the digest of its token, `None` for a client
     /// certificate): it then also ends once a reload no longer maps that token to the principal
     /// (the token was rotated).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "service.rs's subscribe is to call it")
-    )]
     pub(super) fn with_credential(self, credential: Option<[u8; 32]>) -> Guard {
         Guard {
             access: self,
