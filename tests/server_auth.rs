@@ -547,3 +547,92 @@ async fn tokens_and_rules_decide_every_rpc_and_a_revoke_ends_subscriptions() {
         locked.message()
     );
 }
+
+/// Sends the broker SIGHUP: it reads the principals file again.
+fn reload(server: &Server) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(server.pid() as i32).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_ends_the_subscriptions_opened_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("principals.json");
+    let admin = auth(&file, &["add", "admin", "--superuser"]);
+    let old = auth(&file, &["add", "reader"]);
+    auth(&file, &["allow", "reader", "read", "topic:orders"]);
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--auth-file", file.to_str().unwrap()],
+    );
+    let mut client = server.client().await;
+    client
+        .create_topic(with(
+            Some(&admin),
+            proto::CreateTopicRequest {
+                name: "orders".into(),
+                partitions: 1,
+                config: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let subscribe = |token: &str| {
+        with(
+            Some(token),
+            proto::SubscribeRequest {
+                topic: "orders".into(),
+                partitions: vec![],
+                start: Some(earliest()),
+                max_bytes: 0,
+            },
+        )
+    };
+    let mut by_old = client
+        .subscribe(subscribe(&old))
+        .await
+        .unwrap()
+        .into_inner();
+    let new = auth(&file, &["add", "reader", "--rotate"]);
+    reload(&server);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match by_old.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the old token's subscription did not end")
+    .expect("it ends with an error");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("rotated"), "{}", ended.message());
+    // The new token subscribes, and keeps its subscription over a reload that changes nothing.
+    let mut by_new = client
+        .subscribe(subscribe(&new))
+        .await
+        .unwrap()
+        .into_inner();
+    reload(&server);
+    client
+        .produce(with(
+            Some(&admin),
+            proto::ProduceRequest {
+                topic: "orders".into(),
+                partition: Some(0),
+                records: vec![],
+                batch: batch(),
+            },
+        ))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), by_new.message())
+        .await
+        .expect("the new token's subscription gets the record");
+    assert!(got.unwrap().is_some());
+}

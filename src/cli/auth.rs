@@ -102,6 +102,12 @@ fn load(file: &std::path::Path, missing_ok: bool) -> Result<AuthFile, Failure> {
     AuthFile::load(file, missing_ok).map_err(|e| Failure::new(e.to_string()))
 }
 
+/// Holds the file's lock (`FILE.lock`) until dropped: every change is a read-modify-write under
+/// it, so that concurrent `strata auth` runs do not lose each other's changes.
+fn lock(file: &std::path::Path) -> Result<std::fs::File, Failure> {
+    AuthFile::lock(file).map_err(|e| Failure::new(e.to_string()))
+}
+
 fn save(auth: &AuthFile, file: &std::path::Path) -> Result<(), Failure> {
     auth.save(file).map_err(|e| Failure::new(e.to_string()))
 }
@@ -130,6 +136,7 @@ fn run_command(command: AuthCommand) -> Result<(), Failure> {
             if name.is_empty() || name.chars().any(char::is_control) {
                 return Err(Failure::new(format!("'{name}' is not a principal name")));
             }
+            let _lock = lock(&file)?;
             let mut auth = load(&file, true)?;
             let token = new_token()
                 .map_err(|e| Failure::new(format!("cannot make a random token: {e}")))?;
@@ -168,6 +175,7 @@ fn run_command(command: AuthCommand) -> Result<(), Failure> {
         } => {
             let op = operation(&op)?;
             Pattern::parse(&resource).map_err(Failure::new)?;
+            let _lock = lock(&file)?;
             let mut auth = load(&file, false)?;
             let Some(p) = auth.principal_mut(&name) else {
                 return Err(
@@ -187,6 +195,7 @@ fn run_command(command: AuthCommand) -> Result<(), Failure> {
             print(&format!("'{name}' may {op} {resource}"))
         }
         AuthCommand::Revoke { name, file } => {
+            let _lock = lock(&file)?;
             let mut auth = load(&file, false)?;
             let before = auth.principals.len();
             auth.principals.retain(|p| p.name != name);

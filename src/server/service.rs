@@ -250,6 +250,7 @@ impl Strata for Service {
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let who = self.who(&request)?;
+        let credential = super::auth::credential(request.metadata());
         let req = request.into_inner();
         self.check(&who, Operation::Read, &Resource::topic(&req.topic))?;
         self.check_start(&who, req.start.as_ref())?;
@@ -271,11 +272,14 @@ impl Strata for Service {
         let counted = self.metrics.clone().map(subscribe::Counted::new);
         for (offset, handle) in starts {
             let access = match &who {
-                Principal::Named(name) => Some(subscribe::Access {
-                    principals: self.auth.watch(),
-                    principal: name.clone(),
-                    topic: topic.clone(),
-                }),
+                Principal::Named(name) => Some(
+                    subscribe::Access {
+                        principals: self.auth.watch(),
+                        principal: name.clone(),
+                        topic: topic.clone(),
+                    }
+                    .with_credential(credential),
+                ),
                 Principal::Anonymous => None,
             };
             tokio::spawn(subscribe::follow(

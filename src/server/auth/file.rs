@@ -118,25 +118,98 @@ impl AuthFile {
         Ok(file)
     }
 
-    /// Writes the file atomically (temporary file, fsync, rename, directory fsync).
+    /// Writes the file atomically, readable and writable by its owner only (mode 0600): a
+    /// temporary file of a name of its own in the same directory (made new, never through a
+    /// symlink), fsync, rename over `path`, directory fsync. Concurrent writers each write whole
+    /// files; `lock` keeps their read-modify-writes from losing each other's changes.
     pub fn save(&self, path: &Path) -> Result<(), AuthFileError> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| AuthFileError::Invalid {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        crate::storage::Io::new(None)
-            .write_atomic(path, &json)
-            .map_err(|e| AuthFileError::Io {
-                op: "write",
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })
+        write_private(path, &json).map_err(|e| AuthFileError::Io {
+            op: "write",
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Takes an exclusive lock (flock) on `FILE.lock` next to `path`, held until the returned
+    /// file is dropped: for the whole of a read-modify-write of the file.
+    pub fn lock(path: &Path) -> Result<std::fs::File, AuthFileError> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let name = PathBuf::from(name);
+        let io = |e: std::io::Error| AuthFileError::Io {
+            op: "lock",
+            path: name.clone(),
+            reason: e.to_string(),
+        };
+        let file = private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&name)
+            .map_err(io)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io(e.into()))?;
+        Ok(file)
     }
 
     /// The principal called `name`.
     pub fn principal_mut(&mut self, name: &str) -> Option<&mut PrincipalEntry> {
         self.principals.iter_mut().find(|p| p.name == name)
     }
+}
+
+/// Options that make a file of mode 0600 and never follow a symlink at its name.
+fn private_options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    options
+}
+
+/// Writes `bytes` to `path` as `AuthFile::save` says.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file's name")
+    })?;
+    let (tmp, mut file) = loop {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = dir.join(tmp_name);
+        match private_options().write(true).create_new(true).open(&tmp) {
+            Ok(file) => break (tmp, file),
+            // One left by a writer of the same process id that crashed: take the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    };
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A fresh token: the prefix and 32 random bytes (from the OS) in hex.
@@ -162,15 +235,27 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Exactly 64 lowercase hex digits, as `token_hash` writes them (no sign, no uppercase).
 fn decode_hash(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
+    let digits = hex.as_bytes();
+    if digits.len() != 64 {
         return None;
     }
+    let value = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        _ => None,
+    };
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = value(pair[0])? << 4 | value(pair[1])?;
     }
     Some(out)
+}
+
+/// SHA-256 of `token`: what a subscription remembers of the token it authenticated with.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// What decided a question of access.
@@ -226,7 +311,7 @@ impl Principals {
     /// The principal whose token this is. Compares against every principal's hash in constant
     /// time, so the time taken says nothing of how close a guess came.
     pub fn by_token(&self, token: &str) -> Option<&str> {
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let presented = token_digest(token);
         let mut found = None;
         for e in &self.entries {
             if let Some(h) = &e.hash
@@ -236,6 +321,14 @@ impl Principals {
             }
         }
         found
+    }
+
+    /// Whether `digest` (`token_digest` of a token) is the token of the principal called `name`
+    /// now: false once the principal is gone or its token was rotated. Constant time.
+    pub fn token_is(&self, name: &str, digest: &[u8; 32]) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.name == name && e.hash.is_some_and(|h| bool::from(h.ct_eq(digest))))
     }
 
     /// Whether a principal called `name` exists.
@@ -312,5 +405,42 @@ mod tests {
             p.decide("nobody", Operation::Describe, &Resource::topic("t")),
             Decision::Denied
         );
+    }
+
+    #[test]
+    fn token_is_follows_rotation() {
+        let old = new_token().unwrap();
+        let new = new_token().unwrap();
+        let file = |token: &str| AuthFile {
+            version: 1,
+            principals: vec![PrincipalEntry {
+                name: "alice".into(),
+                token_sha256: Some(token_hash(token)),
+                superuser: false,
+                allow: Vec::new(),
+            }],
+        };
+        let before = Principals::new(&file(&old));
+        assert!(before.token_is("alice", &token_digest(&old)));
+        assert!(!before.token_is("alice", &token_digest(&new)));
+        assert!(!before.token_is("bob", &token_digest(&old)));
+        let after = Principals::new(&file(&new));
+        assert!(!after.token_is("alice", &token_digest(&old)), "rotated");
+        assert!(after.token_is("alice", &token_digest(&new)));
+        assert!(!Principals::default().token_is("alice", &token_digest(&new)));
+    }
+
+    #[test]
+    fn hashes_are_exactly_64_lowercase_hex_digits() {
+        let good = token_hash("strata_x");
+        assert_eq!(decode_hash(&good), Some(token_digest("strata_x")));
+        assert_eq!(decode_hash(&good.to_uppercase()), None, "uppercase");
+        assert_eq!(decode_hash(&"+f".repeat(32)), None, "a sign");
+        assert_eq!(decode_hash(&"-0".repeat(32)), None, "a sign");
+        assert_eq!(decode_hash(&" f".repeat(32)), None, "a space");
+        assert_eq!(decode_hash(&good[..62]), None, "short");
+        assert_eq!(decode_hash(&format!("{good}0")), None, "long");
+        assert_eq!(decode_hash(&"é".repeat(32)), None, "not ascii");
+        assert_eq!(decode_hash(&"0".repeat(64)), Some([0; 32]));
     }
 }

@@ -14,7 +14,7 @@ pub mod file;
 pub use acl::{Kind, Operation, Pattern, Resource, Rule};
 pub use file::{
     AuthFile, AuthFileError, Decision, PrincipalEntry, Principals, TOKEN_PREFIX, new_token,
-    token_hash,
+    token_digest, token_hash,
 };
 
 use super::{ConnInfo, RequestError};
@@ -208,21 +208,9 @@ fn identify(
     conn: Option<&ConnInfo>,
 ) -> Result<String, RequestError> {
     if let Some(value) = metadata.get("authorization") {
-        let bytes = value.as_bytes();
-        if bytes.len() > MAX_AUTHORIZATION_BYTES {
-            return Err(RequestError::unauthenticated(format!(
-                "the authorization header is {} bytes, more than any token",
-                bytes.len()
-            )));
-        }
-        let token = std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                RequestError::unauthenticated("the authorization header is not 'Bearer TOKEN'")
-            })?;
+        let token = bearer(value.as_bytes())?;
         return principals
-            .by_token(token.trim())
+            .by_token(token)
             .map(str::to_string)
             .ok_or_else(|| {
                 RequestError::unauthenticated("the token is not valid (wrong, or revoked)")
@@ -247,8 +235,87 @@ fn identify(
     ))
 }
 
+/// The token of an `authorization` header: `Bearer TOKEN`, the scheme in any case (RFC 7235).
+fn bearer(value: &[u8]) -> Result<&str, RequestError> {
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(RequestError::unauthenticated(format!(
+            "the authorization header is {} bytes, more than any token",
+            value.len()
+        )));
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| {
+            RequestError::unauthenticated("the authorization header is not 'Bearer TOKEN'")
+        })
+}
+
+/// What a request with `metadata` authenticated with, for a subscription to remember: the
+/// `token_digest` of its bearer token, `None` without one (a client certificate, or anonymous).
+/// A subscription holding it ends when a reload no longer maps it to its principal (the token
+/// was rotated or the principal revoked).
+pub fn credential(metadata: &MetadataMap) -> Option<[u8; 32]> {
+    let value = metadata.get("authorization")?;
+    bearer(value.as_bytes()).ok().map(token_digest)
+}
+
 fn common_name(der: &rustls::pki_types::CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in [
+            "Bearer strata_t",
+            "bearer strata_t",
+            "BEARER strata_t",
+            "bEaReR  strata_t ",
+        ] {
+            assert_eq!(bearer(header.as_bytes()).ok(), Some("strata_t"), "{header}");
+        }
+        for header in ["Basic strata_t", "Bearerstrata_t", "strata_t", "Bearer"] {
+            assert!(bearer(header.as_bytes()).is_err(), "{header}");
+        }
+        assert!(bearer("x".repeat(MAX_AUTHORIZATION_BYTES + 1).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_credential_is_the_digest_of_the_bearer_token() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(credential(&metadata), None);
+        metadata.insert("authorization", "bearer strata_t".parse().unwrap());
+        assert_eq!(credential(&metadata), Some(token_digest("strata_t")));
+        metadata.insert("authorization", "Basic strata_t".parse().unwrap());
+        assert_eq!(credential(&metadata), None);
+    }
+
+    #[test]
+    fn principals_know_a_token_in_any_scheme_case() {
+        let token = new_token().unwrap();
+        let file = AuthFile {
+            version: 1,
+            principals: vec![PrincipalEntry {
+                name: "alice".into(),
+                token_sha256: Some(token_hash(&token)),
+                superuser: false,
+                allow: Vec::new(),
+            }],
+        };
+        let principals = Principals::new(&file);
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", format!("bearer {token}").parse().unwrap());
+        assert_eq!(
+            identify(&principals, &metadata, None).ok().as_deref(),
+            Some("alice")
+        );
+    }
 }
