@@ -21,7 +21,7 @@ mod segment;
 
 pub use config::{
     DEFAULT_CACHED_TAIL_BYTES, DEFAULT_MAX_PRODUCERS, DEFAULT_PRODUCER_EXPIRY_MS, FsyncPolicy,
-    LogConfig,
+    LogConfig, MIN_SEGMENT_BYTES,
 };
 pub use error::StorageError;
 pub use fault::{FaultInjector, FileOp, IoEvent};
