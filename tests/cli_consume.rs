@@ -230,3 +230,43 @@ fn follow_prints_records_appended_after_it_started() {
         ["after"]
     );
 }
+
+#[test]
+fn print_picks_the_text_fields_and_their_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    server.cli(&["topic", "create", "t"]).ok();
+    server
+        .cli_with_input(
+            &["produce", "t", "-p", "0", "--key-separator", ":"],
+            "alice:a book\nbob:a lamp\n",
+        )
+        .ok();
+    server
+        .cli_with_input(&["produce", "t", "-p", "0"], "keyless\n")
+        .ok();
+
+    // The default is unchanged: values alone.
+    assert_eq!(
+        server.cli(&["consume", "t"]).lines(),
+        ["a book", "a lamp", "keyless"]
+    );
+    assert_eq!(
+        server
+            .cli(&["consume", "t", "--print", "key,partition,offset,value"])
+            .lines(),
+        [
+            "alice\t0\t0\ta book",
+            "bob\t0\t1\ta lamp",
+            "\t0\t2\tkeyless"
+        ]
+    );
+    assert_eq!(
+        server
+            .cli(&["consume", "t", "-n", "1", "--print", "offset,key"])
+            .lines(),
+        ["0\talice"]
+    );
+    let bad = server.cli(&["consume", "t", "--print", "colour"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+}

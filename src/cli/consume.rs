@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
     Run it twice with -f to share the work between two consumers.\n\n\
     Examples:\n  strata consume orders\n  strata consume orders -n 10 --from 100\n  \
     strata consume orders -g billing -f\n  strata consume orders --from @1767225600000 --output json\n  \
-    strata consume orders -p 0 -p 2 --from latest -f"
+    strata consume orders -p 0 -p 2 --from latest -f\n  \
+    strata consume orders --print key,partition,offset,value"
 )]
 pub struct ConsumeArgs {
     /// The topic to read.
@@ -46,9 +47,34 @@ pub struct ConsumeArgs {
     /// Keep waiting for new records until Ctrl-C (committing what was printed before exiting).
     #[arg(short, long)]
     pub follow: bool,
+    /// Text output: which fields to print, in this order, tab-separated, from key, partition,
+    /// offset, timestamp and value (default: value alone). A record without a key prints an
+    /// empty key. JSON output always has them all.
+    #[arg(
+        long = "print",
+        value_name = "FIELDS",
+        value_delimiter = ',',
+        default_value = "value"
+    )]
+    pub print: Vec<Field>,
     /// Broker and output options.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// A field of a record that text output can print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Field {
+    /// The key (empty if it has none).
+    Key,
+    /// The partition.
+    Partition,
+    /// The offset.
+    Offset,
+    /// The timestamp, ms since the Unix epoch.
+    Timestamp,
+    /// The value.
+    Value,
 }
 
 /// A record as `--output json` prints it.
@@ -155,7 +181,7 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), Failure> {
         }
         match consumer.next().await {
             Ok(Some(record)) => {
-                print(&mut out, args.client.output, &record)?;
+                print(&mut out, args.client.output, &args.print, &record)?;
                 printed += 1;
                 if !consumer.has_buffered() {
                     out.flush()?;
@@ -177,10 +203,11 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), Failure> {
 fn print(
     out: &mut super::common::Printer,
     output: Output,
+    fields: &[Field],
     r: &ConsumerRecord,
 ) -> Result<(), Failure> {
     match output {
-        Output::Text => out.bytes_line(&r.value),
+        Output::Text => out.bytes_line(&text_line(fields, r)),
         Output::Json => out.json(&JsonRecord {
             partition: r.partition,
             offset: r.offset,
@@ -197,6 +224,24 @@ fn print(
                 .collect(),
         }),
     }
+}
+
+/// The fields of `r`, tab-separated, as `--print` names them.
+fn text_line(fields: &[Field], r: &ConsumerRecord) -> Vec<u8> {
+    let mut line = Vec::with_capacity(r.value.len() + 32);
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(b'\t');
+        }
+        match field {
+            Field::Key => line.extend_from_slice(r.key.as_deref().unwrap_or_default()),
+            Field::Partition => line.extend_from_slice(r.partition.to_string().as_bytes()),
+            Field::Offset => line.extend_from_slice(r.offset.to_string().as_bytes()),
+            Field::Timestamp => line.extend_from_slice(r.timestamp_ms.to_string().as_bytes()),
+            Field::Value => line.extend_from_slice(&r.value),
+        }
+    }
+    line
 }
 
 /// Completes on Ctrl-C or SIGTERM.
