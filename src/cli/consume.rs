@@ -3,7 +3,6 @@
 use super::common::{ClientArgs, Failure, Output};
 use crate::client::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
 use clap::Args;
-use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Options of `strata consume`.
@@ -77,21 +76,61 @@ pub enum Field {
     Value,
 }
 
-/// A record as `--output json` prints it.
-#[derive(Debug, Serialize)]
-struct JsonRecord<'a> {
-    partition: u32,
-    offset: u64,
-    timestamp: i64,
-    key: Option<std::borrow::Cow<'a, str>>,
-    value: std::borrow::Cow<'a, str>,
-    headers: Vec<JsonHeader<'a>>,
+/// A record as `--output json` prints it. A key, value or header value that is UTF-8 is a
+/// string under its name; one that is not is base64 (standard alphabet, padded) under the name
+/// with `_base64` added (`value_base64`), and the plain name is left out.
+fn json_record(r: &ConsumerRecord) -> serde_json::Value {
+    let mut record = serde_json::Map::new();
+    record.insert("partition".into(), r.partition.into());
+    record.insert("offset".into(), r.offset.into());
+    record.insert("timestamp".into(), r.timestamp_ms.into());
+    match r.key.as_deref() {
+        None => {
+            record.insert("key".into(), serde_json::Value::Null);
+        }
+        Some(key) => put_bytes(&mut record, "key", key),
+    }
+    put_bytes(&mut record, "value", &r.value);
+    let headers = r
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let mut header = serde_json::Map::new();
+            header.insert("name".into(), name.as_str().into());
+            put_bytes(&mut header, "value", value);
+            serde_json::Value::Object(header)
+        })
+        .collect();
+    record.insert("headers".into(), serde_json::Value::Array(headers));
+    serde_json::Value::Object(record)
 }
 
-#[derive(Debug, Serialize)]
-struct JsonHeader<'a> {
-    name: &'a str,
-    value: std::borrow::Cow<'a, str>,
+/// `bytes` as a string under `name` if they are UTF-8, else as base64 under `name_base64`.
+fn put_bytes(object: &mut serde_json::Map<String, serde_json::Value>, name: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => object.insert(name.into(), text.into()),
+        Err(_) => object.insert(format!("{name}_base64"), base64(bytes).into()),
+    };
+}
+
+/// Standard base64 (RFC 4648, `+/`, padded).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 pub(crate) fn parse_from(text: &str) -> Result<Seek, String> {
@@ -208,21 +247,7 @@ fn print(
 ) -> Result<(), Failure> {
     match output {
         Output::Text => out.bytes_line(&text_line(fields, r)),
-        Output::Json => out.json(&JsonRecord {
-            partition: r.partition,
-            offset: r.offset,
-            timestamp: r.timestamp_ms,
-            key: r.key.as_deref().map(String::from_utf8_lossy),
-            value: String::from_utf8_lossy(&r.value),
-            headers: r
-                .headers
-                .iter()
-                .map(|(name, value)| JsonHeader {
-                    name,
-                    value: String::from_utf8_lossy(value),
-                })
-                .collect(),
-        }),
+        Output::Json => out.json(&json_record(r)),
     }
 }
 
@@ -261,5 +286,26 @@ async fn interrupted() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (plain, encoded) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+            (&[0xff, 0xfe, 0x00], "//4A"),
+        ] {
+            assert_eq!(base64(plain), encoded, "{plain:?}");
+        }
     }
 }
