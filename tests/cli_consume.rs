@@ -101,6 +101,19 @@ fn from_a_time_starts_at_the_first_record_at_or_after_it() {
             .lines(),
         ["at-1000"]
     );
+    // RFC 3339 names the same instant; a time ago is after these 1970 records.
+    assert_eq!(
+        server
+            .cli(&["consume", "t", "--from", "1970-01-01T00:00:02.5Z"])
+            .lines(),
+        ["at-3000", "at-4000", "at-5000"]
+    );
+    assert!(
+        server
+            .cli(&["consume", "t", "--from", "-1h"])
+            .ok()
+            .is_empty()
+    );
     assert!(
         server
             .cli(&["consume", "t", "--from", "@9000"])

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
     Run it twice with -f to share the work between two consumers.\n\n\
     Examples:\n  strata consume orders\n  strata consume orders -n 10 --from 100\n  \
     strata consume orders -g billing -f\n  strata consume orders --from @1767225600000 --output json\n  \
+    strata consume orders --from 2026-12-04T10:00:00Z\n  strata consume orders --from -1h\n  \
     strata consume orders -p 0 -p 2 --from latest -f\n  \
     strata consume orders --print key,partition,offset,value"
 )]
@@ -33,9 +34,9 @@ pub struct ConsumeArgs {
     /// The group's assignor, if this member is its first: uniform (default) or range.
     #[arg(long, requires = "group", value_parser = ["uniform", "range"])]
     pub assignor: Option<String>,
-    /// Where to start: earliest, latest, an OFFSET, or @UNIX_MS (the first record at or after
-    /// that time). With -g, only where the group has committed nothing, unless given explicitly.
-    #[arg(long, value_name = "POSITION", value_parser = parse_from)]
+    /// Where to start: earliest, latest, an OFFSET, or a time (the first record at or after
+    /// it): @UNIX_MS, RFC 3339 (2026-12-04T10:00:00Z) or ago (-1h, -30m). With -g, only where the group has committed nothing, unless given explicitly.
+    #[arg(long, value_name = "POSITION", value_parser = parse_from, allow_hyphen_values = true)]
     pub from: Option<Seek>,
     /// Read only this partition; repeat for several (default: all).
     #[arg(short, long = "partition", value_name = "PARTITION")]
@@ -142,13 +143,36 @@ pub(crate) fn parse_from(text: &str) -> Result<Seek, String> {
                 ms.parse().map(Seek::Timestamp).map_err(|_| {
                     format!("'{t}': @ must be followed by milliseconds since the Unix epoch")
                 })
+            } else if let Some(ago) = t.strip_prefix('-') {
+                let ago = humantime::parse_duration(ago)
+                    .map_err(|e| format!("'{t}': not a time ago such as -1h or -30m: {e}"))?;
+                let at = std::time::SystemTime::now()
+                    .checked_sub(ago)
+                    .ok_or_else(|| format!("'{t}' is before the Unix epoch"))?;
+                Ok(Seek::Timestamp(unix_ms(at, t)?))
+            } else if t.contains(['T', 't', ' ']) && t.contains(':') {
+                let at = humantime::parse_rfc3339_weak(t).map_err(|e| {
+                    format!("'{t}': not an RFC 3339 time such as 2026-12-04T10:00:00Z: {e}")
+                })?;
+                Ok(Seek::Timestamp(unix_ms(at, t)?))
             } else {
                 t.parse().map(Seek::Offset).map_err(|_| {
-                    format!("'{t}' is not a position (earliest, latest, an offset, or @UNIX_MS)")
+                    format!(
+                        "'{t}' is not a position (earliest, latest, an offset, @UNIX_MS, an RFC \
+                         3339 time such as 2026-12-04T10:00:00Z, or a time ago such as -1h)"
+                    )
                 })
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch of `at`.
+fn unix_ms(at: std::time::SystemTime, text: &str) -> Result<i64, String> {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| format!("'{text}' is outside the Unix epoch's range"))
 }
 
 pub(crate) async fn run(args: ConsumeArgs) -> Result<(), Failure> {
@@ -292,6 +316,34 @@ async fn interrupted() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_takes_rfc_3339_and_relative_times() {
+        assert_eq!(
+            parse_from("2026-12-04T10:00:00Z"),
+            Ok(Seek::Timestamp(1_796_378_400_000))
+        );
+        assert_eq!(
+            parse_from("1970-01-01T00:00:02.5Z"),
+            Ok(Seek::Timestamp(2_500))
+        );
+        let now = unix_ms(std::time::SystemTime::now(), "now").unwrap();
+        let Ok(Seek::Timestamp(ago)) = parse_from("-1h") else {
+            panic!("-1h is a time")
+        };
+        assert!((now - 3_600_000 - ago).abs() < 60_000, "{now} {ago}");
+        let Ok(Seek::Timestamp(ago)) = parse_from("-30m") else {
+            panic!("-30m is a time")
+        };
+        assert!((now - 1_800_000 - ago).abs() < 60_000, "{now} {ago}");
+        // What it took before.
+        assert_eq!(parse_from("42"), Ok(Seek::Offset(42)));
+        assert_eq!(parse_from("@2500"), Ok(Seek::Timestamp(2500)));
+        assert_eq!(parse_from("latest"), Ok(Seek::Latest));
+        assert!(parse_from("-1parsec").is_err());
+        assert!(parse_from("2026-13-04T10:00:00Z").is_err());
+        assert!(parse_from("soon").is_err());
+    }
 
     #[test]
     fn base64_is_rfc_4648() {
