@@ -101,6 +101,19 @@ fn from_a_time_starts_at_the_first_record_at_or_after_it() {
             .lines(),
         ["at-1000"]
     );
+    // RFC 3339 names the same instant; a time ago is after these 1970 records.
+    assert_eq!(
+        server
+            .cli(&["consume", "t", "--from", "1970-01-01T00:00:02.5Z"])
+            .lines(),
+        ["at-3000", "at-4000", "at-5000"]
+    );
+    assert!(
+        server
+            .cli(&["consume", "t", "--from", "-1h"])
+            .ok()
+            .is_empty()
+    );
     assert!(
         server
             .cli(&["consume", "t", "--from", "@9000"])
@@ -229,4 +242,94 @@ fn follow_prints_records_appended_after_it_started() {
         server.cli(&["consume", "t", "-g", "live"]).lines(),
         ["after"]
     );
+}
+
+#[test]
+fn print_picks_the_text_fields_and_their_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    server.cli(&["topic", "create", "t"]).ok();
+    server
+        .cli_with_input(
+            &["produce", "t", "-p", "0", "--key-separator", ":"],
+            "alice:a book\nbob:a lamp\n",
+        )
+        .ok();
+    server
+        .cli_with_input(&["produce", "t", "-p", "0"], "keyless\n")
+        .ok();
+
+    // The default is unchanged: values alone.
+    assert_eq!(
+        server.cli(&["consume", "t"]).lines(),
+        ["a book", "a lamp", "keyless"]
+    );
+    assert_eq!(
+        server
+            .cli(&["consume", "t", "--print", "key,partition,offset,value"])
+            .lines(),
+        [
+            "alice\t0\t0\ta book",
+            "bob\t0\t1\ta lamp",
+            "\t0\t2\tkeyless"
+        ]
+    );
+    assert_eq!(
+        server
+            .cli(&["consume", "t", "-n", "1", "--print", "offset,key"])
+            .lines(),
+        ["0\talice"]
+    );
+    let bad = server.cli(&["consume", "t", "--print", "colour"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+}
+
+#[test]
+fn json_carries_bytes_that_are_not_utf8_as_base64_under_a_marked_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    server.cli(&["topic", "create", "t"]).ok();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut client = server.client().await;
+        client
+            .produce(ProduceRequest {
+                topic: "t".into(),
+                partition: Some(0),
+                records: vec![
+                    proto::Record {
+                        key: Some(Bytes::from_static(&[0xff, 0xfe, 0x00])),
+                        value: Bytes::from_static(b"caf\xc3\xa9"),
+                        headers: vec![proto::Header {
+                            name: "h".into(),
+                            value: Bytes::from_static(b"\x80"),
+                        }],
+                        ..proto::Record::default()
+                    },
+                    proto::Record {
+                        key: Some(Bytes::from_static(b"k")),
+                        value: Bytes::from_static(b"\xc3\x28"),
+                        ..proto::Record::default()
+                    },
+                ],
+                batch: Bytes::new(),
+            })
+            .await
+            .expect("produce");
+    });
+    let records = server
+        .cli(&["consume", "t", "--output", "json"])
+        .json_lines();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let first = records[0].as_object().expect("an object");
+    assert_eq!(first["key_base64"], "//4A", "{first:?}");
+    assert!(!first.contains_key("key"), "{first:?}");
+    assert_eq!(first["value"], "café", "{first:?}");
+    assert!(!first.contains_key("value_base64"), "{first:?}");
+    assert_eq!(first["headers"][0]["name"], "h");
+    assert_eq!(first["headers"][0]["value_base64"], "gA==");
+    let second = records[1].as_object().expect("an object");
+    assert_eq!(second["key"], "k");
+    assert_eq!(second["value_base64"], "wyg=");
+    assert!(!second.contains_key("value"), "{second:?}");
 }

@@ -34,7 +34,13 @@ fn a_topic_is_created_listed_described_altered_and_deleted() {
     assert!(list[0].starts_with("NAME"), "{list:?}");
     assert!(list[1].starts_with("audit "), "{list:?}");
     assert!(list[2].starts_with("orders "), "{list:?}");
-    assert!(list[2].contains("interval:250"), "{list:?}");
+    // Sizes and durations the way they were typed; JSON below keeps the numbers.
+    let cells: Vec<&str> = list[2].split_whitespace().collect();
+    assert_eq!(
+        cells,
+        ["orders", "3", "7d", "unlimited", "1MiB", "interval:250ms"],
+        "{list:?}"
+    );
 
     // JSON: one object per topic with the effective settings.
     let topics = server
@@ -55,9 +61,17 @@ fn a_topic_is_created_listed_described_altered_and_deleted() {
         .ok();
     let text = server.cli(&["topic", "describe", "orders"]).lines();
     assert!(
-        text.iter().any(|l| l == "fsync:              interval:250"),
+        text.iter()
+            .any(|l| l == "fsync:              interval:250ms"),
         "{text:?}"
     );
+    for line in [
+        "retention.ms:       7d",
+        "segment.bytes:      1MiB",
+        "max.record.bytes:   1MiB",
+    ] {
+        assert!(text.iter().any(|l| l == line), "{line}: {text:?}");
+    }
     let row = text
         .iter()
         .find(|l| l.starts_with("1 "))
@@ -125,12 +139,16 @@ fn creating_a_topic_twice_or_with_a_bad_setting_is_refused_with_the_reason() {
 
     let again = server.cli(&["topic", "create", "orders"]);
     let err = again.failed();
-    assert!(err.contains("topic 'orders' already exists"), "{err}");
+    // The gRPC code is said once, not "already exists: topic 'orders' already exists".
+    assert!(
+        err.starts_with("error: topic 'orders' already exists\n"),
+        "{err}"
+    );
     assert!(err.contains("strata topic describe orders"), "{err}");
 
     let bad = server.cli(&["topic", "create", "bad name"]);
     assert!(
-        bad.failed().contains("invalid topic name"),
+        bad.failed().starts_with("error: invalid topic name"),
         "{}",
         bad.stderr
     );

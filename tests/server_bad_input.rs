@@ -128,7 +128,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
         name: "short".into(),
         partitions: 1,
         config: Some(TopicConfig {
-            segment_max_bytes: Some(1024),
+            segment_max_bytes: Some(4096),
             ..TopicConfig::default()
         }),
     })

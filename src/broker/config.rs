@@ -104,7 +104,8 @@ pub struct TopicConfig {
     pub fsync: FsyncMode,
     /// The fsync period under [`FsyncMode::Interval`].
     pub fsync_interval_ms: u64,
-    /// The largest record (key + value + headers + framing) accepted.
+    /// The largest record accepted, counted as encoded in a batch ([`crate::record::Record::encoded_len`]:
+    /// key, value, headers and their framing).
     pub max_record_bytes: u32,
 }
 
@@ -123,8 +124,9 @@ impl Default for TopicConfig {
     }
 }
 
-/// The smallest segment a topic may ask for.
-pub const MIN_SEGMENT_BYTES: u64 = 1024;
+/// The smallest segment a topic may ask for: the storage's own minimum, so that what a topic
+/// is told it has is what its logs use (a smaller one is refused, not raised).
+pub const MIN_SEGMENT_BYTES: u64 = crate::storage::MIN_SEGMENT_BYTES;
 /// The largest segment a topic may ask for.
 pub const MAX_SEGMENT_BYTES: u64 = MAX_BATCH_BYTES as u64;
 
@@ -151,11 +153,20 @@ impl TopicConfig {
 
     /// Checks every field against the broker's limits.
     pub fn validate(&self, broker: &BrokerConfig) -> Result<(), BrokerError> {
-        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_max_bytes) {
+        if self.segment_max_bytes < MIN_SEGMENT_BYTES {
             return Err(BrokerError::invalid(
                 "segment_max_bytes",
                 format!(
-                    "{} is outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}",
+                    "{} is below the smallest segment the storage uses, {MIN_SEGMENT_BYTES} bytes",
+                    self.segment_max_bytes
+                ),
+            ));
+        }
+        if self.segment_max_bytes > MAX_SEGMENT_BYTES {
+            return Err(BrokerError::invalid(
+                "segment_max_bytes",
+                format!(
+                    "{} is above the largest segment, {MAX_SEGMENT_BYTES} bytes",
                     self.segment_max_bytes
                 ),
             ));

@@ -12,6 +12,12 @@ use std::{io::Write, path::PathBuf, process::ExitCode};
 
 /// Options of `strata auth`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  strata auth add billing --file principals.json\n  \
+    strata auth allow billing read topic:orders --file principals.json\n  \
+    strata auth check billing read topic:orders --file principals.json\n  \
+    strata auth revoke billing --file principals.json\n  strata auth list --file principals.json"
+)]
 pub struct AuthArgs {
     /// What to do.
     #[command(subcommand)]
@@ -61,6 +67,7 @@ pub enum AuthCommand {
     },
     /// Remove a principal: its token stops working at the broker's next reload (SIGHUP), and its
     /// open subscriptions end.
+    #[command(after_help = "Example:\n  strata auth revoke billing --file principals.json")]
     Revoke {
         /// The principal.
         name: String,
@@ -84,6 +91,7 @@ pub enum AuthCommand {
         file: PathBuf,
     },
     /// List the principals and their rules (never tokens).
+    #[command(after_help = "Example:\n  strata auth list --file principals.json")]
     List {
         /// The principals file.
         #[arg(long, env = "STRATA_AUTH_FILE")]

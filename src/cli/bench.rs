@@ -27,6 +27,14 @@ use std::{
 
 /// `strata bench`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Each load uses --topic, or a topic of its own (created, then deleted unless \
+    --keep), and prints a report when it ends: records/s, MB/s of payload, latency percentiles.\n\n\
+    Examples:\n  strata bench produce --producers 4 --duration 15s\n  \
+    strata bench consume --backlog-bytes 1GiB\n  \
+    strata bench e2e --rate-mb 50 --output json\n  \
+    strata bench rebalance --partitions 12 --joins 20"
+)]
 pub struct BenchArgs {
     /// Which load to run.
     #[command(subcommand)]

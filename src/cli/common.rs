@@ -316,9 +316,70 @@ pub(crate) fn parse_ms(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
+/// A byte size the way it is typed, [`parse_bytes`]'s inverse: the largest binary unit that
+/// divides it exactly (`256MiB`, `1GiB`, `1536KiB`), else plain bytes (`1000`).
+pub(crate) fn format_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    match UNITS
+        .iter()
+        .find(|(scale, _)| bytes != 0 && bytes.is_multiple_of(*scale))
+    {
+        Some((scale, unit)) => format!("{}{unit}", bytes / scale),
+        None => bytes.to_string(),
+    }
+}
+
+/// A duration the way it is typed, [`parse_ms`]'s inverse: the largest unit that divides it
+/// exactly (`7d`, `12h`, `15m`, `30s`), else milliseconds (`1500ms`).
+pub(crate) fn format_ms(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    match UNITS
+        .iter()
+        .find(|(scale, _)| ms != 0 && ms.is_multiple_of(*scale))
+    {
+        Some((scale, unit)) => format!("{}{unit}", ms / scale),
+        None => format!("{ms}ms"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_durations_print_the_way_they_are_typed_and_parse_back() {
+        assert_eq!(format_bytes(256 << 20), "256MiB");
+        assert_eq!(format_bytes(1 << 30), "1GiB");
+        assert_eq!(format_bytes(1536 << 10), "1536KiB");
+        assert_eq!(format_bytes(1000), "1000");
+        assert_eq!(format_bytes(0), "0");
+        assert_eq!(format_ms(7 * 86_400_000), "7d");
+        assert_eq!(format_ms(90 * 60_000), "90m");
+        assert_eq!(format_ms(1500), "1500ms");
+        assert_eq!(format_ms(0), "0ms");
+        let mut x: u64 = 1;
+        for i in 0..2000u64 {
+            for n in [i, i << 10, i << 20, i * 1000, i * 60_000, i * 86_400_000, x] {
+                assert_eq!(parse_bytes(&format_bytes(n)), Ok(n), "{n}");
+                assert_eq!(parse_ms(&format_ms(n)), Ok(n), "{n}");
+            }
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+        }
+        assert_eq!(parse_bytes(&format_bytes(u64::MAX)), Ok(u64::MAX));
+        assert_eq!(parse_ms(&format_ms(u64::MAX)), Ok(u64::MAX));
+    }
 
     #[test]
     fn sizes_and_durations_parse() {

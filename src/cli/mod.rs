@@ -98,9 +98,23 @@ pub fn main() -> ExitCode {
         Command::Group(args) => common::run(group::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Auth(args) => auth::run(args),
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
-            ExitCode::SUCCESS
+        Command::Completions { shell } => completions(shell),
+    }
+}
+
+/// Prints the completion script. clap_complete panics on a failed write, so the script is made
+/// in memory first; a reader that closes the pipe early (`| head -1`) ends it quietly.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "strata", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln_stderr(&format!("error: writing to stdout: {e}"));
+            ExitCode::FAILURE
         }
     }
 }

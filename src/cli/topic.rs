@@ -1,6 +1,8 @@
 //! `strata topic create | list | describe | delete | alter`.
 
-use super::common::{ClientArgs, Failure, Output, Printer, parse_bytes, parse_ms};
+use super::common::{
+    ClientArgs, Failure, Output, Printer, format_bytes, format_ms, parse_bytes, parse_ms,
+};
 use crate::client::{Admin, FsyncPolicy, TopicInfo, TopicSettings};
 use clap::{Args, Subcommand};
 
@@ -136,10 +138,10 @@ pub(crate) async fn run(args: TopicArgs) -> Result<(), Failure> {
                                 t.name.clone(),
                                 t.partitions.to_string(),
                                 retention_ms(&t.config),
-                                limit(t.config.retention_bytes),
+                                limit(t.config.retention_bytes, format_bytes),
                                 t.config
                                     .segment_max_bytes
-                                    .map_or_else(String::new, |b| b.to_string()),
+                                    .map_or_else(String::new, format_bytes),
                                 fsync(&t.config),
                             ]
                         })
@@ -243,15 +245,24 @@ fn print_altered(out: &mut Printer, topic: &TopicInfo) -> Result<(), Failure> {
 }
 
 fn print_settings(out: &mut Printer, c: &TopicSettings) -> Result<(), Failure> {
-    let opt = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
+    let size = |v: Option<u64>| v.map_or_else(String::new, format_bytes);
     out.line(&format!("retention.ms:       {}", retention_ms(c)))?;
-    out.line(&format!("retention.bytes:    {}", limit(c.retention_bytes)))?;
-    out.line(&format!("segment.bytes:      {}", opt(c.segment_max_bytes)))?;
-    out.line(&format!("segment.ms:         {}", limit(c.segment_max_ms)))?;
+    out.line(&format!(
+        "retention.bytes:    {}",
+        limit(c.retention_bytes, format_bytes)
+    ))?;
+    out.line(&format!(
+        "segment.bytes:      {}",
+        size(c.segment_max_bytes)
+    ))?;
+    out.line(&format!(
+        "segment.ms:         {}",
+        limit(c.segment_max_ms, format_ms)
+    ))?;
     out.line(&format!("fsync:              {}", fsync(c)))?;
     out.line(&format!(
         "max.record.bytes:   {}",
-        opt(c.max_record_bytes.map(u64::from))
+        size(c.max_record_bytes.map(u64::from))
     ))
 }
 
@@ -313,14 +324,15 @@ pub(super) fn parse_fsync(value: &str) -> Result<(FsyncPolicy, Option<u64>), Str
 }
 
 fn retention_ms(c: &TopicSettings) -> String {
-    limit(c.retention_ms).replace("unlimited", "forever")
+    limit(c.retention_ms, format_ms).replace("unlimited", "forever")
 }
 
-fn limit(v: Option<i64>) -> String {
-    match v {
+/// A setting where -1 means no limit, printed the way it is typed.
+fn limit(v: Option<i64>, format: fn(u64) -> String) -> String {
+    match v.map(u64::try_from) {
         None => String::new(),
-        Some(v) if v < 0 => "unlimited".into(),
-        Some(v) => v.to_string(),
+        Some(Err(_)) => "unlimited".into(),
+        Some(Ok(v)) => format(v),
     }
 }
 
@@ -330,7 +342,7 @@ fn fsync(c: &TopicSettings) -> String {
         Some(FsyncPolicy::Always) => "always".into(),
         Some(FsyncPolicy::Never) => "never".into(),
         Some(FsyncPolicy::Interval) => match c.fsync_interval_ms {
-            Some(ms) => format!("interval:{ms}"),
+            Some(ms) => format!("interval:{}", format_ms(ms)),
             None => "interval".into(),
         },
     }

@@ -149,7 +149,8 @@ impl ClientError {
 }
 
 /// `Status`'s own `Display` is its debug dump; this is the broker's sentence after a short name
-/// of the code.
+/// of the code, the code said once: a sentence that already says it (`topic 'o2' already
+/// exists`, `offset 9 is out of range: ...`) is not prefixed with it.
 fn describe_status(status: &Status) -> String {
     let kind = match status.code() {
         Code::Ok => "ok",
@@ -170,9 +171,77 @@ fn describe_status(status: &Status) -> String {
         Code::DataLoss => "data loss",
         Code::Unauthenticated => "unauthenticated",
     };
-    if status.message().is_empty() {
+    let message = status.message();
+    if message.is_empty() {
         kind.to_string()
+    } else if says_code(&message.to_ascii_lowercase(), status.code(), kind) {
+        message.to_string()
     } else {
-        format!("{kind}: {}", status.message())
+        format!("{kind}: {message}")
+    }
+}
+
+/// True when `message` (lowercase) already says what `code` means, in its short name or in the
+/// words the broker's sentences use for it.
+fn says_code(message: &str, code: Code, kind: &str) -> bool {
+    let synonyms: &[&str] = match code {
+        Code::NotFound => &["does not exist", "no such"],
+        Code::InvalidArgument => &["invalid "],
+        Code::ResourceExhausted => &["larger than", "over the broker's limit"],
+        _ => &[],
+    };
+    message.contains(kind) || synonyms.iter().any(|s| message.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_names_its_code_once() {
+        let codes = [
+            Code::Cancelled,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unavailable,
+            Code::DataLoss,
+            Code::Unauthenticated,
+        ];
+        for code in codes {
+            let kind = describe_status(&Status::new(code, ""));
+            // A sentence that says the code already is printed as it is.
+            let says_it = format!("topic 'o2': {kind}, says the broker");
+            let shown = ClientError::Status(Status::new(code, says_it.clone())).to_string();
+            assert_eq!(shown, says_it, "{code:?}");
+            assert_eq!(shown.matches(kind.as_str()).count(), 1, "{code:?}: {shown}");
+            // One that does not gets the code in front, once.
+            let shown = ClientError::Status(Status::new(code, "topic 'o2'")).to_string();
+            assert_eq!(shown, format!("{kind}: topic 'o2'"), "{code:?}");
+        }
+        let exists = Status::already_exists("topic 'o2' already exists");
+        assert_eq!(
+            ClientError::Status(exists).to_string(),
+            "topic 'o2' already exists"
+        );
+        let missing = Status::not_found("topic 'nope' does not exist");
+        assert_eq!(
+            ClientError::Status(missing).to_string(),
+            "topic 'nope' does not exist"
+        );
+        let capital = Status::permission_denied("Permission denied for principal 'bob'");
+        assert_eq!(
+            ClientError::Status(capital).to_string(),
+            "Permission denied for principal 'bob'"
+        );
     }
 }

@@ -170,12 +170,15 @@ fn check_producer_stamp(header: &BatchHeader, bytes: &[u8]) -> Result<(), Format
         Some(stamp) if stamp.last_sequence(header.record_count).is_none() => Err(
             FormatError::BadProducerStamp("the records' sequence numbers run past 2^32 - 1"),
         ),
-        None if header.version != super::BATCH_VERSION_V1
-            && (read_u16(bytes, field::PRODUCER_EPOCH) != 0
-                || read_u32(bytes, field::BASE_SEQUENCE) != 0) =>
+        None if read_u16(bytes, field::PRODUCER_EPOCH) != 0
+            || read_u32(bytes, field::BASE_SEQUENCE) != 0 =>
         {
             Err(FormatError::BadProducerStamp(
-                "epoch and sequence must be 0 when the producer id is 0",
+                if header.version == super::BATCH_VERSION_V1 {
+                    "a version-1 batch has no producer: its reserved bytes 14..16 and 44..48 must be 0"
+                } else {
+                    "epoch and sequence must be 0 when the producer id is 0"
+                },
             ))
         }
         Some(_) | None => Ok(()),
@@ -279,6 +282,53 @@ mod tests {
             validate_batch(&stray, 1024),
             Err(FormatError::BadProducerStamp(_))
         ));
+    }
+
+    #[test]
+    fn a_version_1_batch_with_reserved_bytes_set_is_refused() {
+        let v1 = as_v1(&batch(&[b"a"]), 0);
+        for at in [field::PRODUCER_EPOCH, field::BASE_SEQUENCE + 3] {
+            let mut b = v1.clone();
+            b[at] = 1;
+            let crc = super::super::batch_crc(&b);
+            b[..4].copy_from_slice(&crc.to_le_bytes());
+            let err = validate_batch(&b, 1024).expect_err("reserved bytes set");
+            assert!(
+                matches!(err, FormatError::BadProducerStamp(m) if m.contains("reserved bytes")),
+                "byte {at}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_record_limit_counts_the_encoded_record() {
+        let record = crate::record::Record {
+            timestamp_ms: 0,
+            key: Some(bytes::Bytes::from_static(b"key")),
+            value: bytes::Bytes::from_static(b"value"),
+            headers: vec![crate::record::Header {
+                name: "n".into(),
+                value: bytes::Bytes::from_static(b"v"),
+            }],
+        };
+        let size = record.encoded_len();
+        assert_eq!(
+            size,
+            28 + 3 + 5 + (6 + 1 + 1),
+            "docs/FORMAT.md's record size"
+        );
+        let mut b = BatchBuilder::default();
+        b.push(&record);
+        let bytes = b.finish(0);
+        assert!(validate_batch(&bytes, size).is_ok());
+        assert_eq!(
+            validate_batch(&bytes, size - 1),
+            Err(FormatError::RecordTooLarge {
+                index: 0,
+                size,
+                max: size - 1
+            })
+        );
     }
 
     #[test]

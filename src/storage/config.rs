@@ -19,6 +19,10 @@ pub enum FsyncPolicy {
 /// [`LogConfig::cached_tail_bytes`] unless set: a consumer up to this far behind reads from memory.
 pub const DEFAULT_CACHED_TAIL_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The smallest [`LogConfig::segment_max_bytes`] a log uses: [`super::Log::open`] raises a
+/// smaller one to it (the broker refuses a smaller one outright).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+
 /// Default of [`LogConfig::producer_expiry_ms`]: a day, as Kafka's.
 pub const DEFAULT_PRODUCER_EXPIRY_MS: u64 = 24 * 3600 * 1000;
 /// Default of [`LogConfig::max_producers`].

@@ -22,7 +22,7 @@ mod sync_times;
 
 pub use config::{
     DEFAULT_CACHED_TAIL_BYTES, DEFAULT_MAX_PRODUCERS, DEFAULT_PRODUCER_EXPIRY_MS, FsyncPolicy,
-    LogConfig,
+    LogConfig, MIN_SEGMENT_BYTES,
 };
 pub use error::StorageError;
 pub use fault::{FaultInjector, FileOp, IoEvent};

@@ -6,7 +6,7 @@
 
 use super::log::{lock, now_ms};
 use super::{
-    LogConfig, Offset, Result, StorageError,
+    LogConfig, MIN_SEGMENT_BYTES, Offset, Result, StorageError,
     checkpoint::{self, CLEAN_SHUTDOWN_FILE, RecoveryPoint},
     fs::{self, Io},
     log::{Log, Writer},
@@ -22,7 +22,9 @@ const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering from a crash if there was one.
     pub fn open(dir: &Path, mut config: LogConfig) -> Result<Log> {
-        config.segment_max_bytes = config.segment_max_bytes.clamp(4096, MAX_SEGMENT_BYTES);
+        config.segment_max_bytes = config
+            .segment_max_bytes
+            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         let io = Io::new(config.faults.clone());
         io.create_dir_durable(dir)?;
         let bases = list_segments(dir, &io)?;
