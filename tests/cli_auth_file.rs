@@ -7,15 +7,8 @@
 
 mod common;
 
-use common::cli;
+use common::cli::auth_run as auth;
 use std::{os::unix::fs::PermissionsExt, path::Path};
-
-fn auth(file: &Path, args: &[&str]) -> cli::Run {
-    let mut all = vec!["auth"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--file", file.to_str().unwrap()]);
-    cli::run(None, &all, b"")
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777

@@ -10,33 +10,14 @@
 
 mod common;
 
-use common::{Client, Server, cli};
-use std::path::Path;
+use common::{Client, Server, cli, cli::auth, with_token as with};
 use strata::proto::{self, Empty, StartPosition, start_position::Position};
 use strata::record::BatchBuilder;
 use tonic::{
     Code,
     Code::{Ok as Yes, PermissionDenied as No},
-    Request, Status,
+    Status,
 };
-
-/// `strata auth ARGS --file FILE`: stdout.
-fn auth(file: &Path, args: &[&str]) -> String {
-    let mut all = vec!["auth"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--file", file.to_str().unwrap()]);
-    cli::run(None, &all, b"").ok().trim().to_string()
-}
-
-fn with<T>(token: Option<&str>, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Some(t) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    request
-}
 
 fn batch() -> bytes::Bytes {
     let mut b = BatchBuilder::default();

@@ -11,9 +11,9 @@ use common::{
     cli, free_port,
     hostile::{half_sent_produce, start_server, wait_until},
     metrics::{scrape, value},
+    with_token,
 };
 use strata::proto::{ProduceRequest, Record};
-use tonic::Request;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_credentials_are_refused_before_their_body_is_read() {
@@ -66,7 +66,7 @@ async fn requests_without_credentials_are_refused_before_their_body_is_read() {
     let mut client = server.client().await;
     client
         .create_topic(with_token(
-            &token,
+            Some(&token),
             strata::proto::CreateTopicRequest {
                 name: "orders".into(),
                 partitions: 1,
@@ -77,7 +77,7 @@ async fn requests_without_credentials_are_refused_before_their_body_is_read() {
         .unwrap();
     let produced = client
         .produce(with_token(
-            &token,
+            Some(&token),
             ProduceRequest {
                 topic: "orders".into(),
                 records: vec![Record {
@@ -92,11 +92,4 @@ async fn requests_without_credentials_are_refused_before_their_body_is_read() {
         .into_inner();
     assert_eq!(produced.results[0].record_count, 1);
     drop(stalled);
-}
-
-fn with_token<T>(token: &str, message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }

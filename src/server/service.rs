@@ -72,6 +72,12 @@ impl Service {
             .authorize(who, operation, resource)
             .map_err(Status::from)
     }
+
+    /// Whether `who` may see `topic`'s offsets (answers that list several topics filter by it).
+    fn describes_topic(&self, who: &Principal, topic: &str) -> bool {
+        self.auth
+            .allows(who, Operation::Describe, &Resource::topic(topic))
+    }
 }
 
 #[tonic::async_trait]
@@ -113,10 +119,7 @@ impl Strata for Service {
         Ok(Response::new(proto::ListTopicsResponse {
             topics: topics
                 .iter()
-                .filter(|t| {
-                    self.auth
-                        .allows(&who, Operation::Describe, &Resource::topic(&t.name))
-                })
+                .filter(|t| self.describes_topic(&who, &t.name))
                 .map(convert::topic_info)
                 .collect(),
         }))
@@ -331,6 +334,7 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
+        self.check(&who, Operation::Describe, &Resource::topic(&req.topic))?;
         let broker = self.broker.clone();
         let offsets = blocking(move || broker.committed_offsets(&req.group, &req.topic)).await?;
         Ok(Response::new(proto::FetchCommittedOffsetsResponse {
@@ -370,7 +374,12 @@ impl Strata for Service {
         let req = request.into_inner();
         self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
         let broker = self.broker.clone();
-        let described = blocking(move || broker.describe_group(&req.group)).await?;
+        let mut described = blocking(move || broker.describe_group(&req.group)).await?;
+        // Offsets and lag of a topic are the topic's to describe: a group reading topics the
+        // caller may not see is described without them (its members and their assignments stay).
+        described
+            .partitions
+            .retain(|l| self.describes_topic(&who, &l.topic));
         Ok(Response::new(convert::group_out(described)))
     }
 

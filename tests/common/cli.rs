@@ -106,15 +106,20 @@ impl Server {
     }
 }
 
+/// `strata auth ARGS --file FILE`.
+pub fn auth_run(file: &std::path::Path, args: &[&str]) -> Run {
+    let mut all = vec!["auth"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--file", file.to_str().expect("a UTF-8 path")]);
+    run(None, &all, b"")
+}
+
+/// `strata auth ARGS --file FILE`: its stdout, trimmed (fails the test if it fails).
+pub fn auth(file: &std::path::Path, args: &[&str]) -> String {
+    auth_run(file, args).ok().trim().to_owned()
+}
+
 /// `strata auth add NAME --superuser --file FILE`: the principal's fresh token.
 pub fn add_superuser(file: &std::path::Path, name: &str) -> String {
-    let file = file.to_str().expect("a UTF-8 path");
-    run(
-        None,
-        &["auth", "add", name, "--superuser", "--file", file],
-        b"",
-    )
-    .ok()
-    .trim()
-    .to_owned()
+    auth(file, &["add", name, "--superuser"])
 }

@@ -27,6 +27,16 @@ use strata::proto::{
 use strata::record::{BatchBuilder, Frame, decode_frame};
 use tonic::transport::Channel;
 
+/// `message` as a request bearing `token` (none: no `authorization` header).
+pub fn with_token<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(t) = token {
+        let value = format!("Bearer {t}").parse().expect("a token is ASCII");
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 /// The generated client over a plain HTTP/2 channel.
 pub type Client = StrataClient<Channel>;
 
