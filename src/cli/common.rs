@@ -12,8 +12,8 @@ use std::{
 };
 use tonic::Code;
 
-/// Options of every command that talks to a broker.
-#[derive(Debug, Clone, Args)]
+/// Options of every command that talks to a broker. Its `Debug` never shows the token.
+#[derive(Clone, Args)]
 pub struct ClientArgs {
     /// The broker's gRPC URL.
     #[arg(long, env = "STRATA_BROKER", default_value = DEFAULT_BROKER, global = true)]
@@ -53,6 +53,22 @@ pub struct ClientArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Send --token over plain http:// to a broker that is not on loopback (refused otherwise,
+    /// since anyone on the path could read it): for a network you trust, such as a
+    /// TLS-terminating proxy beside the broker.
+    #[arg(long, env = "STRATA_PLAINTEXT_TOKEN", global = true)]
+    pub plaintext_token: bool,
+}
+
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("broker", &self.broker)
+            .field("output", &self.output)
+            // The token, the TLS files and --plaintext-token, the token redacted.
+            .field("connect", &self.connect_options())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The output format.
@@ -175,6 +191,7 @@ impl ClientArgs {
     pub(crate) fn connect_options(&self) -> client::ConnectOptions {
         client::ConnectOptions {
             token: self.token.clone(),
+            plaintext_token: self.plaintext_token,
             tls_ca: self.tls_ca.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),

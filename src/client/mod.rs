@@ -86,10 +86,16 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Channe
 }
 
 /// How to reach the broker beyond its URL: TLS material (with an `https://` URL) and a token.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Its `Debug` shows whether a token is set, never the token.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
-    /// The bearer token sent with every call, for a broker with a principals file.
+    /// The bearer token sent with every call, for a broker with a principals file. Sent only
+    /// over TLS (`https://`) or to a loopback address, unless `plaintext_token` says otherwise.
     pub token: Option<String>,
+    /// Sends the token over plain `http://` to a host that is not loopback: for a network the
+    /// caller trusts (a TLS-terminating sidecar on the same host), since anyone on the path can
+    /// read it.
+    pub plaintext_token: bool,
     /// PEM CA certificates the broker's certificate must chain to; `None` with `https://`: the
     /// system's roots.
     pub tls_ca: Option<std::path::PathBuf>,
@@ -98,6 +104,18 @@ pub struct ConnectOptions {
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("plaintext_token", &self.plaintext_token)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
 }
 
 impl ConnectOptions {
@@ -158,6 +176,7 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Channel
             "TLS files are given, but the URL is not https:// (use https://HOST:PORT)".into(),
         ));
     }
+    token_may_travel(&url, endpoint.uri().host(), options)?;
     let authorization = match &options.token {
         Some(token) => {
             let mut value = tonic::codegen::http::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -177,6 +196,38 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Channel
         inner,
         authorization,
     })
+}
+
+/// A token goes only over TLS or to this machine, unless `options.plaintext_token` says the
+/// network is trusted.
+fn token_may_travel(
+    url: &str,
+    host: Option<&str>,
+    options: &ConnectOptions,
+) -> Result<(), ClientError> {
+    if options.token.is_none()
+        || options.plaintext_token
+        || url.starts_with("https://")
+        || host.is_some_and(is_loopback)
+    {
+        return Ok(());
+    }
+    Err(ClientError::BadToken {
+        reason: format!(
+            "{url} is plain http:// to a host that is not loopback, where anyone on the path \
+             could read the token; use https:// (--tls-ca), or say the network is trusted \
+             (--plaintext-token)"
+        ),
+    })
+}
+
+/// Whether a URL's host names this machine: `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn tls_config(options: &ConnectOptions) -> Result<tonic::transport::ClientTlsConfig, ClientError> {
@@ -215,4 +266,55 @@ fn raw(channel: Channel) -> StrataClient<Channel> {
     StrataClient::new(channel)
         .max_decoding_message_size(MAX_RESPONSE_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_token() -> ConnectOptions {
+        ConnectOptions {
+            token: Some("strata_secret".into()),
+            ..ConnectOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_token_goes_over_tls_or_to_loopback_only() {
+        let token = with_token();
+        for (url, host) in [
+            ("http://127.0.0.1:7000", "127.0.0.1"),
+            ("http://127.8.9.10:7000", "127.8.9.10"),
+            ("http://localhost:7000", "localhost"),
+            ("http://[::1]:7000", "[::1]"),
+            ("https://broker.example:7000", "broker.example"),
+        ] {
+            assert!(token_may_travel(url, Some(host), &token).is_ok(), "{url}");
+        }
+        for (url, host) in [
+            ("http://broker.example:7000", "broker.example"),
+            ("http://10.1.2.3:7000", "10.1.2.3"),
+            ("http://[2001:db8::1]:7000", "[2001:db8::1]"),
+        ] {
+            let refused = token_may_travel(url, Some(host), &token).unwrap_err();
+            assert!(refused.to_string().contains("plain http://"), "{refused}");
+            let trusted = ConnectOptions {
+                plaintext_token: true,
+                ..with_token()
+            };
+            assert!(token_may_travel(url, Some(host), &trusted).is_ok(), "{url}");
+            let tokenless = ConnectOptions::default();
+            assert!(
+                token_may_travel(url, Some(host), &tokenless).is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let shown = format!("{:?}", with_token());
+        assert!(!shown.contains("strata_secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }

@@ -1,8 +1,9 @@
 //! The broker's connection limit: each accepted TCP connection takes a slot for as long as it is
 //! open; a connection accepted while every slot is taken is closed at once. This bounds the
 //! descriptors and per-connection state clients can pin (an idle HTTP/2 connection costs ~30 KiB).
-//! A connection that has not sent the HTTP/2 preface within the handshake timeout is closed, so
-//! that silent connections cannot hold every slot.
+//! A connection that has not sent the HTTP/2 preface within the handshake timeout (counted from
+//! its accept, a TLS handshake included, the preface read after decryption) is closed, so that
+//! silent connections cannot hold every slot, whether they speak TLS or not.
 
 use std::{
     future::Future,
@@ -29,24 +30,56 @@ pub struct ConnInfo {
     pub peer_certs: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
 }
 
-/// An accepted connection, plain or TLS.
-pub(super) enum Conn {
+/// An accepted connection, plain or TLS, as HTTP/2 reads it: until the client's HTTP/2 preface
+/// has arrived (decrypted, under TLS: a ClientHello is not a preface) by the deadline set when
+/// the connection was accepted, a read past it fails and the connection closes.
+pub(super) struct Conn {
+    transport: Transport,
+    preface: Option<Preface>,
+}
+
+enum Transport {
     /// Plaintext HTTP/2.
     Plain(Counted),
     /// HTTP/2 over TLS, the handshake done.
     Tls(Box<tokio_rustls::server::TlsStream<Counted>>),
 }
 
+/// Until the client has sent the HTTP/2 connection preface: when it must have by, and the bytes
+/// of it read so far.
+struct Preface {
+    deadline: Pin<Box<Sleep>>,
+    read_bytes: usize,
+}
+
+impl Conn {
+    pub(super) fn plain(mut counted: Counted) -> Conn {
+        let preface = counted.take_preface();
+        Conn {
+            transport: Transport::Plain(counted),
+            preface,
+        }
+    }
+
+    pub(super) fn tls(mut stream: tokio_rustls::server::TlsStream<Counted>) -> Conn {
+        let preface = stream.get_mut().0.take_preface();
+        Conn {
+            transport: Transport::Tls(Box::new(stream)),
+            preface,
+        }
+    }
+}
+
 impl Connected for Conn {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
-        match self {
-            Conn::Plain(c) => ConnInfo {
+        match &self.transport {
+            Transport::Plain(c) => ConnInfo {
                 remote_addr: c.stream.peer_addr().ok(),
                 peer_certs: None,
             },
-            Conn::Tls(t) => {
+            Transport::Tls(t) => {
                 let (c, session) = t.get_ref();
                 ConnInfo {
                     remote_addr: c.stream.peer_addr().ok(),
@@ -65,10 +98,32 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(c) => Pin::new(c).poll_read(cx, buf),
-            Conn::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = match &mut this.transport {
+            Transport::Plain(c) => Pin::new(c).poll_read(cx, buf),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        };
+        if let Some(preface) = &mut this.preface {
+            match read {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                    // A byte or two does not keep a slot: the whole preface must arrive in time.
+                    preface.read_bytes += buf.filled().len() - before;
+                    if preface.read_bytes >= HTTP2_PREFACE_BYTES {
+                        this.preface = None;
+                    }
+                }
+                Poll::Pending if preface.deadline.as_mut().poll(cx).is_ready() => {
+                    tracing::debug!(peer = ?this.connect_info().remote_addr, "closing a connection that did not send the HTTP/2 preface in time");
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client did not send the HTTP/2 preface within the handshake timeout",
+                    )));
+                }
+                _ => {}
+            }
         }
+        read
     }
 }
 
@@ -78,9 +133,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(c) => Pin::new(c).poll_write(cx, buf),
-            Conn::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().transport {
+            Transport::Plain(c) => Pin::new(c).poll_write(cx, buf),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -89,30 +144,30 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(c) => Pin::new(c).poll_write_vectored(cx, bufs),
-            Conn::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().transport {
+            Transport::Plain(c) => Pin::new(c).poll_write_vectored(cx, bufs),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(c) => c.is_write_vectored(),
-            Conn::Tls(t) => t.is_write_vectored(),
+        match &self.transport {
+            Transport::Plain(c) => c.is_write_vectored(),
+            Transport::Tls(t) => t.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(c) => Pin::new(c).poll_flush(cx),
-            Conn::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().transport {
+            Transport::Plain(c) => Pin::new(c).poll_flush(cx),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(c) => Pin::new(c).poll_shutdown(cx),
-            Conn::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().transport {
+            Transport::Plain(c) => Pin::new(c).poll_shutdown(cx),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -126,10 +181,18 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) struct Counted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
-    /// Until the client has sent the HTTP/2 connection preface: when it must have by.
+    /// When the client must have sent the HTTP/2 preface by (the TLS handshake included),
+    /// until the [`Conn`] made of it takes it to watch.
     handshake_deadline: Option<Pin<Box<Sleep>>>,
-    /// Bytes read so far, while the deadline stands.
-    read_bytes: usize,
+}
+
+impl Counted {
+    fn take_preface(&mut self) -> Option<Preface> {
+        self.handshake_deadline.take().map(|deadline| Preface {
+            deadline,
+            read_bytes: 0,
+        })
+    }
 }
 
 /// Hands out slots to accepted connections.
@@ -172,7 +235,6 @@ impl ConnectionLimit {
                 stream,
                 _slot: slot,
                 handshake_deadline: Some(Box::pin(tokio::time::sleep(self.handshake_timeout))),
-                read_bytes: 0,
             });
         }
         let mut refusals = self
@@ -210,29 +272,7 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Some(deadline) = &mut this.handshake_deadline {
-            match read {
-                Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                    // A byte or two does not keep a slot: the whole preface must arrive in time.
-                    this.read_bytes += buf.filled().len() - before;
-                    if this.read_bytes >= HTTP2_PREFACE_BYTES {
-                        this.handshake_deadline = None;
-                    }
-                }
-                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                    tracing::debug!(peer = ?this.stream.peer_addr().ok(), "closing a connection that did not send the HTTP/2 preface in time");
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client did not send the HTTP/2 preface within the handshake timeout",
-                    )));
-                }
-                _ => {}
-            }
-        }
-        read
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 

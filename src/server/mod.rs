@@ -116,7 +116,7 @@ fn tls_handshakes(
             tokio::spawn(async move {
                 match tokio::time::timeout(timeout, acceptor.accept(counted)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                        let _ = tx.send(Ok(Conn::tls(stream))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -291,7 +291,7 @@ pub async fn serve(
         Err(e) => Some(Err(e)),
     });
     let incoming: Incoming = match &tls {
-        None => Box::pin(accepted.map(|c| c.map(Conn::Plain))),
+        None => Box::pin(accepted.map(|c| c.map(Conn::plain))),
         Some(tls) => tls_handshakes(
             accepted,
             tls.clone(),

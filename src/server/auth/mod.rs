@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod file;
+mod throttle;
 
 pub use acl::{Kind, Operation, Pattern, Resource, Rule};
 pub use file::{
@@ -19,7 +20,6 @@ pub use file::{
 
 use super::{ConnInfo, RequestError};
 use std::{
-    collections::HashMap,
     net::IpAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -30,14 +30,6 @@ use tonic::metadata::MetadataMap;
 
 /// The longest `authorization` header looked at; a longer one is refused unread.
 const MAX_AUTHORIZATION_BYTES: usize = 256;
-/// Wrong tokens one address may send in a burst, and how many it gets back per second; past
-/// them, every token from the address is refused unchecked until it has tries again (tokens are
-/// 256 random bits, so this bounds the work and the log lines guessing costs, not the odds).
-const FAILURE_BURST: f64 = 20.0;
-const FAILURES_PER_SECOND: f64 = 5.0;
-/// Addresses whose failures are remembered at most (beyond it the record starts afresh).
-const MAX_TRACKED_ADDRESSES: usize = 10_000;
-
 /// Who sent a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -61,8 +53,8 @@ impl Principal {
 pub(crate) struct Auth {
     file: Option<PathBuf>,
     current: watch::Sender<Arc<Principals>>,
-    /// Per client address: (failures it may still make, when that was counted).
-    failures: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// Wrong tokens per client address.
+    failures: Mutex<throttle::Throttle>,
 }
 
 impl Auth {
@@ -174,30 +166,17 @@ impl Auth {
     }
 
     fn may_try(&self, ip: IpAddr) -> bool {
-        let mut failures = self
-            .failures
+        self.failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures.get_mut(&ip).is_none_or(|(left, at)| {
-            let now = Instant::now();
-            *left = (*left + at.elapsed().as_secs_f64() * FAILURES_PER_SECOND).min(FAILURE_BURST);
-            *at = now;
-            *left >= 1.0
-        })
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .may_try(throttle::Client::of(ip), Instant::now())
     }
 
     fn failed(&self, ip: IpAddr) {
-        let mut failures = self
-            .failures
+        self.failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failures.len() >= MAX_TRACKED_ADDRESSES && !failures.contains_key(&ip) {
-            failures.clear();
-        }
-        let entry = failures
-            .entry(ip)
-            .or_insert((FAILURE_BURST, Instant::now()));
-        entry.0 = (entry.0 - 1.0).max(0.0);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .failed(throttle::Client::of(ip), Instant::now());
     }
 }
 
