@@ -1,5 +1,5 @@
-//! Property test: random sequences of appends, reads, rolls, reopens, retention, truncation and
-//! timestamp lookups on a small-segment log agree with a plain in-memory model of the log.
+//! Property test: random sequences of appends, reads, rolls, reopens, retention, truncation,
+//! purges (whole segments below an offset) and timestamp lookups on a small-segment log agree with a plain in-memory model of the log.
 //! Reopens may lose the checkpoint or the indexes first; any writing operation may have one of
 //! its file operations fail (through the fault seam) and be followed by a crash, after which
 //! the log must hold everything acknowledged and, of the interrupted operation, all or a prefix.
@@ -108,6 +108,10 @@ enum Op {
     Truncate {
         at: u64,
     },
+    /// `purge_before` an offset picked by `at`.
+    Purge {
+        at: u64,
+    },
     OffsetForTimestamp {
         timestamp_ms: i64,
     },
@@ -162,6 +166,7 @@ fn op() -> impl Strategy<Value = Op> {
                 now_ms,
             }),
         1 => any::<u64>().prop_map(|at| Op::Truncate { at }),
+        1 => any::<u64>().prop_map(|at| Op::Purge { at }),
         2 => (-100..5_100i64).prop_map(|timestamp_ms| Op::OffsetForTimestamp { timestamp_ms }),
         3 => (0..24usize, crashing_op()).prop_map(|(at, during)| Op::Crash { at, during: Box::new(during) }),
     ]
@@ -196,6 +201,7 @@ fn crashing_op() -> impl Strategy<Value = Op> {
                 now_ms,
             }),
         1 => any::<u64>().prop_map(|at| Op::Truncate { at }),
+        1 => any::<u64>().prop_map(|at| Op::Purge { at }),
     ]
 }
 
@@ -562,6 +568,7 @@ impl Harness {
                 now_ms,
             } => self.retention(*retention_ms, *retention_bytes, *now_ms),
             Op::Truncate { at } => self.truncate(*at),
+            Op::Purge { at } => self.purge(*at),
             Op::OffsetForTimestamp { timestamp_ms } => {
                 let want = self
                     .model
@@ -714,6 +721,20 @@ impl Harness {
                     },
                 }
             }
+            Op::Purge { at } => {
+                let offset = pick_offset(&self.model, *at);
+                let bases = segment_bases(&self.path());
+                let want = expected_purge(&bases, offset);
+                match self.log().purge_before(offset) {
+                    Ok(deleted) => {
+                        assert_eq!(deleted, want, "purge_before({offset}) of {bases:?}");
+                        self.model.earliest = bases[want];
+                        self.model.batches.retain(|b| b.base >= bases[want]);
+                        Outcome::Exact
+                    }
+                    Err(_) => Outcome::RetainedFrom(bases[..=want].to_vec()),
+                }
+            }
             other => unreachable!("{other:?} does not write"),
         }
     }
@@ -787,6 +808,22 @@ impl Harness {
         self.model.batches.retain(|b| b.base >= earliest);
     }
 
+    fn purge(&mut self, at: u64) {
+        let offset = pick_offset(&self.model, at);
+        let bases = segment_bases(&self.path());
+        let want = expected_purge(&bases, offset);
+        let deleted = self.log().purge_before(offset).unwrap();
+        assert_eq!(deleted, want, "purge_before({offset}) of {bases:?}");
+        let earliest = self.log().earliest_offset();
+        assert_eq!(earliest, bases[want]);
+        assert!(
+            earliest <= offset.max(self.model.earliest),
+            "purged past {offset}"
+        );
+        self.model.earliest = earliest;
+        self.model.batches.retain(|b| b.base >= earliest);
+    }
+
     fn truncate(&mut self, at: u64) {
         let offset = pick_offset(&self.model, at);
         let want = self.truncation_point(offset);
@@ -797,6 +834,15 @@ impl Harness {
         // Appends continue from there.
         assert_eq!(self.log().next_offset(), want);
     }
+}
+
+/// How many of the segments starting at `bases` (oldest first, the active one last)
+/// `purge_before(offset)` deletes: those whose successor starts at or below `offset`.
+fn expected_purge(bases: &[Offset], offset: Offset) -> usize {
+    bases
+        .windows(2)
+        .take_while(|pair| pair[1] <= offset)
+        .count()
 }
 
 proptest! {

@@ -18,11 +18,10 @@ impl Log {
         if config.retention_ms.is_none() && config.retention_bytes.is_none() {
             return Ok(0);
         }
-        let mut w = lock(&self.writer);
+        let w = lock(&self.writer);
         let segs = self.segments();
         let mut total = w.sealed_bytes + w.size;
         let mut doomed = 0;
-        let mut freed = 0;
         for (i, seg) in segs.iter().enumerate() {
             let Some(next) = segs.get(i + 1).map(|s| s.base_offset) else {
                 break;
@@ -41,24 +40,48 @@ impl Log {
                 break;
             }
             total -= size;
-            freed += size;
             doomed += 1;
         }
-        if doomed == 0 {
+        self.delete_oldest(w, &segs[..doomed], "retention")
+    }
+
+    /// Deletes the sealed segments every offset of which is below `offset` (what a replicated
+    /// log purges once its state is snapshotted up to there): whole segments only, so the log's
+    /// earliest offset becomes the base of the segment holding `offset`, at most `offset`. The
+    /// active segment is never deleted. Returns how many went.
+    pub fn purge_before(&self, offset: Offset) -> Result<usize> {
+        self.check_poisoned()?;
+        let w = lock(&self.writer);
+        let segs = self.segments();
+        let doomed = segs
+            .windows(2)
+            .take_while(|pair| pair[1].base_offset <= offset)
+            .count();
+        self.delete_oldest(w, &segs[..doomed], "purge")
+    }
+
+    /// Drops `doomed`, the oldest sealed segments, from the log and then deletes their files.
+    fn delete_oldest(
+        &self,
+        mut w: std::sync::MutexGuard<'_, super::log::Writer>,
+        doomed: &[Arc<Segment>],
+        why: &str,
+    ) -> Result<usize> {
+        if doomed.is_empty() {
             return Ok(0);
         }
         self.segments
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .drain(..doomed);
-        w.sealed_bytes -= freed;
+            .drain(..doomed.len());
+        w.sealed_bytes -= doomed.iter().map(|s| s.readable_end()).sum::<u64>();
         drop(w);
-        for seg in &segs[..doomed] {
-            tracing::info!(segment = %seg.path().display(), "retention: deleting segment");
+        for seg in doomed {
+            tracing::info!(segment = %seg.path().display(), why, "deleting segment");
             seg.remove_files(&self.io)?;
         }
         self.io.sync_dir(&self.dir)?;
-        Ok(doomed)
+        Ok(doomed.len())
     }
 
     /// Removes every batch holding an offset >= `offset`. Returns the new next offset (below
