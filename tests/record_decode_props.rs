@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use strata::record::{
-    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, BatchBuilder, Frame, Header, ProducerStamp,
-    Record, batch_crc, decode_frame, validate_batch,
+    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V2, BATCH_MAGIC, BATCH_VERSION, BatchBuilder, Frame,
+    Header, ProducerStamp, Record, batch_crc, decode_frame, header_bytes, validate_batch,
 };
 
 /// Walks everything a decoded buffer offers, the way the storage engine, the server and the
@@ -26,21 +26,22 @@ fn exercise(buf: &[u8]) {
     if let Ok(batches) = validate_batch(buf, 1 << 20) {
         for v in batches {
             let _ = v.record_count();
-            let mut restamped = v.restamped_header(12_345).to_vec();
-            restamped.extend_from_slice(&v.bytes()[BATCH_HEADER_BYTES..]);
-            assert!(
-                matches!(decode_frame(&restamped), Frame::Batch(_)),
-                "a validated batch no longer decodes once restamped"
-            );
+            let mut restamped = v.restamped_header(12_345, 9).to_vec();
+            restamped.extend_from_slice(v.body());
+            let Frame::Batch(stored) = decode_frame(&restamped) else {
+                panic!("a validated batch no longer decodes once restamped");
+            };
+            assert_eq!(stored.header().term, 9);
+            assert_eq!(stored.records().count(), v.record_count() as usize);
         }
     }
 }
 
 /// Overwrites the CRC so that the bytes pass the checksum and decoding goes past it.
 fn fix_crc(buf: &mut [u8]) {
-    if buf.len() >= BATCH_HEADER_BYTES {
+    if buf.len() >= BATCH_HEADER_BYTES_V2 {
         let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-        let end = len.clamp(BATCH_HEADER_BYTES, buf.len());
+        let end = len.clamp(BATCH_HEADER_BYTES_V2, buf.len());
         let crc = batch_crc(&buf[..end]);
         buf[..4].copy_from_slice(&crc.to_le_bytes());
     }
@@ -56,22 +57,30 @@ fn plausible_batch() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![0..4u32, any::<u32>()],
         any::<u8>(),
         raw_records(),
+        1..=BATCH_VERSION,
+        any::<u64>(),
     )
-        .prop_map(|(base, first_ts, max_ts, count, attributes, body)| {
-            let mut buf = vec![0u8; BATCH_HEADER_BYTES];
-            buf.extend_from_slice(&body);
-            let len = buf.len() as u32;
-            buf[4..8].copy_from_slice(&len.to_le_bytes());
-            buf[8..12].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
-            buf[12] = BATCH_VERSION;
-            buf[13] = attributes % 3;
-            buf[16..24].copy_from_slice(&base.to_le_bytes());
-            buf[24..32].copy_from_slice(&first_ts.to_le_bytes());
-            buf[32..40].copy_from_slice(&max_ts.to_le_bytes());
-            buf[40..44].copy_from_slice(&count.to_le_bytes());
-            fix_crc(&mut buf);
-            buf
-        })
+        .prop_map(
+            |(base, first_ts, max_ts, count, attributes, body, version, term)| {
+                let header_len = header_bytes(version).unwrap();
+                let mut buf = vec![0u8; header_len];
+                if header_len == BATCH_HEADER_BYTES {
+                    buf[48..56].copy_from_slice(&term.to_le_bytes());
+                }
+                buf.extend_from_slice(&body);
+                let len = buf.len() as u32;
+                buf[4..8].copy_from_slice(&len.to_le_bytes());
+                buf[8..12].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
+                buf[12] = version;
+                buf[13] = attributes % 3;
+                buf[16..24].copy_from_slice(&base.to_le_bytes());
+                buf[24..32].copy_from_slice(&first_ts.to_le_bytes());
+                buf[32..40].copy_from_slice(&max_ts.to_le_bytes());
+                buf[40..44].copy_from_slice(&count.to_le_bytes());
+                fix_crc(&mut buf);
+                buf
+            },
+        )
 }
 
 /// A length field that is usually right and sometimes anything at all.
@@ -223,7 +232,7 @@ proptest! {
         mut buf in proptest::collection::vec(any::<u8>(), 0..512),
         magic in any::<bool>(),
     ) {
-        if magic && buf.len() >= BATCH_HEADER_BYTES {
+        if magic && buf.len() >= BATCH_HEADER_BYTES_V2 {
             buf[8..12].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
             buf[12] = BATCH_VERSION;
         }
@@ -268,10 +277,40 @@ proptest! {
     }
 
     #[test]
+    fn a_batch_in_an_older_version_holds_the_same_records(
+        records in proptest::collection::vec(record(), 1..8),
+        base in 0..u64::MAX / 2,
+        version in 1..BATCH_VERSION,
+        term in any::<u64>(),
+    ) {
+        let mut b = BatchBuilder::default();
+        for r in &records {
+            b.push(r);
+        }
+        let old = b.finish_in_version(base, version);
+        let current = build(&records, base);
+        let Frame::Batch(view) = decode_frame(&old) else {
+            panic!("a version-{version} batch does not decode");
+        };
+        let h = *view.header();
+        prop_assert_eq!((h.version, h.term, h.producer), (version, 0, None));
+        prop_assert_eq!(old.len(), current.len() - (BATCH_HEADER_BYTES - BATCH_HEADER_BYTES_V2));
+        prop_assert_eq!(decoded(&old), decoded(&current));
+        // Stored, it is the current version with the same records.
+        let largest = records.iter().map(Record::encoded_len).max().unwrap();
+        let valid = validate_batch(&old, largest).expect("an older batch validates");
+        let mut stored = valid[0].restamped_header(base, term).to_vec();
+        stored.extend_from_slice(valid[0].body());
+        prop_assert_eq!(&stored[BATCH_HEADER_BYTES..], &current[BATCH_HEADER_BYTES..]);
+        prop_assert_eq!(decoded(&stored), decoded(&current));
+    }
+
+    #[test]
     fn a_built_batch_round_trips(
         records in proptest::collection::vec(record(), 1..12),
         base in 0..u64::MAX / 2,
         restamp in 0..u64::MAX / 2,
+        term in any::<u64>(),
         producer in stamp(),
     ) {
         let bytes = build_stamped(&records, base, producer);
@@ -305,14 +344,16 @@ proptest! {
         let largest = records.iter().map(Record::encoded_len).max().unwrap();
         let valid = validate_batch(&bytes, largest).expect("a built batch validates");
         prop_assert_eq!(valid.len(), 1);
-        let mut stored = valid[0].restamped_header(restamp).to_vec();
-        stored.extend_from_slice(&bytes[BATCH_HEADER_BYTES..]);
+        let mut stored = valid[0].restamped_header(restamp, term).to_vec();
+        stored.extend_from_slice(valid[0].body());
+        prop_assert_eq!(&stored[BATCH_HEADER_BYTES..], &bytes[BATCH_HEADER_BYTES..]);
         let restamped = decoded(&stored);
         prop_assert_eq!(restamped[0].0, restamp);
         let Frame::Batch(stored_view) = decode_frame(&stored) else {
             panic!("a restamped batch does not decode");
         };
         prop_assert_eq!(stored_view.header().producer, producer, "restamping keeps the producer");
+        prop_assert_eq!(stored_view.header().term, term);
         let restamped_records: Vec<Record> = restamped.into_iter().map(|(_, r)| r).collect();
         prop_assert_eq!(&restamped_records, &records);
         if largest > 0 {

@@ -1,5 +1,8 @@
-//! Property test: random sequences of appends, reads, rolls, reopens, retention, truncation,
-//! purges (whole segments below an offset) and timestamp lookups on a small-segment log agree with a plain in-memory model of the log.
+//! Property test: random sequences of appends (in the log's term, in a stated term, a later
+//! one or a refused older one; waiting as the policy says, or only for the write and then
+//! `sync_to`), reads, term lookups, rolls, reopens, retention, truncation, purges (whole
+//! segments below an offset) and timestamp lookups on a small-segment log agree with a plain
+//! in-memory model of the log.
 //! Reopens may lose the checkpoint or the indexes first; any writing operation may have one of
 //! its file operations fail (through the fault seam) and be followed by a crash, after which
 //! the log must hold everything acknowledged and, of the interrupted operation, all or a prefix.
@@ -18,7 +21,7 @@ use std::{
 };
 use strata::{
     record::{BATCH_HEADER_BYTES, BatchBuilder, Frame, decode_frame, validate_batch},
-    storage::{FsyncPolicy, Log, LogConfig, Offset, StorageError},
+    storage::{AppendWait, FsyncPolicy, Log, LogConfig, Offset, StorageError},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,7 @@ struct ModelRecord {
 #[derive(Debug, Clone)]
 struct ModelBatch {
     base: Offset,
+    term: u64,
     records: Vec<ModelRecord>,
 }
 
@@ -68,6 +72,11 @@ impl Model {
             .flat_map(|b| (b.base..).zip(b.records.iter()))
     }
 
+    /// The log's term: its last batch's, 0 when it holds none.
+    fn term(&self) -> u64 {
+        self.batches.last().map_or(0, |b| b.term)
+    }
+
     /// Index of the batch holding `offset`.
     fn batch_index(&self, offset: Offset) -> Option<usize> {
         let i = self.batches.partition_point(|b| b.next() <= offset);
@@ -82,10 +91,28 @@ struct RecordSpec {
     value_len: usize,
 }
 
+/// The term an append asks for.
+#[derive(Debug, Clone, Copy)]
+enum TermChoice {
+    /// None: `append_batches`, in the log's term.
+    Inherit,
+    /// `append_in_term` with the log's term.
+    Same,
+    /// `append_in_term` with a term this much later.
+    Later(u64),
+    /// `append_in_term` with a term one below the log's: refused, nothing stored.
+    Behind,
+}
+
 #[derive(Debug, Clone)]
 enum Op {
-    /// One call to `append_batches` with these batches.
-    Append(Vec<Vec<RecordSpec>>),
+    /// One append call with these batches.
+    Append {
+        batches: Vec<Vec<RecordSpec>>,
+        term: TermChoice,
+        /// `AppendWait::Written` then `sync_to` the new end, rather than the policy's wait.
+        written_then_sync: bool,
+    },
     Read {
         at: u64,
         max_bytes: usize,
@@ -145,10 +172,32 @@ fn record_spec() -> impl Strategy<Value = RecordSpec> {
         })
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    let batch = proptest::collection::vec(record_spec(), 1..6);
+fn term_choice() -> impl Strategy<Value = TermChoice> {
     prop_oneof![
-        12 => proptest::collection::vec(batch, 1..3).prop_map(Op::Append),
+        4 => Just(TermChoice::Inherit),
+        3 => Just(TermChoice::Same),
+        2 => (1..3u64).prop_map(TermChoice::Later),
+        1 => Just(TermChoice::Behind),
+    ]
+}
+
+fn append_op() -> impl Strategy<Value = Op> {
+    let batch = proptest::collection::vec(record_spec(), 1..6);
+    (
+        proptest::collection::vec(batch, 1..3),
+        term_choice(),
+        any::<bool>(),
+    )
+        .prop_map(|(batches, term, written_then_sync)| Op::Append {
+            batches,
+            term,
+            written_then_sync,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => append_op(),
         4 => (any::<u64>(), prop_oneof![Just(1usize), 1..10_000usize])
             .prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => prop_oneof![Just(1usize), 1..20_000usize].prop_map(|max_bytes| Op::ReadAll { max_bytes }),
@@ -183,9 +232,8 @@ fn damage() -> impl Strategy<Value = Damage> {
 
 /// Operations that write, for a crash to interrupt.
 fn crashing_op() -> impl Strategy<Value = Op> {
-    let batch = proptest::collection::vec(record_spec(), 1..6);
     prop_oneof![
-        4 => proptest::collection::vec(batch, 1..3).prop_map(Op::Append),
+        4 => append_op(),
         1 => Just(Op::Roll),
         1 => Just(Op::Tick),
         1 => Just(Op::Flush),
@@ -270,6 +318,7 @@ fn segment_bases(dir: &Path) -> Vec<Offset> {
 struct ReadBatch {
     base: Offset,
     version: u8,
+    term: u64,
     producer: Option<strata::record::ProducerStamp>,
     max_timestamp_ms: i64,
     len: u64,
@@ -300,6 +349,7 @@ fn decode_all(mut bytes: &[u8]) -> Vec<ReadBatch> {
         out.push(ReadBatch {
             base: h.base_offset,
             version: h.version,
+            term: h.term,
             producer: h.producer,
             max_timestamp_ms: h.max_timestamp_ms,
             len: u64::from(h.length),
@@ -328,6 +378,13 @@ fn check_read(log: &Log, model: &Model, offset: Offset, max_bytes: usize) -> Off
             }
             other => panic!("read at {offset} outside {model:?}: {other:?}"),
         }
+        assert!(
+            matches!(
+                log.term_at(offset),
+                Err(StorageError::OffsetOutOfRange { .. })
+            ),
+            "term at {offset} outside the log"
+        );
         return offset;
     }
     let chunk = result.unwrap_or_else(|e| panic!("read at {offset}: {e}"));
@@ -335,6 +392,13 @@ fn check_read(log: &Log, model: &Model, offset: Offset, max_bytes: usize) -> Off
     assert_eq!(chunk.earliest_offset, model.earliest, "earliest offset");
     if offset == model.next {
         assert!(chunk.batches.is_empty(), "a read at the end returned data");
+        assert!(
+            matches!(
+                log.term_at(offset),
+                Err(StorageError::OffsetOutOfRange { .. })
+            ),
+            "term at the end {offset}"
+        );
         assert_eq!(chunk.next_offset, offset);
         return offset;
     }
@@ -345,14 +409,21 @@ fn check_read(log: &Log, model: &Model, offset: Offset, max_bytes: usize) -> Off
         model.next
     );
     let first = model.batch_index(offset).unwrap();
+    assert_eq!(
+        log.term_at(offset).unwrap(),
+        model.batches[first].term,
+        "term at {offset}"
+    );
     let mut total = 0;
     for (i, b) in got.iter().enumerate() {
         let want = &model.batches[first + i];
         assert_eq!(b.base, want.base, "batch {i} of the read at {offset}");
         assert_eq!(b.len, want.bytes());
         assert_eq!(
-            (b.version, b.producer),
-            (strata::record::BATCH_VERSION, None)
+            (b.version, b.term, b.producer),
+            (strata::record::BATCH_VERSION, want.term, None),
+            "version, term and producer of the batch at {}",
+            b.base
         );
         assert_eq!(b.max_timestamp_ms, want.max_timestamp_ms());
         let want_records: Vec<(Offset, ModelRecord)> =
@@ -382,6 +453,7 @@ fn check_read_all(log: &Log, model: &Model, max_bytes: usize) {
 fn check_offsets(log: &Log, model: &Model, dir: &Path) {
     assert_eq!(log.next_offset(), model.next, "next offset");
     assert_eq!(log.earliest_offset(), model.earliest, "earliest offset");
+    assert_eq!(log.last_term(), model.term(), "the log's term");
     let stats = log.stats();
     assert_eq!(
         stats.bytes,
@@ -537,7 +609,11 @@ impl Harness {
 
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Append(batches) => self.append(batches),
+            Op::Append {
+                batches,
+                term,
+                written_then_sync,
+            } => self.append(batches, *term, *written_then_sync),
             Op::Read { at, max_bytes } => {
                 let offset = pick_offset(&self.model, *at);
                 check_read(self.log(), &self.model, offset, *max_bytes);
@@ -635,10 +711,19 @@ impl Harness {
     /// Applies a writing operation that may fail; returns what the log may hold afterwards.
     fn try_apply(&mut self, op: &Op) -> Outcome {
         match op {
-            Op::Append(batches) => {
-                let (bytes, planned) = self.build(batches);
+            Op::Append {
+                batches,
+                term,
+                written_then_sync,
+            } => {
+                let Ok(term) = self.term_for(*term) else {
+                    // Refused before any file is touched, faults or not.
+                    self.append(batches, TermChoice::Behind, *written_then_sync);
+                    return Outcome::Exact;
+                };
+                let (bytes, planned) = self.build(batches, term.unwrap_or(self.model.term()));
                 let valid = validate_batch(&bytes, 1 << 20).unwrap();
-                if self.log().append_batches(&valid).is_ok() {
+                if self.call_append(term, &valid, *written_then_sync).is_ok() {
                     for b in planned {
                         self.model.next = b.next();
                         self.model.batches.push(b);
@@ -740,7 +825,7 @@ impl Harness {
     }
 
     /// The batches of one `append_batches` call, and how the model will see them.
-    fn build(&mut self, batches: &[Vec<RecordSpec>]) -> (Vec<u8>, Vec<ModelBatch>) {
+    fn build(&mut self, batches: &[Vec<RecordSpec>], term: u64) -> (Vec<u8>, Vec<ModelBatch>) {
         let mut bytes = Vec::new();
         let mut planned = Vec::new();
         let mut base = self.model.next;
@@ -751,7 +836,11 @@ impl Harness {
                 b.push_parts(r.timestamp_ms, r.key.as_deref(), &r.value, []);
             }
             bytes.extend(b.finish(0));
-            let batch = ModelBatch { base, records };
+            let batch = ModelBatch {
+                base,
+                term,
+                records,
+            };
             base = batch.next();
             planned.push(batch);
         }
@@ -769,10 +858,64 @@ impl Harness {
         }
     }
 
-    fn append(&mut self, batches: &[Vec<RecordSpec>]) {
-        let (bytes, planned) = self.build(batches);
+    /// The term to pass to `append_in_term` (`Ok(None)`: call `append_batches`), or `Err` with
+    /// a term behind the log's, which must be refused.
+    fn term_for(&self, choice: TermChoice) -> Result<Option<u64>, u64> {
+        let now = self.model.term();
+        match choice {
+            TermChoice::Inherit => Ok(None),
+            TermChoice::Same => Ok(Some(now)),
+            TermChoice::Later(n) => Ok(Some(now + n)),
+            TermChoice::Behind if now == 0 => Ok(Some(0)),
+            TermChoice::Behind => Err(now - 1),
+        }
+    }
+
+    /// Appends as asked; with `written_then_sync`, waits for the write only and then syncs
+    /// to the new end (with `append_batches`, which has no such choice, it syncs after).
+    fn call_append(
+        &self,
+        term: Option<u64>,
+        batches: &[strata::record::ValidatedBatch<'_>],
+        written_then_sync: bool,
+    ) -> Result<Vec<strata::storage::Appended>, StorageError> {
+        let log = self.log();
+        let wait = if written_then_sync {
+            AppendWait::Written
+        } else {
+            AppendWait::Policy
+        };
+        let appended = match term {
+            None => log.append_batches(batches)?,
+            Some(t) => log.append_in_term(t, batches, wait)?,
+        };
+        if written_then_sync && let Some(last) = appended.last() {
+            log.sync_to(last.next_offset)?;
+        }
+        Ok(appended)
+    }
+
+    fn append(&mut self, batches: &[Vec<RecordSpec>], choice: TermChoice, written_then_sync: bool) {
+        let Ok(term) = self.term_for(choice) else {
+            let last = self.model.term();
+            let (bytes, _) = self.build(batches, last - 1);
+            let valid = validate_batch(&bytes, 1 << 20).unwrap();
+            match self
+                .log()
+                .append_in_term(last - 1, &valid, AppendWait::Policy)
+            {
+                Err(StorageError::TermBehind {
+                    term, last: got, ..
+                }) => {
+                    assert_eq!((term, got), (last - 1, last), "the refusal's terms");
+                }
+                other => panic!("an append in term {} after {last}: {other:?}", last - 1),
+            }
+            return;
+        };
+        let (bytes, planned) = self.build(batches, term.unwrap_or(self.model.term()));
         let valid = validate_batch(&bytes, 1 << 20).unwrap();
-        let appended = self.log().append_batches(&valid).unwrap();
+        let appended = self.call_append(term, &valid, written_then_sync).unwrap();
         assert_eq!(appended.len(), planned.len());
         for (a, batch) in appended.iter().zip(planned) {
             assert_eq!(a.base_offset, batch.base, "offsets are consecutive");
@@ -783,6 +926,16 @@ impl Harness {
         // An append is readable as soon as it returns.
         let last = self.model.batches.last().unwrap().base;
         check_read(self.log(), &self.model, last, 1);
+        // Nothing past the end can be synced: it is an error, not a wait.
+        if written_then_sync {
+            assert!(
+                matches!(
+                    self.log().sync_to(self.model.next + 1),
+                    Err(StorageError::NotWritten { .. })
+                ),
+                "sync_to past the end"
+            );
+        }
     }
 
     fn retention(&mut self, retention_ms: Option<u64>, retention_bytes: Option<u64>, now_ms: i64) {

@@ -1,7 +1,8 @@
 //! Encoding: build a batch from records.
 
 use super::{
-    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, ProducerStamp, RECORD_OVERHEAD_BYTES, field,
+    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V2, BATCH_MAGIC, BATCH_VERSION, BATCH_VERSION_V1,
+    BATCH_VERSION_V2, ProducerStamp, RECORD_OVERHEAD_BYTES, field,
 };
 use bytes::Bytes;
 
@@ -48,6 +49,8 @@ pub struct BatchBuilder {
     buf: Vec<u8>,
     count: u32,
     max_timestamp_ms: i64,
+    /// The first record's timestamp (version 1 carries it in the header).
+    first_timestamp_ms: i64,
 }
 
 impl Default for BatchBuilder {
@@ -65,6 +68,7 @@ impl BatchBuilder {
             buf,
             count: 0,
             max_timestamp_ms: i64::MIN,
+            first_timestamp_ms: 0,
         }
     }
 
@@ -107,6 +111,9 @@ impl BatchBuilder {
         headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     ) {
         self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
+        if self.count == 0 {
+            self.first_timestamp_ms = timestamp_ms;
+        }
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]); // record length, patched below
         self.buf.extend_from_slice(&self.count.to_le_bytes());
@@ -171,9 +178,36 @@ impl BatchBuilder {
             .copy_from_slice(&stamp.map_or(0, |p| p.base_sequence).to_le_bytes());
         h[field::MAX_TIMESTAMP..field::MAX_TIMESTAMP + 8].copy_from_slice(&max_ts.to_le_bytes());
         h[field::RECORD_COUNT..field::RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
+        // The term is the broker's to write when it appends.
+        h[field::TERM..field::TERM + 8].fill(0);
         let crc = super::batch_crc(&self.buf);
         self.buf[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_le_bytes());
         self.buf
+    }
+
+    /// As [`BatchBuilder::finish`], in an older format `version`, as brokers before it wrote
+    /// batches and clients before it send them: 2 (no term: a 48-byte header) or 1 (neither
+    /// term nor producer: the first record's timestamp where version 2 has the producer id).
+    /// For compatibility tests and tools; any other version is written as the current one.
+    pub fn finish_in_version(self, base_offset: u64, version: u8) -> Vec<u8> {
+        let first_timestamp_ms = self.first_timestamp_ms;
+        let current = self.finish(base_offset);
+        if version != BATCH_VERSION_V1 && version != BATCH_VERSION_V2 {
+            return current;
+        }
+        let mut b = Vec::with_capacity(current.len());
+        b.extend_from_slice(&current[..BATCH_HEADER_BYTES_V2]);
+        b.extend_from_slice(&current[BATCH_HEADER_BYTES..]);
+        b[field::VERSION] = version;
+        let len = b.len() as u32;
+        b[field::LENGTH..field::LENGTH + 4].copy_from_slice(&len.to_le_bytes());
+        if version == BATCH_VERSION_V1 {
+            b[field::FIRST_TIMESTAMP_V1..field::FIRST_TIMESTAMP_V1 + 8]
+                .copy_from_slice(&first_timestamp_ms.to_le_bytes());
+        }
+        let crc = super::batch_crc(&b);
+        b[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        b
     }
 }
 

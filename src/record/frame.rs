@@ -1,8 +1,9 @@
 //! Decoding: find a batch in a byte buffer and walk its records without copying.
 
 use super::{
-    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, BATCH_VERSION_V1, MAX_BATCH_BYTES,
-    RECORD_OVERHEAD_BYTES, batch_crc, field, read_i64, read_u16, read_u32, read_u64,
+    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V2, BATCH_MAGIC, BATCH_VERSION, BATCH_VERSION_V1,
+    MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES, batch_crc, field, header_bytes, read_i64, read_u16,
+    read_u32, read_u64,
 };
 use std::fmt;
 
@@ -110,7 +111,7 @@ pub struct BatchHeader {
     pub crc: u32,
     /// Total bytes of the batch, header included.
     pub length: u32,
-    /// The format version (1 or 2).
+    /// The format version (1, 2 or 3).
     pub version: u8,
     /// Attribute bits (compression, reserved: 0).
     pub attributes: u8,
@@ -123,16 +124,25 @@ pub struct BatchHeader {
     pub max_timestamp_ms: i64,
     /// Number of records; at least 1.
     pub record_count: u32,
+    /// The term of the leader that appended the batch (version 3; 0 for versions 1 and 2, and
+    /// in a batch a producer sends).
+    pub term: u64,
 }
 
 impl BatchHeader {
     /// Reads the header fields without checking anything but the buffer's size.
-    /// Returns `None` when `buf` is shorter than a header.
+    /// Returns `None` when `buf` is shorter than a header (of its version; a version this build
+    /// does not read is taken for version 2's layout).
     pub fn parse(buf: &[u8]) -> Option<BatchHeader> {
-        if buf.len() < BATCH_HEADER_BYTES {
+        if buf.len() < BATCH_HEADER_BYTES_V2 {
             return None;
         }
         let version = buf[field::VERSION];
+        let term = if version == BATCH_VERSION {
+            read_u64(buf.get(..BATCH_HEADER_BYTES)?, field::TERM)
+        } else {
+            0
+        };
         let producer_id = read_u64(buf, field::PRODUCER_ID);
         let producer = (version != BATCH_VERSION_V1 && producer_id != 0).then(|| ProducerStamp {
             producer_id,
@@ -148,12 +158,18 @@ impl BatchHeader {
             producer,
             max_timestamp_ms: read_i64(buf, field::MAX_TIMESTAMP),
             record_count: read_u32(buf, field::RECORD_COUNT),
+            term,
         })
+    }
+
+    /// The size of this header: 56 bytes for version 3, 48 for versions 1 and 2.
+    pub fn header_len(&self) -> usize {
+        header_bytes(self.version).unwrap_or(BATCH_HEADER_BYTES_V2)
     }
 
     /// Version 1's first-record timestamp (validation checks it against the first record).
     pub(crate) fn v1_first_timestamp_ms(buf: &[u8]) -> Option<i64> {
-        (buf.len() >= BATCH_HEADER_BYTES && buf[field::VERSION] == BATCH_VERSION_V1)
+        (buf.len() >= BATCH_HEADER_BYTES_V2 && buf[field::VERSION] == BATCH_VERSION_V1)
             .then(|| read_i64(buf, field::FIRST_TIMESTAMP_V1))
     }
 
@@ -181,15 +197,15 @@ pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
 /// [`decode_frame`] with the CRC of the whole batch computed by `crc` (so that a caller can keep
 /// partial CRCs it needs later).
 pub(crate) fn decode_frame_with(buf: &[u8], crc: impl FnOnce(&[u8]) -> u32) -> Frame<'_> {
-    if buf.len() < BATCH_HEADER_BYTES {
+    if buf.len() < BATCH_HEADER_BYTES_V2 {
         if buf.iter().all(|&b| b == 0) {
             return Frame::Zeroed;
         }
         return Frame::Incomplete {
-            needed: BATCH_HEADER_BYTES,
+            needed: BATCH_HEADER_BYTES_V2,
         };
     }
-    let head = &buf[..BATCH_HEADER_BYTES];
+    let head = &buf[..BATCH_HEADER_BYTES_V2];
     if head.iter().all(|&b| b == 0) {
         return Frame::Zeroed;
     }
@@ -198,12 +214,12 @@ pub(crate) fn decode_frame_with(buf: &[u8], crc: impl FnOnce(&[u8]) -> u32) -> F
         return Frame::Corrupt(Corruption::BadMagic(magic));
     }
     let version = buf[field::VERSION];
-    if version != BATCH_VERSION && version != BATCH_VERSION_V1 {
+    let Some(header_len) = header_bytes(version) else {
         return Frame::Corrupt(Corruption::UnsupportedVersion(version));
-    }
+    };
     let length = read_u32(buf, field::LENGTH);
     let len = length as usize;
-    if !(BATCH_HEADER_BYTES..=MAX_BATCH_BYTES).contains(&len) {
+    if !(header_len..=MAX_BATCH_BYTES).contains(&len) {
         return Frame::Corrupt(Corruption::BadLength(length));
     }
     if buf.len() < len {
@@ -216,9 +232,7 @@ pub(crate) fn decode_frame_with(buf: &[u8], crc: impl FnOnce(&[u8]) -> u32) -> F
         return Frame::Corrupt(Corruption::CrcMismatch { stored, computed });
     }
     let Some(header) = BatchHeader::parse(bytes) else {
-        return Frame::Incomplete {
-            needed: BATCH_HEADER_BYTES,
-        };
+        return Frame::Incomplete { needed: header_len };
     };
     // A batch holds at least one record, and all its offsets (and the one after) fit in a u64.
     if header.record_count == 0
@@ -253,7 +267,7 @@ impl<'a> BatchView<'a> {
     /// The records in offset order. Each item is checked against the batch's bounds.
     pub fn records(&self) -> Records<'a> {
         Records {
-            body: &self.bytes[BATCH_HEADER_BYTES..],
+            body: &self.bytes[self.header.header_len()..],
             base_offset: self.header.base_offset,
             remaining: self.header.record_count,
         }

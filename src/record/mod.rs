@@ -1,8 +1,9 @@
 //! The record-batch format: how records are framed on disk and on the wire (docs/FORMAT.md).
 //!
-//! A batch is a 48-byte header followed by its records; a CRC-32 covers every byte of the batch
-//! after the CRC field itself, base offset and length included. The storage engine stores batches
-//! exactly as produced (only the base offset and CRC are rewritten), and the client decodes them.
+//! A batch is a 56-byte header followed by its records; a CRC-32 covers every byte of the batch
+//! after the CRC field itself, base offset, term and length included. The storage engine stores
+//! the records exactly as produced (only the header's base offset, term and CRC are rewritten,
+//! and an older version's header is stored as the current one), and the client decodes them.
 //! Key routing ([`partition_for_key`]) is here too, so that broker and client agree on it.
 
 mod builder;
@@ -17,16 +18,30 @@ pub use frame::{
 pub use partitioner::{murmur2, partition_for_key};
 pub use validate::{FormatError, ValidatedBatch, validate_batch};
 
-/// The size of a batch header in bytes.
-pub const BATCH_HEADER_BYTES: usize = 48;
+/// The size in bytes of the header of a batch of the version written ([`BATCH_VERSION`]).
+pub const BATCH_HEADER_BYTES: usize = 56;
+/// The size in bytes of a version-1 or version-2 header, which has no term.
+pub const BATCH_HEADER_BYTES_V2: usize = 48;
 /// The magic number at byte 8 of every batch: `b"STRA"` read as a little-endian u32.
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"STRA");
-/// The format version written. Version 1 (before idempotent producers: a first-record timestamp
-/// where version 2 has the producer id, and zeroes where it has the epoch and sequence) is still
-/// read, so that logs written before it stay readable.
-pub const BATCH_VERSION: u8 = 2;
+/// The format version written: version 2 with the leader's term after it (for replication).
+/// Versions 1 (before idempotent producers: a first-record timestamp where version 2 has the
+/// producer id, and zeroes where it has the epoch and sequence) and 2 (no term: it reads as term
+/// 0) are still read, so that logs written before them stay readable.
+pub const BATCH_VERSION: u8 = 3;
+/// The version before terms.
+pub const BATCH_VERSION_V2: u8 = 2;
 /// The oldest format version read.
 pub const BATCH_VERSION_V1: u8 = 1;
+
+/// The header size of a batch of `version`, or `None` for a version this build does not read.
+pub fn header_bytes(version: u8) -> Option<usize> {
+    match version {
+        BATCH_VERSION_V1 | BATCH_VERSION_V2 => Some(BATCH_HEADER_BYTES_V2),
+        BATCH_VERSION => Some(BATCH_HEADER_BYTES),
+        _ => None,
+    }
+}
 /// The largest batch the format allows (the length field is a u32; this leaves headroom).
 pub const MAX_BATCH_BYTES: usize = 1 << 30;
 /// Fixed bytes of one record besides its key, value and headers.
@@ -50,6 +65,8 @@ pub(crate) mod field {
     pub const RECORD_COUNT: usize = 40;
     /// Version 2: the sequence number of the batch's first record (u32).
     pub const BASE_SEQUENCE: usize = 44;
+    /// Version 3: the term of the leader that appended the batch (u64).
+    pub const TERM: usize = 48;
 }
 
 /// CRC-32 (the IEEE polynomial, as crc32fast computes it) of a batch: bytes 4 to the end.

@@ -1,7 +1,8 @@
 //! Checking a batch that came from a client before it is stored, and restamping its offset.
 
 use super::{
-    BATCH_HEADER_BYTES, BatchHeader, Corruption, Frame, field, frame::decode_frame_with, read_u16,
+    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V2, BATCH_VERSION, BATCH_VERSION_V1, BatchHeader,
+    Corruption, Frame, MAX_BATCH_BYTES, field, frame::decode_frame_with, header_bytes, read_u16,
     read_u32,
 };
 
@@ -65,17 +66,36 @@ impl<'a> ValidatedBatch<'a> {
         self.header.record_count
     }
 
-    /// The batch's header rewritten for `base_offset`, with the CRC recomputed over the new header
-    /// and the unchanged records. The records need not be copied: write this header, then
-    /// `bytes()[BATCH_HEADER_BYTES..]`.
-    pub fn restamped_header(&self, base_offset: u64) -> [u8; BATCH_HEADER_BYTES] {
+    /// The records, after the header as sent.
+    pub fn body(&self) -> &'a [u8] {
+        &self.bytes[self.header.header_len()..]
+    }
+
+    /// The batch's size as stored: the records after a current ([`BATCH_HEADER_BYTES`]) header.
+    pub fn stored_len(&self) -> usize {
+        BATCH_HEADER_BYTES + self.body().len()
+    }
+
+    /// The batch's header as stored: the current version's, with `base_offset` and `term`, and the
+    /// CRC recomputed over the new header and the unchanged records. The records need not be
+    /// copied: write this header, then [`ValidatedBatch::body`]. A version-1 or version-2 batch
+    /// is stored as version 3 (a version 1's first timestamp gives way to producer id 0).
+    pub fn restamped_header(&self, base_offset: u64, term: u64) -> [u8; BATCH_HEADER_BYTES] {
         let mut head = [0u8; BATCH_HEADER_BYTES];
-        head.copy_from_slice(&self.bytes[..BATCH_HEADER_BYTES]);
+        let sent = self.header.header_len();
+        head[..sent].copy_from_slice(&self.bytes[..sent]);
+        if self.header.version == BATCH_VERSION_V1 {
+            head[field::PRODUCER_ID..field::PRODUCER_ID + 8].fill(0);
+        }
+        head[field::VERSION] = BATCH_VERSION;
+        let stored_len = u32::try_from(self.stored_len()).unwrap_or(u32::MAX);
+        head[field::LENGTH..field::LENGTH + 4].copy_from_slice(&stored_len.to_le_bytes());
         head[field::BASE_OFFSET..field::BASE_OFFSET + 8]
             .copy_from_slice(&base_offset.to_le_bytes());
+        head[field::TERM..field::TERM + 8].copy_from_slice(&term.to_le_bytes());
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head[field::LENGTH..]);
-        let body_len = (self.bytes.len() - BATCH_HEADER_BYTES) as u64;
+        let body_len = self.body().len() as u64;
         hasher.combine(&crc32fast::Hasher::new_with_initial_len(
             self.body_crc,
             body_len,
@@ -96,10 +116,11 @@ pub fn validate_batch(
     while !rest.is_empty() {
         let mut body_crc = 0;
         let frame = decode_frame_with(rest, |batch| {
+            let header_len = header_bytes(batch[field::VERSION]).unwrap_or(BATCH_HEADER_BYTES_V2);
             let mut head = crc32fast::Hasher::new();
-            head.update(&batch[field::LENGTH..BATCH_HEADER_BYTES]);
-            body_crc = crc32fast::hash(&batch[BATCH_HEADER_BYTES..]);
-            let body_len = (batch.len() - BATCH_HEADER_BYTES) as u64;
+            head.update(&batch[field::LENGTH..header_len]);
+            body_crc = crc32fast::hash(&batch[header_len..]);
+            let body_len = (batch.len() - header_len) as u64;
             head.combine(&crc32fast::Hasher::new_with_initial_len(body_crc, body_len));
             head.finalize()
         });
@@ -115,12 +136,17 @@ pub fn validate_batch(
             Frame::Corrupt(c) => return Err(FormatError::Corrupt(c)),
         };
         let header = *view.header();
+        let stored_len = BATCH_HEADER_BYTES + view.bytes().len() - header.header_len();
+        if stored_len > MAX_BATCH_BYTES {
+            // An older version's batch that would not fit the format once stored as the current.
+            return Err(FormatError::Corrupt(Corruption::BadLength(header.length)));
+        }
         if header.attributes != 0 {
             return Err(FormatError::UnsupportedAttributes(header.attributes));
         }
         check_producer_stamp(&header, view.bytes())?;
         let v1_first_timestamp = BatchHeader::v1_first_timestamp_ms(view.bytes());
-        let mut walked = BATCH_HEADER_BYTES;
+        let mut walked = header.header_len();
         let mut max_ts = i64::MIN;
         for (index, rec) in (0u32..).zip(view.records()) {
             let rec = rec.map_err(FormatError::Corrupt)?;
@@ -174,7 +200,7 @@ fn check_producer_stamp(header: &BatchHeader, bytes: &[u8]) -> Result<(), Format
             || read_u32(bytes, field::BASE_SEQUENCE) != 0 =>
         {
             Err(FormatError::BadProducerStamp(
-                if header.version == super::BATCH_VERSION_V1 {
+                if header.version == BATCH_VERSION_V1 {
                     "a version-1 batch has no producer: its reserved bytes 14..16 and 44..48 must be 0"
                 } else {
                     "epoch and sequence must be 0 when the producer id is 0"
@@ -191,26 +217,54 @@ mod tests {
     use crate::record::{BatchBuilder, decode_frame};
 
     fn batch(values: &[&[u8]]) -> Vec<u8> {
+        batch_in(values, BATCH_VERSION)
+    }
+
+    /// A batch of `values` in format `version` (record `i` stamped `i` ms).
+    fn batch_in(values: &[&[u8]], version: u8) -> Vec<u8> {
         let mut b = BatchBuilder::default();
         for (i, v) in values.iter().enumerate() {
             b.push_parts(i as i64, Some(b"key"), v, [(&b"n"[..], &b"v"[..])]);
         }
-        b.finish(0)
+        b.finish_in_version(0, version)
     }
 
     #[test]
     fn restamping_keeps_the_batch_valid() {
         let bytes = batch(&[b"a", b"bb"]);
         let v = validate_batch(&bytes, 1024).unwrap();
-        let head = v[0].restamped_header(5000);
+        let head = v[0].restamped_header(5000, 7);
         let mut whole = head.to_vec();
-        whole.extend_from_slice(&bytes[BATCH_HEADER_BYTES..]);
+        whole.extend_from_slice(v[0].body());
+        assert_eq!(whole.len(), v[0].stored_len());
         let Frame::Batch(view) = decode_frame(&whole) else {
             panic!("restamped batch does not decode")
         };
         assert_eq!(view.header().base_offset, 5000);
+        assert_eq!(view.header().term, 7);
         let offsets: Vec<u64> = view.records().map(|r| r.unwrap().offset).collect();
         assert_eq!(offsets, vec![5000, 5001]);
+    }
+
+    #[test]
+    fn older_versions_are_stored_as_the_current_one_with_their_records_unchanged() {
+        let v3 = batch(&[b"a", b"bb"]);
+        for version in [2, 1] {
+            let sent = batch_in(&[b"a", b"bb"], version);
+            let v = validate_batch(&sent, 1024).unwrap();
+            assert_eq!(v[0].header().version, version);
+            assert_eq!(v[0].header().term, 0, "no term before version 3");
+            assert_eq!(v[0].stored_len(), sent.len() + 8);
+            let mut stored = v[0].restamped_header(40, 3).to_vec();
+            stored.extend_from_slice(v[0].body());
+            let Frame::Batch(view) = decode_frame(&stored) else {
+                panic!("a version-{version} batch restamped does not decode")
+            };
+            let h = view.header();
+            assert_eq!((h.version, h.term, h.base_offset), (3, 3, 40));
+            assert_eq!(h.producer, None, "version {version}");
+            assert_eq!(&stored[BATCH_HEADER_BYTES..], &v3[BATCH_HEADER_BYTES..]);
+        }
     }
 
     #[test]
@@ -223,24 +277,17 @@ mod tests {
         }
     }
 
-    /// A version-1 batch (written before idempotent producers) from a version-2 one: the first
-    /// record's timestamp where the producer id is, zeroes where the epoch and sequence are.
-    fn as_v1(v2: &[u8], first_timestamp_ms: i64) -> Vec<u8> {
-        let mut b = v2.to_vec();
-        b[field::VERSION] = super::super::BATCH_VERSION_V1;
-        b[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].fill(0);
-        b[field::FIRST_TIMESTAMP_V1..field::FIRST_TIMESTAMP_V1 + 8]
-            .copy_from_slice(&first_timestamp_ms.to_le_bytes());
-        b[field::BASE_SEQUENCE..field::BASE_SEQUENCE + 4].fill(0);
-        let crc = super::super::batch_crc(&b);
-        b[..4].copy_from_slice(&crc.to_le_bytes());
-        b
+    /// `batch` with `bytes` written at `at` and its CRC made right again.
+    fn with_crc(mut batch: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+        batch[at..at + bytes.len()].copy_from_slice(bytes);
+        let crc = super::super::batch_crc(&batch);
+        batch[..4].copy_from_slice(&crc.to_le_bytes());
+        batch
     }
 
     #[test]
     fn version_1_batches_still_read_and_validate_without_a_producer() {
-        let v2 = batch(&[b"a", b"b"]);
-        let v1 = as_v1(&v2, 0);
+        let v1 = batch_in(&[b"a", b"b"], BATCH_VERSION_V1);
         let valid = validate_batch(&v1, 1024).expect("a version-1 batch validates");
         assert_eq!(valid[0].header().version, 1);
         assert_eq!(valid[0].header().producer, None);
@@ -250,7 +297,10 @@ mod tests {
         assert_eq!(view.records().count(), 2);
         // Version 1's first timestamp must match its first record.
         assert_eq!(
-            validate_batch(&as_v1(&v2, 5), 1024),
+            validate_batch(
+                &with_crc(v1, field::FIRST_TIMESTAMP_V1, &5i64.to_le_bytes()),
+                1024
+            ),
             Err(FormatError::Corrupt(Corruption::BadRecords))
         );
     }
@@ -274,10 +324,7 @@ mod tests {
             Err(FormatError::BadProducerStamp(_))
         ));
         // No producer, but a sequence.
-        let mut stray = batch(&[b"a"]);
-        stray[field::BASE_SEQUENCE] = 1;
-        let crc = super::super::batch_crc(&stray);
-        stray[..4].copy_from_slice(&crc.to_le_bytes());
+        let stray = with_crc(batch(&[b"a"]), field::BASE_SEQUENCE, &[1]);
         assert!(matches!(
             validate_batch(&stray, 1024),
             Err(FormatError::BadProducerStamp(_))
@@ -286,12 +333,9 @@ mod tests {
 
     #[test]
     fn a_version_1_batch_with_reserved_bytes_set_is_refused() {
-        let v1 = as_v1(&batch(&[b"a"]), 0);
+        let v1 = batch_in(&[b"a"], BATCH_VERSION_V1);
         for at in [field::PRODUCER_EPOCH, field::BASE_SEQUENCE + 3] {
-            let mut b = v1.clone();
-            b[at] = 1;
-            let crc = super::super::batch_crc(&b);
-            b[..4].copy_from_slice(&crc.to_le_bytes());
+            let b = with_crc(v1.clone(), at, &[1]);
             let err = validate_batch(&b, 1024).expect_err("reserved bytes set");
             assert!(
                 matches!(err, FormatError::BadProducerStamp(m) if m.contains("reserved bytes")),

@@ -108,7 +108,9 @@ pub fn storage_code(err: &StorageError) -> Code {
         }
         StorageError::OffsetOutOfRange { .. } => Code::OutOfRange,
         StorageError::Corrupt { .. } | StorageError::BadStateFile { .. } => Code::DataLoss,
-        StorageError::Poisoned { .. } => Code::FailedPrecondition,
+        StorageError::Poisoned { .. } | StorageError::TermBehind { .. } => Code::FailedPrecondition,
+        // Replication's misuse of the log, never a client's request.
+        StorageError::NotWritten { .. } => Code::Internal,
         StorageError::Sequence(e) => match e {
             SequenceError::Fenced { .. } | SequenceError::OutOfOrder { .. } => {
                 Code::FailedPrecondition

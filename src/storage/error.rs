@@ -83,6 +83,34 @@ pub enum StorageError {
     /// An idempotent producer's batch does not follow its last one (see `producers.rs`).
     #[error(transparent)]
     Sequence(#[from] super::producers::SequenceError),
+    /// An append in a term older than the log's last batch's: a replica that takes it would
+    /// break Raft's log matching, so it is refused and nothing is stored.
+    #[error(
+        "an append in term {term} to the log at {path}, whose last batch is of term {last}, was \
+         refused: terms in a log never go down"
+    )]
+    TermBehind {
+        /// The partition directory.
+        path: PathBuf,
+        /// The append's term.
+        term: u64,
+        /// The term of the log's last batch.
+        last: u64,
+    },
+    /// Durability was asked for offsets the log does not hold (never written, or truncated away
+    /// during the wait): they are not durable, and are not reported so.
+    #[error(
+        "offsets below {next} cannot be made durable in the log at {path}: it holds offsets \
+         only below {written}"
+    )]
+    NotWritten {
+        /// The partition directory.
+        path: PathBuf,
+        /// One past the offsets asked for.
+        next: Offset,
+        /// One past the offsets the log holds.
+        written: Offset,
+    },
     /// A small state file (checkpoint) could not be decoded.
     #[error("invalid state file {path}: {reason}")]
     BadStateFile {

@@ -9,7 +9,7 @@ use super::{
     producers::{ProducerTable, SequenceCheck},
     segment::{Indexer, Segment},
 };
-use crate::record::{BATCH_HEADER_BYTES, ValidatedBatch};
+use crate::record::{BATCH_HEADER_BYTES, BatchHeader, ValidatedBatch};
 use bytes::Bytes;
 use std::{
     path::{Path, PathBuf},
@@ -41,6 +41,18 @@ pub struct ReadChunk {
     pub high_watermark: Offset,
     /// The log's earliest offset when read.
     pub earliest_offset: Offset,
+}
+
+/// When an append returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendWait {
+    /// Once the batches are as durable as the log's fsync policy says: under `Always` fsynced
+    /// (concurrent appends share one fsync), under `Interval` when a sync is due.
+    Policy,
+    /// Once they are written to the file, not necessarily durable: [`Log::sync_to`] makes them
+    /// durable (a replica reports an append to Raft only after that). Under `Always` readers see
+    /// them only once synced.
+    Written,
 }
 
 /// A summary of a log's state.
@@ -83,6 +95,11 @@ pub(crate) struct Writer {
     pub producers: ProducerTable,
     /// Wall-clock ms after which [`Log::tick`] next expires idle producers.
     pub next_producer_expiry_ms: i64,
+    /// The term of the last batch written (0 in an empty log): appends without a term of their
+    /// own are in it, and no append may be in an older one.
+    pub term: u64,
+    /// Truncations so far: a sync that began before one publishes nothing.
+    pub truncations: u64,
 }
 
 /// How often [`Log::tick`] looks for idle producers to forget.
@@ -293,15 +310,92 @@ impl Log {
         v.pop().ok_or_else(|| unreachable_empty(&self.dir))
     }
 
-    /// Appends batches in order, assigning consecutive offsets. Returns once they are as durable
-    /// as the fsync policy says; under `Always`, concurrent callers share one fsync.
+    /// Appends batches in order, assigning consecutive offsets, in the term of the log's last
+    /// batch. Returns once they are as durable as the fsync policy says; under `Always`,
+    /// concurrent callers share one fsync.
     pub fn append_batches(&self, batches: &[ValidatedBatch<'_>]) -> Result<Vec<Appended>> {
+        self.append_with(None, batches, AppendWait::Policy)
+    }
+
+    /// Appends batches as [`Log::append_batches`] does, stamped with the leader's `term`, and
+    /// returns as `wait` says. A term below the last batch's is refused
+    /// ([`StorageError::TermBehind`]): in a Raft log terms never go down.
+    pub fn append_in_term(
+        &self,
+        term: u64,
+        batches: &[ValidatedBatch<'_>],
+        wait: AppendWait,
+    ) -> Result<Vec<Appended>> {
+        self.append_with(Some(term), batches, wait)
+    }
+
+    /// Blocks until every offset below `next` is durable, leading or joining a group fsync (at
+    /// once if they are). Offsets not written, or truncated away while it waits, are
+    /// [`StorageError::NotWritten`]: durability is never reported for what the log lacks.
+    pub fn sync_to(&self, next: Offset) -> Result<()> {
+        self.check_poisoned()?;
+        self.wait_durable(next)
+    }
+
+    /// The term of the batch holding `offset`: 0 for batches written before terms (format
+    /// versions 1 and 2). Only readable offsets have one ([`StorageError::OffsetOutOfRange`]).
+    pub fn term_at(&self, offset: Offset) -> Result<u64> {
+        let chunk = self.read(offset, 1)?;
+        match BatchHeader::parse(&chunk.batches) {
+            Some(header) => Ok(header.term),
+            None => Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                earliest: chunk.earliest_offset,
+                next: chunk.high_watermark,
+            }),
+        }
+    }
+
+    /// The term of the last batch written, readable or not (0 in an empty log).
+    pub fn last_term(&self) -> u64 {
+        lock(&self.writer).term
+    }
+
+    /// The term of the last readable batch (0 when there is none), for the writer after an
+    /// open or a truncation. A damaged last batch (found by a read, not by recovery) does not
+    /// stop the log: its term counts as 0, and reads of it report the damage.
+    pub(crate) fn term_of_end(&self) -> Result<u64> {
+        let end = self.next_offset();
+        if end == 0 || end <= self.earliest_offset() {
+            return Ok(0);
+        }
+        match self.term_at(end - 1) {
+            Err(e @ StorageError::Corrupt { .. }) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "the last batch's term is unreadable; taking 0");
+                Ok(0)
+            }
+            other => other,
+        }
+    }
+
+    fn append_with(
+        &self,
+        term: Option<u64>,
+        batches: &[ValidatedBatch<'_>],
+        wait: AppendWait,
+    ) -> Result<Vec<Appended>> {
         self.check_poisoned()?;
         let config = self.config();
         let mut out = Vec::with_capacity(batches.len());
         let mut drop_later: Vec<Range> = Vec::new();
         let target = {
             let mut w = lock(&self.writer);
+            let term = match term {
+                Some(t) if t < w.term => {
+                    return Err(StorageError::TermBehind {
+                        path: self.dir.clone(),
+                        term: t,
+                        last: w.term,
+                    });
+                }
+                Some(t) => t,
+                None => w.term,
+            };
             self.remove_clean_marker()?;
             self.roll_before_request(&mut w, &config, batches)?;
             let stamps = || batches.iter().filter_map(|b| b.header().producer.as_ref());
@@ -315,7 +409,7 @@ impl Log {
                     None => Ok(SequenceCheck::Append),
                 };
                 let written = match check {
-                    Ok(SequenceCheck::Append) => self.write_batch(&mut w, &config, batch),
+                    Ok(SequenceCheck::Append) => self.write_batch(&mut w, &config, batch, term),
                     Ok(SequenceCheck::Duplicate {
                         base_offset,
                         next_offset,
@@ -378,15 +472,15 @@ impl Log {
         for range in drop_later {
             range.drop_from_cache();
         }
-        match config.fsync {
-            FsyncPolicy::Always => self.wait_durable(target)?,
-            FsyncPolicy::Interval(every) => {
+        match (wait, config.fsync) {
+            (AppendWait::Written, _) | (AppendWait::Policy, FsyncPolicy::Never) => {}
+            (AppendWait::Policy, FsyncPolicy::Always) => self.wait_durable(target)?,
+            (AppendWait::Policy, FsyncPolicy::Interval(every)) => {
                 let due = lock(&self.writer).last_sync.elapsed() >= every;
                 if due {
                     self.wait_durable(target)?;
                 }
             }
-            FsyncPolicy::Never => {}
         }
         Ok(out)
     }
@@ -396,8 +490,9 @@ impl Log {
         w: &mut Writer,
         config: &LogConfig,
         batch: &ValidatedBatch<'_>,
+        term: u64,
     ) -> Result<Appended> {
-        let len = batch.bytes().len() as u64;
+        let len = batch.stored_len() as u64;
         let now = now_ms();
         let too_old = w.active_segment_too_old(config, now);
         if w.size > 0 && (w.size + len > config.segment_max_bytes || too_old) {
@@ -415,7 +510,7 @@ impl Log {
             }
         }
         let base = w.write_offset;
-        let head = batch.restamped_header(base);
+        let head = batch.restamped_header(base, term);
         let file = w.active.file()?;
         let path = w.active.path().to_owned();
         let pos = w.size;
@@ -438,10 +533,10 @@ impl Log {
                 Err(e) => return Err(e),
             }
         }
-        let body = &batch.bytes()[BATCH_HEADER_BYTES..];
+        let body = batch.body();
         let written = if body.len() <= 64 * 1024 {
             // One syscall for small batches.
-            let mut buf = Vec::with_capacity(batch.bytes().len());
+            let mut buf = Vec::with_capacity(head.len() + body.len());
             buf.extend_from_slice(&head);
             buf.extend_from_slice(body);
             self.io.write_all_at(&file, &path, &buf, pos)
@@ -461,6 +556,7 @@ impl Log {
         }
         let mut header = *batch.header();
         header.base_offset = base;
+        header.term = term;
         let active = w.active.clone();
         active.indexes_mut(|idx| {
             w.indexer
@@ -470,6 +566,7 @@ impl Log {
         w.size += len;
         w.since_checkpoint += len;
         w.write_offset = header.next_offset();
+        w.term = term;
         w.first_append_ms.get_or_insert(now);
         Ok(Appended {
             base_offset: base,
@@ -486,7 +583,7 @@ impl Log {
         config: &LogConfig,
         batches: &[ValidatedBatch<'_>],
     ) -> Result<()> {
-        let total: u64 = batches.iter().map(|b| b.bytes().len() as u64).sum();
+        let total: u64 = batches.iter().map(|b| b.stored_len() as u64).sum();
         if batches.len() > 1
             && w.size > 0
             && w.size + total > config.segment_max_bytes.min(w.capacity)
@@ -566,31 +663,51 @@ impl Log {
             let result = self.sync_written();
             st = lock(&self.sync);
             st.syncing = false;
-            match result {
-                Ok(next) => st.durable_next = st.durable_next.max(next),
-                Err(e) => {
-                    self.poison(&e);
-                    self.synced.notify_all();
-                    return Err(e);
-                }
+            if let Err(e) = &result {
+                // Poisoned before anyone wakes: a second fsync after a failed one may succeed
+                // without the lost pages.
+                self.poison(e);
             }
             self.synced.notify_all();
+            match result {
+                Ok(Some(next)) if next < target => {
+                    // What is waited for is not written (or a truncation took it).
+                    return Err(StorageError::NotWritten {
+                        path: self.dir.clone(),
+                        next: target,
+                        written: next,
+                    });
+                }
+                // `None`: a truncation came between; the loop syncs what is there now.
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
-    /// fdatasyncs the active segment up to what is written now, publishes it to readers, and
-    /// returns the next offset now durable.
-    fn sync_written(&self) -> Result<Offset> {
-        let (seg, size, next) = {
+    /// fdatasyncs the active segment up to what is written now and, unless a truncation came
+    /// in between (`None`: what was synced may be gone), publishes it to readers and marks it
+    /// durable. Returns the next offset now durable.
+    fn sync_written(&self) -> Result<Option<Offset>> {
+        let (seg, size, next, truncations) = {
             let mut w = lock(&self.writer);
             w.last_sync = Instant::now();
-            (w.active.clone(), w.size, w.write_offset)
+            (w.active.clone(), w.size, w.write_offset, w.truncations)
         };
         let file = seg.file()?;
         self.io.sync_data(&file, seg.path())?;
+        let w = lock(&self.writer);
+        if w.truncations != truncations {
+            return Ok(None);
+        }
         seg.publish(size);
         self.advance_end(next);
-        Ok(next)
+        {
+            let mut st = lock(&self.sync);
+            st.durable_next = st.durable_next.max(next);
+        }
+        drop(w);
+        Ok(Some(next))
     }
 
     /// Marks everything up to `next` durable (after a roll's or checkpoint's fsync).

@@ -40,6 +40,8 @@ impl Log {
             }
         };
         let log = recover(dir, &io, config, &bases, point, clean)?;
+        let term = log.term_of_end()?;
+        lock(&log.writer).term = term;
         log.load_producers()?;
         if clean {
             // Removed (durably) before the first change; an idle log never pays for it.
@@ -205,6 +207,8 @@ fn create_fresh(dir: &Path, io: Io, config: LogConfig, base: Offset) -> Result<L
         drop_behind: DropBehind::default(),
         producers: ProducerTable::default(),
         next_producer_expiry_ms: 0,
+        term: 0,
+        truncations: 0,
     };
     Ok(Log::assemble(dir.to_owned(), io, config, vec![seg], writer))
 }
@@ -482,6 +486,8 @@ fn finish(
         drop_behind: DropBehind::default(),
         producers: ProducerTable::default(),
         next_producer_expiry_ms: 0,
+        term: 0,
+        truncations: 0,
     };
     Ok(Log::assemble(
         dir.to_owned(),

@@ -70,11 +70,19 @@ impl Log {
         if doomed.is_empty() {
             return Ok(0);
         }
-        self.segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..doomed.len());
+        let left = {
+            let mut segs = self
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            segs.drain(..doomed.len());
+            segs.first().map_or(w.write_offset, |s| s.base_offset)
+        };
         w.sealed_bytes -= doomed.iter().map(|s| s.readable_end()).sum::<u64>();
+        if left >= w.write_offset {
+            // Nothing is left to carry a term: an empty log's term is 0, here as after a reopen.
+            w.term = 0;
+        }
         drop(w);
         for seg in doomed {
             tracing::info!(segment = %seg.path().display(), why, "deleting segment");
@@ -183,6 +191,8 @@ impl Log {
         w.indexer = indexer;
         w.first_append_ms = (end > 0).then(now_ms);
         self.reset_durable(next);
+        w.truncations += 1;
+        w.term = self.term_of_end()?;
         self.checkpoint_locked(&mut w)?;
         Ok(next)
     }
