@@ -22,7 +22,7 @@ use common::power_cut::PowerCut;
 use common::rng::Rng;
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -70,12 +70,7 @@ struct Expect {
     in_flight: InFlight,
 }
 
-struct Cut {
-    dir: PathBuf,
-    expect: Expect,
-    event: usize,
-    signature: String,
-}
+type Cut = common::power_cut::Cut<Expect>;
 
 fn config(dir: &Path, sim: Option<&Arc<PowerCut>>) -> BrokerConfig {
     let mut c = BrokerConfig::new(dir);
@@ -402,26 +397,15 @@ fn acknowledged_writes_survive_any_power_cut_and_the_broker_always_opens() {
             groups: BTreeMap::new(),
             in_flight: InFlight::None,
         }));
-        let cuts: Arc<Mutex<Vec<Cut>>> = Arc::default();
-        {
+        let cuts = {
             let expect = expect.clone();
-            let cuts = cuts.clone();
-            let mut rng = Rng::new(seed ^ (round as u64).wrapping_mul(0x5851_f42d_4c95_7f2d) ^ 1);
-            sim.on_event(move |sim, event, signature| {
-                if !rng.one_in(CUT_ONE_IN) {
-                    return;
-                }
-                let mut cuts = cuts.lock().unwrap();
-                let dir = cuts_dir.join(cuts.len().to_string());
-                sim.cut(&mut rng, &dir);
-                cuts.push(Cut {
-                    dir,
-                    expect: expect.lock().unwrap().clone(),
-                    event,
-                    signature: signature.to_owned(),
-                });
-            });
-        }
+            sim.cut_at_random(
+                Rng::new(seed ^ (round as u64).wrapping_mul(0x5851_f42d_4c95_7f2d) ^ 1),
+                CUT_ONE_IN,
+                cuts_dir,
+                move || expect.lock().unwrap().clone(),
+            )
+        };
         let mut rng = Rng::new(seed.wrapping_add(round as u64));
         let mut broker = Some(Broker::open(config(&data, Some(&sim))).unwrap());
         for _ in 0..OPS_PER_ROUND {

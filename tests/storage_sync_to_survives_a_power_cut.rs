@@ -19,10 +19,7 @@ mod common {
 use common::power_cut::PowerCut;
 use common::rng::{Rng, seed_from_env};
 use common::storage::{read_all, small_config};
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 use strata::{
     record::{BatchBuilder, validate_batch},
     storage::{AppendWait, FsyncPolicy, Log, LogConfig, Offset},
@@ -38,12 +35,6 @@ const CUT_ONE_IN: u64 = 5;
 struct Expect {
     written: Vec<(Vec<u8>, u64)>,
     synced: Offset,
-}
-
-struct Cut {
-    dir: PathBuf,
-    expect: Expect,
-    event: usize,
 }
 
 fn config(faults: Option<&Arc<PowerCut>>) -> LogConfig {
@@ -71,25 +62,15 @@ fn what_sync_to_returned_for_survives_any_power_cut() {
         std::fs::create_dir(&cuts_dir).unwrap();
         let sim = PowerCut::new(&data);
         let expect = Arc::new(Mutex::new(Expect::default()));
-        let cuts: Arc<Mutex<Vec<Cut>>> = Arc::default();
-        {
-            let (expect, cuts) = (expect.clone(), cuts.clone());
-            let mut rng = Rng::new(seed ^ (round as u64).wrapping_mul(0x9e37_79b9) ^ 7);
-            sim.on_event(move |sim, event, _| {
-                if !rng.one_in(CUT_ONE_IN) {
-                    return;
-                }
-                let mut cuts = cuts.lock().unwrap();
-                let dir = cuts_dir.join(cuts.len().to_string());
-                sim.cut(&mut rng, &dir);
-                cuts.push(Cut {
-                    dir,
-                    expect: expect.lock().unwrap().clone(),
-                    event,
-                });
-            });
-        }
-
+        let cuts = {
+            let expect = expect.clone();
+            sim.cut_at_random(
+                Rng::new(seed ^ (round as u64).wrapping_mul(0x9e37_79b9) ^ 7),
+                CUT_ONE_IN,
+                cuts_dir,
+                move || expect.lock().unwrap().clone(),
+            )
+        };
         let mut rng = Rng::new(seed.wrapping_add(round as u64));
         let path = data.join("partition-0");
         let log = Log::open(&path, config(Some(&sim))).unwrap();

@@ -181,6 +181,15 @@ fn apply(data: &mut Vec<u8>, op: &DataOp) {
     }
 }
 
+/// A data directory as a power cut left it, with what the test expected at that moment.
+pub struct Cut<T> {
+    pub dir: PathBuf,
+    pub expect: T,
+    /// The file event it was taken at, and a short signature of it (`wrote .log`).
+    pub event: usize,
+    pub signature: String,
+}
+
 impl PowerCut {
     /// A simulator for a data directory at `root`, which must exist (and is taken as durable).
     pub fn new(root: &Path) -> Arc<PowerCut> {
@@ -199,6 +208,35 @@ impl PowerCut {
     /// as `wrote .log`).
     pub fn on_event(&self, hook: impl FnMut(&PowerCut, usize, &str) + Send + 'static) {
         *self.hook.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    /// From now on, at one file event in `one_in` (chosen by `rng`), writes a cut into a fresh
+    /// directory under `cuts_dir` and keeps it with what `expect` says the test knew then.
+    /// Returns the cuts taken, in order.
+    pub fn cut_at_random<T: Send + 'static>(
+        &self,
+        mut rng: Rng,
+        one_in: u64,
+        cuts_dir: PathBuf,
+        expect: impl Fn() -> T + Send + 'static,
+    ) -> Arc<Mutex<Vec<Cut<T>>>> {
+        let cuts: Arc<Mutex<Vec<Cut<T>>>> = Arc::default();
+        let taken = cuts.clone();
+        self.on_event(move |sim, event, signature| {
+            if !rng.one_in(one_in) {
+                return;
+            }
+            let mut cuts = taken.lock().unwrap();
+            let dir = cuts_dir.join(cuts.len().to_string());
+            sim.cut(&mut rng, &dir);
+            cuts.push(Cut {
+                dir,
+                expect: expect(),
+                event,
+                signature: signature.to_owned(),
+            });
+        });
+        cuts
     }
 
     /// Events seen so far.
