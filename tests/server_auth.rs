@@ -457,6 +457,28 @@ async fn tokens_and_rules_decide_every_rpc_and_a_revoke_ends_subscriptions() {
         stream.message().await.unwrap().is_some(),
         "it reads what is there"
     );
+    // And long-polls past the end, for longer than the test runs.
+    let long_poll = {
+        let (mut client, reader) = (client.clone(), reader.clone());
+        tokio::spawn(async move {
+            client
+                .fetch(with(
+                    Some(&reader),
+                    proto::FetchRequest {
+                        topic: "orders".into(),
+                        partition: 0,
+                        start: Some(StartPosition {
+                            position: Some(Position::Latest(Empty {})),
+                        }),
+                        max_wait_ms: 600_000,
+                        ..Default::default()
+                    },
+                ))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!long_poll.is_finished(), "the long poll waits");
     auth(&file, &["revoke", "reader"]);
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(server.pid() as i32).unwrap(),
@@ -477,6 +499,13 @@ async fn tokens_and_rules_decide_every_rpc_and_a_revoke_ends_subscriptions() {
     let status = ended.expect("it ends with an error, not as if the broker shut down");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains("revoked"), "{}", status.message());
+    let polled = tokio::time::timeout(std::time::Duration::from_secs(10), long_poll)
+        .await
+        .expect("the revoked reader's long poll did not end")
+        .unwrap()
+        .expect_err("a revoked long poll ends with an error");
+    assert_eq!(polled.code(), Code::Unauthenticated, "{polled:?}");
+    assert!(polled.message().contains("revoked"), "{}", polled.message());
     let after = client
         .describe_topic(with(
             Some(&reader),

@@ -31,6 +31,27 @@ pub(super) struct Service {
 }
 
 impl Service {
+    /// What ends a read of `topic` by `who` that waits (a subscription, a long poll) once a
+    /// reload revokes it; `None` for an anonymous reader.
+    fn revocation(
+        &self,
+        who: &Principal,
+        topic: &str,
+        credential: Option<[u8; 32]>,
+    ) -> Option<subscribe::Guard> {
+        match who {
+            Principal::Named(name) => Some(
+                subscribe::Access {
+                    principals: self.auth.watch(),
+                    principal: name.clone(),
+                    topic: topic.to_owned(),
+                }
+                .with_credential(credential),
+            ),
+            Principal::Anonymous => None,
+        }
+    }
+
     /// The request's principal (UNAUTHENTICATED without a valid one, when the broker checks).
     /// The `Authenticate` layer put it in the extensions before the body was read; a request
     /// that did not pass it (none does, today) is authenticated here.
@@ -206,9 +227,11 @@ impl Strata for Service {
         request: Request<proto::FetchRequest>,
     ) -> Result<Response<proto::FetchResponse>, Status> {
         let who = self.who(&request)?;
+        let credential = super::auth::credential(request.metadata());
         let req = request.into_inner();
         self.check(&who, Operation::Read, &Resource::topic(&req.topic))?;
         self.check_start(&who, req.start.as_ref())?;
+        let mut access = self.revocation(&who, &req.topic, credential);
         let broker = self.broker.clone();
         let max_bytes = self.config.fetch_bytes(req.max_bytes)?;
         let start = convert::start_position(req.start, StartPosition::Earliest);
@@ -218,9 +241,12 @@ impl Strata for Service {
         let max_wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(self.config.max_wait);
         let deadline = tokio::time::Instant::now() + max_wait;
         let min_bytes = (req.min_bytes as usize).max(1);
-        let chunk = Tail::new(handle, offset, max_bytes, self.shutdown.clone())
-            .read_at_least(min_bytes, deadline)
-            .await?;
+        // A long poll ends as a subscription does when a reload revokes the reader.
+        let mut tail = Tail::new(handle, offset, max_bytes, self.shutdown.clone());
+        let chunk = tokio::select! {
+            chunk = tail.read_at_least(min_bytes, deadline) => chunk?,
+            status = subscribe::Guard::revoked(&mut access) => return Err(status),
+        };
         if let Some(m) = &self.metrics {
             m.served_bytes
                 .with_label_values(&["Fetch"])
@@ -274,17 +300,7 @@ impl Strata for Service {
         let (tx, rx) = mpsc::channel(subscribe::BUFFERED_MESSAGES + starts.len());
         let counted = self.metrics.clone().map(subscribe::Counted::new);
         for (offset, handle) in starts {
-            let access = match &who {
-                Principal::Named(name) => Some(
-                    subscribe::Access {
-                        principals: self.auth.watch(),
-                        principal: name.clone(),
-                        topic: topic.clone(),
-                    }
-                    .with_credential(credential),
-                ),
-                Principal::Anonymous => None,
-            };
+            let access = self.revocation(&who, &topic, credential);
             tokio::spawn(subscribe::follow(
                 Tail::new(handle, offset, max_bytes, self.shutdown.clone()),
                 tx.clone(),

@@ -61,7 +61,7 @@ impl Guard {
     /// Completes, with the status the subscriber gets, once a reload takes away the principal,
     /// its token (rotated) or its right to read the topic; never, without a principals file
     /// (`None`).
-    async fn revoked(guard: &mut Option<Guard>) -> Status {
+    pub(super) async fn revoked(guard: &mut Option<Guard>) -> Status {
         let Some(g) = guard else {
             return std::future::pending().await;
         };
