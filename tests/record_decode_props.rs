@@ -26,12 +26,12 @@ fn exercise(buf: &[u8]) {
     if let Ok(batches) = validate_batch(buf, 1 << 20) {
         for v in batches {
             let _ = v.record_count();
-            let mut restamped = v.restamped_header(12_345, 9).to_vec();
+            let mut restamped = v.restamped_header(12_345, 9, 77).to_vec();
             restamped.extend_from_slice(v.body());
             let Frame::Batch(stored) = decode_frame(&restamped) else {
                 panic!("a validated batch no longer decodes once restamped");
             };
-            assert_eq!(stored.header().term, 9);
+            assert_eq!((stored.header().term, stored.header().raft_index), (9, 77));
             assert_eq!(stored.records().count(), v.record_count() as usize);
         }
     }
@@ -282,6 +282,7 @@ proptest! {
         base in 0..u64::MAX / 2,
         version in 1..BATCH_VERSION,
         term in any::<u64>(),
+        index in any::<u64>(),
     ) {
         let mut b = BatchBuilder::default();
         for r in &records {
@@ -293,13 +294,13 @@ proptest! {
             panic!("a version-{version} batch does not decode");
         };
         let h = *view.header();
-        prop_assert_eq!((h.version, h.term, h.producer), (version, 0, None));
-        prop_assert_eq!(old.len(), current.len() - (BATCH_HEADER_BYTES - BATCH_HEADER_BYTES_V2));
+        prop_assert_eq!((h.version, h.term, h.raft_index, h.producer), (version, 0, 0, None));
+        prop_assert_eq!(old.len(), current.len() - (BATCH_HEADER_BYTES - header_bytes(version).unwrap()));
         prop_assert_eq!(decoded(&old), decoded(&current));
         // Stored, it is the current version with the same records.
         let largest = records.iter().map(Record::encoded_len).max().unwrap();
         let valid = validate_batch(&old, largest).expect("an older batch validates");
-        let mut stored = valid[0].restamped_header(base, term).to_vec();
+        let mut stored = valid[0].restamped_header(base, term, index).to_vec();
         stored.extend_from_slice(valid[0].body());
         prop_assert_eq!(&stored[BATCH_HEADER_BYTES..], &current[BATCH_HEADER_BYTES..]);
         prop_assert_eq!(decoded(&stored), decoded(&current));
@@ -311,6 +312,7 @@ proptest! {
         base in 0..u64::MAX / 2,
         restamp in 0..u64::MAX / 2,
         term in any::<u64>(),
+        index in any::<u64>(),
         producer in stamp(),
     ) {
         let bytes = build_stamped(&records, base, producer);
@@ -344,7 +346,7 @@ proptest! {
         let largest = records.iter().map(Record::encoded_len).max().unwrap();
         let valid = validate_batch(&bytes, largest).expect("a built batch validates");
         prop_assert_eq!(valid.len(), 1);
-        let mut stored = valid[0].restamped_header(restamp, term).to_vec();
+        let mut stored = valid[0].restamped_header(restamp, term, index).to_vec();
         stored.extend_from_slice(valid[0].body());
         prop_assert_eq!(&stored[BATCH_HEADER_BYTES..], &bytes[BATCH_HEADER_BYTES..]);
         let restamped = decoded(&stored);
@@ -353,7 +355,7 @@ proptest! {
             panic!("a restamped batch does not decode");
         };
         prop_assert_eq!(stored_view.header().producer, producer, "restamping keeps the producer");
-        prop_assert_eq!(stored_view.header().term, term);
+        prop_assert_eq!((stored_view.header().term, stored_view.header().raft_index), (term, index));
         let restamped_records: Vec<Record> = restamped.into_iter().map(|(_, r)| r).collect();
         prop_assert_eq!(&restamped_records, &records);
         if largest > 0 {

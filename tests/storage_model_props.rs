@@ -35,6 +35,8 @@ struct ModelRecord {
 struct ModelBatch {
     base: Offset,
     term: u64,
+    /// The batch's Raft index: one more than the batch before it's (1 in an empty log).
+    index: u64,
     records: Vec<ModelRecord>,
 }
 
@@ -75,6 +77,11 @@ impl Model {
     /// The log's term: its last batch's, 0 when it holds none.
     fn term(&self) -> u64 {
         self.batches.last().map_or(0, |b| b.term)
+    }
+
+    /// The log's last Raft index: its last batch's, 0 when it holds none.
+    fn index(&self) -> u64 {
+        self.batches.last().map_or(0, |b| b.index)
     }
 
     /// Index of the batch holding `offset`.
@@ -319,6 +326,7 @@ struct ReadBatch {
     base: Offset,
     version: u8,
     term: u64,
+    index: u64,
     producer: Option<strata::record::ProducerStamp>,
     max_timestamp_ms: i64,
     len: u64,
@@ -350,6 +358,7 @@ fn decode_all(mut bytes: &[u8]) -> Vec<ReadBatch> {
             base: h.base_offset,
             version: h.version,
             term: h.term,
+            index: h.raft_index,
             producer: h.producer,
             max_timestamp_ms: h.max_timestamp_ms,
             len: u64::from(h.length),
@@ -420,9 +429,9 @@ fn check_read(log: &Log, model: &Model, offset: Offset, max_bytes: usize) -> Off
         assert_eq!(b.base, want.base, "batch {i} of the read at {offset}");
         assert_eq!(b.len, want.bytes());
         assert_eq!(
-            (b.version, b.term, b.producer),
-            (strata::record::BATCH_VERSION, want.term, None),
-            "version, term and producer of the batch at {}",
+            (b.version, b.term, b.index, b.producer),
+            (strata::record::BATCH_VERSION, want.term, want.index, None),
+            "version, term, index and producer of the batch at {}",
             b.base
         );
         assert_eq!(b.max_timestamp_ms, want.max_timestamp_ms());
@@ -454,6 +463,23 @@ fn check_offsets(log: &Log, model: &Model, dir: &Path) {
     assert_eq!(log.next_offset(), model.next, "next offset");
     assert_eq!(log.earliest_offset(), model.earliest, "earliest offset");
     assert_eq!(log.last_term(), model.term(), "the log's term");
+    assert_eq!(
+        (log.last_entry().term, log.last_entry().index),
+        (model.term(), model.index()),
+        "the log's last entry"
+    );
+    for b in [model.batches.first(), model.batches.last()]
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(
+            log.offset_of_entry(b.index).unwrap(),
+            Some(b.base),
+            "the batch of entry {}",
+            b.index
+        );
+    }
+    assert_eq!(log.offset_of_entry(model.index() + 1).unwrap(), None);
     let stats = log.stats();
     assert_eq!(
         stats.bytes,
@@ -829,7 +855,7 @@ impl Harness {
         let mut bytes = Vec::new();
         let mut planned = Vec::new();
         let mut base = self.model.next;
-        for specs in batches {
+        for (index, specs) in (self.model.index() + 1..).zip(batches) {
             let records: Vec<ModelRecord> = specs.iter().map(|s| self.record(s)).collect();
             let mut b = BatchBuilder::default();
             for r in &records {
@@ -839,6 +865,7 @@ impl Harness {
             let batch = ModelBatch {
                 base,
                 term,
+                index,
                 records,
             };
             base = batch.next();

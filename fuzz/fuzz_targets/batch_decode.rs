@@ -43,13 +43,14 @@ fuzz_target!(|data: &[u8]| {
             "a validated batch has a bad record"
         );
 
-        let mut restamped = batch.restamped_header(1_000_000, 7).to_vec();
+        let mut restamped = batch.restamped_header(1_000_000, 7, 9).to_vec();
         restamped.extend_from_slice(batch.body());
         assert_eq!(restamped.len(), batch.stored_len());
         assert_eq!(restamped.len(), batch.body().len() + BATCH_HEADER_BYTES);
         let again = validate_batch(&restamped, max_record_bytes).expect("restamped batch valid");
         assert_eq!(again[0].header().base_offset, 1_000_000);
         assert_eq!(again[0].header().term, 7);
+        assert_eq!(again[0].header().raft_index, 9);
         assert_eq!(again[0].record_count(), batch.record_count());
     }
 });

@@ -897,6 +897,10 @@ impl Consumer {
                     return Err(self.corrupt(partition, from, &other));
                 }
             };
+            at += batch.bytes().len();
+            if batch.header().is_control() {
+                continue; // the broker's own Raft entry: no record of the topic's
+            }
             for record in batch.records() {
                 let record = record.map_err(|reason| ClientError::Corrupt {
                     topic: self.topic.clone(),
@@ -919,7 +923,6 @@ impl Consumer {
                         .collect(),
                 });
             }
-            at += batch.bytes().len();
         }
         Ok(())
     }

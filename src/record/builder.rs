@@ -1,8 +1,8 @@
 //! Encoding: build a batch from records.
 
 use super::{
-    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V2, BATCH_MAGIC, BATCH_VERSION, BATCH_VERSION_V1,
-    BATCH_VERSION_V2, ProducerStamp, RECORD_OVERHEAD_BYTES, field,
+    BATCH_HEADER_BYTES, BATCH_MAGIC, BATCH_VERSION, BATCH_VERSION_V1, ProducerStamp,
+    RECORD_OVERHEAD_BYTES, field, header_bytes,
 };
 use bytes::Bytes;
 
@@ -178,25 +178,38 @@ impl BatchBuilder {
             .copy_from_slice(&stamp.map_or(0, |p| p.base_sequence).to_le_bytes());
         h[field::MAX_TIMESTAMP..field::MAX_TIMESTAMP + 8].copy_from_slice(&max_ts.to_le_bytes());
         h[field::RECORD_COUNT..field::RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
-        // The term is the broker's to write when it appends.
+        // The term and the Raft index are the broker's to write when it appends.
         h[field::TERM..field::TERM + 8].fill(0);
+        h[field::RAFT_INDEX..field::RAFT_INDEX + 8].fill(0);
         let crc = super::batch_crc(&self.buf);
         self.buf[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_le_bytes());
         self.buf
     }
 
+    /// As [`BatchBuilder::finish`], with the control bit ([`super::ATTRIBUTE_CONTROL`]) set:
+    /// the broker's own Raft entries (a leader's blank entry, a membership change). Producers
+    /// cannot send these: validation of their batches refuses the bit.
+    pub fn finish_control(self, base_offset: u64) -> Vec<u8> {
+        let mut b = self.finish(base_offset);
+        b[field::ATTRIBUTES] = super::ATTRIBUTE_CONTROL;
+        let crc = super::batch_crc(&b);
+        b[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
     /// As [`BatchBuilder::finish`], in an older format `version`, as brokers before it wrote
-    /// batches and clients before it send them: 2 (no term: a 48-byte header) or 1 (neither
-    /// term nor producer: the first record's timestamp where version 2 has the producer id).
-    /// For compatibility tests and tools; any other version is written as the current one.
+    /// batches and clients before it send them: 3 (no Raft index: a 56-byte header), 2 (no term
+    /// either: a 48-byte header) or 1 (neither term nor producer: the first record's timestamp
+    /// where version 2 has the producer id). For compatibility tests and tools; any other
+    /// version is written as the current one.
     pub fn finish_in_version(self, base_offset: u64, version: u8) -> Vec<u8> {
         let first_timestamp_ms = self.first_timestamp_ms;
         let current = self.finish(base_offset);
-        if version != BATCH_VERSION_V1 && version != BATCH_VERSION_V2 {
+        let Some(header_len) = header_bytes(version).filter(|_| version != BATCH_VERSION) else {
             return current;
-        }
+        };
         let mut b = Vec::with_capacity(current.len());
-        b.extend_from_slice(&current[..BATCH_HEADER_BYTES_V2]);
+        b.extend_from_slice(&current[..header_len]);
         b.extend_from_slice(&current[BATCH_HEADER_BYTES..]);
         b[field::VERSION] = version;
         let len = b.len() as u32;

@@ -1,9 +1,9 @@
 //! Decoding: find a batch in a byte buffer and walk its records without copying.
 
 use super::{
-    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V2, BATCH_MAGIC, BATCH_VERSION, BATCH_VERSION_V1,
-    MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES, batch_crc, field, header_bytes, read_i64, read_u16,
-    read_u32, read_u64,
+    BATCH_HEADER_BYTES, BATCH_HEADER_BYTES_V2, BATCH_HEADER_BYTES_V3, BATCH_MAGIC, BATCH_VERSION,
+    BATCH_VERSION_V1, BATCH_VERSION_V3, MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES, batch_crc, field,
+    header_bytes, read_i64, read_u16, read_u32, read_u64,
 };
 use std::fmt;
 
@@ -111,7 +111,7 @@ pub struct BatchHeader {
     pub crc: u32,
     /// Total bytes of the batch, header included.
     pub length: u32,
-    /// The format version (1, 2 or 3).
+    /// The format version (1 to 4).
     pub version: u8,
     /// Attribute bits (compression, reserved: 0).
     pub attributes: u8,
@@ -124,9 +124,12 @@ pub struct BatchHeader {
     pub max_timestamp_ms: i64,
     /// Number of records; at least 1.
     pub record_count: u32,
-    /// The term of the leader that appended the batch (version 3; 0 for versions 1 and 2, and
-    /// in a batch a producer sends).
+    /// The term of the leader that appended the batch (versions 3 and 4; 0 for versions 1 and
+    /// 2, and in a batch a producer sends).
     pub term: u64,
+    /// The batch's index in the partition's Raft log: one more than the batch before it's
+    /// (version 4; 0 for versions 1 to 3, and in a batch a producer sends).
+    pub raft_index: u64,
 }
 
 impl BatchHeader {
@@ -138,10 +141,16 @@ impl BatchHeader {
             return None;
         }
         let version = buf[field::VERSION];
-        let term = if version == BATCH_VERSION {
-            read_u64(buf.get(..BATCH_HEADER_BYTES)?, field::TERM)
-        } else {
-            0
+        let (term, raft_index) = match version {
+            BATCH_VERSION => {
+                let head = buf.get(..BATCH_HEADER_BYTES)?;
+                (
+                    read_u64(head, field::TERM),
+                    read_u64(head, field::RAFT_INDEX),
+                )
+            }
+            BATCH_VERSION_V3 => (read_u64(buf.get(..BATCH_HEADER_BYTES_V3)?, field::TERM), 0),
+            _ => (0, 0),
         };
         let producer_id = read_u64(buf, field::PRODUCER_ID);
         let producer = (version != BATCH_VERSION_V1 && producer_id != 0).then(|| ProducerStamp {
@@ -159,10 +168,12 @@ impl BatchHeader {
             max_timestamp_ms: read_i64(buf, field::MAX_TIMESTAMP),
             record_count: read_u32(buf, field::RECORD_COUNT),
             term,
+            raft_index,
         })
     }
 
-    /// The size of this header: 56 bytes for version 3, 48 for versions 1 and 2.
+    /// The size of this header: 64 bytes for version 4, 56 for version 3, 48 for versions 1
+    /// and 2.
     pub fn header_len(&self) -> usize {
         header_bytes(self.version).unwrap_or(BATCH_HEADER_BYTES_V2)
     }
@@ -171,6 +182,12 @@ impl BatchHeader {
     pub(crate) fn v1_first_timestamp_ms(buf: &[u8]) -> Option<i64> {
         (buf.len() >= BATCH_HEADER_BYTES_V2 && buf[field::VERSION] == BATCH_VERSION_V1)
             .then(|| read_i64(buf, field::FIRST_TIMESTAMP_V1))
+    }
+
+    /// A control batch (a Raft leader's blank entry or a membership change), which consumers
+    /// skip: see [`super::ATTRIBUTE_CONTROL`].
+    pub fn is_control(&self) -> bool {
+        self.attributes & super::ATTRIBUTE_CONTROL != 0
     }
 
     /// The offset of the last record in the batch. Saturates for a header whose offsets do not

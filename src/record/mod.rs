@@ -1,8 +1,9 @@
 //! The record-batch format: how records are framed on disk and on the wire (docs/FORMAT.md).
 //!
-//! A batch is a 56-byte header followed by its records; a CRC-32 covers every byte of the batch
-//! after the CRC field itself, base offset, term and length included. The storage engine stores
-//! the records exactly as produced (only the header's base offset, term and CRC are rewritten,
+//! A batch is a 64-byte header followed by its records; a CRC-32 covers every byte of the batch
+//! after the CRC field itself, base offset, term, index and length included. The storage engine
+//! stores the records exactly as produced (only the header's base offset, term, Raft index and
+//! CRC are rewritten,
 //! and an older version's header is stored as the current one), and the client decodes them.
 //! Key routing ([`partition_for_key`]) is here too, so that broker and client agree on it.
 
@@ -16,28 +17,39 @@ pub use frame::{
     BatchHeader, BatchView, Corruption, Frame, ProducerStamp, RecordView, Records, decode_frame,
 };
 pub use partitioner::{murmur2, partition_for_key};
-pub use validate::{FormatError, ValidatedBatch, validate_batch};
+pub use validate::{FormatError, ValidatedBatch, validate_batch, validate_stored_batch};
 
 /// The size in bytes of the header of a batch of the version written ([`BATCH_VERSION`]).
-pub const BATCH_HEADER_BYTES: usize = 56;
+pub const BATCH_HEADER_BYTES: usize = 64;
+/// The size in bytes of a version-3 header, which has a term but no Raft index.
+pub const BATCH_HEADER_BYTES_V3: usize = 56;
 /// The size in bytes of a version-1 or version-2 header, which has no term.
 pub const BATCH_HEADER_BYTES_V2: usize = 48;
 /// The magic number at byte 8 of every batch: `b"STRA"` read as a little-endian u32.
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"STRA");
-/// The format version written: version 2 with the leader's term after it (for replication).
-/// Versions 1 (before idempotent producers: a first-record timestamp where version 2 has the
-/// producer id, and zeroes where it has the epoch and sequence) and 2 (no term: it reads as term
-/// 0) are still read, so that logs written before them stay readable.
-pub const BATCH_VERSION: u8 = 3;
+/// The format version written: version 3 with the batch's Raft log index after the term (for
+/// replication). Versions 1 (before idempotent producers: a first-record timestamp where version
+/// 2 has the producer id, and zeroes where it has the epoch and sequence), 2 (no term: it reads
+/// as term 0) and 3 (no index: it reads as index 0) are still read, so that logs written before
+/// them stay readable.
+pub const BATCH_VERSION: u8 = 4;
+/// The version before Raft indexes.
+pub const BATCH_VERSION_V3: u8 = 3;
 /// The version before terms.
 pub const BATCH_VERSION_V2: u8 = 2;
 /// The oldest format version read.
 pub const BATCH_VERSION_V1: u8 = 1;
 
+/// Attribute bit 3: a control batch, written by the broker alone (a Raft leader's blank entry or
+/// a membership change), never by a producer. Its one record carries the control payload;
+/// consumers skip it (its offset is a gap in what they see).
+pub const ATTRIBUTE_CONTROL: u8 = 0x08;
+
 /// The header size of a batch of `version`, or `None` for a version this build does not read.
 pub fn header_bytes(version: u8) -> Option<usize> {
     match version {
         BATCH_VERSION_V1 | BATCH_VERSION_V2 => Some(BATCH_HEADER_BYTES_V2),
+        BATCH_VERSION_V3 => Some(BATCH_HEADER_BYTES_V3),
         BATCH_VERSION => Some(BATCH_HEADER_BYTES),
         _ => None,
     }
@@ -67,6 +79,8 @@ pub(crate) mod field {
     pub const BASE_SEQUENCE: usize = 44;
     /// Version 3: the term of the leader that appended the batch (u64).
     pub const TERM: usize = 48;
+    /// Version 4: the batch's index in the partition's Raft log (u64).
+    pub const RAFT_INDEX: usize = 56;
 }
 
 /// CRC-32 (the IEEE polynomial, as crc32fast computes it) of a batch: bytes 4 to the end.

@@ -76,11 +76,17 @@ impl<'a> ValidatedBatch<'a> {
         BATCH_HEADER_BYTES + self.body().len()
     }
 
-    /// The batch's header as stored: the current version's, with `base_offset` and `term`, and the
-    /// CRC recomputed over the new header and the unchanged records. The records need not be
-    /// copied: write this header, then [`ValidatedBatch::body`]. A version-1 or version-2 batch
-    /// is stored as version 3 (a version 1's first timestamp gives way to producer id 0).
-    pub fn restamped_header(&self, base_offset: u64, term: u64) -> [u8; BATCH_HEADER_BYTES] {
+    /// The batch's header as stored: the current version's, with `base_offset`, `term` and
+    /// `raft_index`, and the CRC recomputed over the new header and the unchanged records. The
+    /// records need not be copied: write this header, then [`ValidatedBatch::body`]. A batch of
+    /// versions 1 to 3 is stored as version 4 (a version 1's first timestamp gives way to
+    /// producer id 0).
+    pub fn restamped_header(
+        &self,
+        base_offset: u64,
+        term: u64,
+        raft_index: u64,
+    ) -> [u8; BATCH_HEADER_BYTES] {
         let mut head = [0u8; BATCH_HEADER_BYTES];
         let sent = self.header.header_len();
         head[..sent].copy_from_slice(&self.bytes[..sent]);
@@ -93,6 +99,7 @@ impl<'a> ValidatedBatch<'a> {
         head[field::BASE_OFFSET..field::BASE_OFFSET + 8]
             .copy_from_slice(&base_offset.to_le_bytes());
         head[field::TERM..field::TERM + 8].copy_from_slice(&term.to_le_bytes());
+        head[field::RAFT_INDEX..field::RAFT_INDEX + 8].copy_from_slice(&raft_index.to_le_bytes());
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head[field::LENGTH..]);
         let body_len = self.body().len() as u64;
@@ -107,9 +114,25 @@ impl<'a> ValidatedBatch<'a> {
 
 /// Splits `buf` into whole batches and validates each: framing, CRC, every record's bounds and
 /// size. `buf` may hold several batches back to back; an empty `buf` is [`FormatError::Empty`].
+/// For batches from producers: any attribute bit is refused.
 pub fn validate_batch(
     buf: &[u8],
     max_record_bytes: usize,
+) -> Result<Vec<ValidatedBatch<'_>>, FormatError> {
+    validate(buf, max_record_bytes, 0)
+}
+
+/// As [`validate_batch`], for batches a partition's Raft leader stored and sent on (a
+/// follower's append, or an entry read back from the log): the control bit
+/// ([`super::ATTRIBUTE_CONTROL`]) is allowed, and records are as large as the leader took.
+pub fn validate_stored_batch(buf: &[u8]) -> Result<Vec<ValidatedBatch<'_>>, FormatError> {
+    validate(buf, MAX_BATCH_BYTES, super::ATTRIBUTE_CONTROL)
+}
+
+fn validate(
+    buf: &[u8],
+    max_record_bytes: usize,
+    allowed_attributes: u8,
 ) -> Result<Vec<ValidatedBatch<'_>>, FormatError> {
     let mut out = Vec::new();
     let mut rest = buf;
@@ -141,7 +164,7 @@ pub fn validate_batch(
             // An older version's batch that would not fit the format once stored as the current.
             return Err(FormatError::Corrupt(Corruption::BadLength(header.length)));
         }
-        if header.attributes != 0 {
+        if header.attributes & !allowed_attributes != 0 {
             return Err(FormatError::UnsupportedAttributes(header.attributes));
         }
         check_producer_stamp(&header, view.bytes())?;
@@ -233,7 +256,7 @@ mod tests {
     fn restamping_keeps_the_batch_valid() {
         let bytes = batch(&[b"a", b"bb"]);
         let v = validate_batch(&bytes, 1024).unwrap();
-        let head = v[0].restamped_header(5000, 7);
+        let head = v[0].restamped_header(5000, 7, 12);
         let mut whole = head.to_vec();
         whole.extend_from_slice(v[0].body());
         assert_eq!(whole.len(), v[0].stored_len());
@@ -242,28 +265,42 @@ mod tests {
         };
         assert_eq!(view.header().base_offset, 5000);
         assert_eq!(view.header().term, 7);
+        assert_eq!(view.header().raft_index, 12);
         let offsets: Vec<u64> = view.records().map(|r| r.unwrap().offset).collect();
         assert_eq!(offsets, vec![5000, 5001]);
     }
 
     #[test]
     fn older_versions_are_stored_as_the_current_one_with_their_records_unchanged() {
-        let v3 = batch(&[b"a", b"bb"]);
-        for version in [2, 1] {
+        let current = batch(&[b"a", b"bb"]);
+        for version in [3, 2, 1] {
             let sent = batch_in(&[b"a", b"bb"], version);
             let v = validate_batch(&sent, 1024).unwrap();
             assert_eq!(v[0].header().version, version);
-            assert_eq!(v[0].header().term, 0, "no term before version 3");
-            assert_eq!(v[0].stored_len(), sent.len() + 8);
-            let mut stored = v[0].restamped_header(40, 3).to_vec();
+            assert_eq!(
+                v[0].header().raft_index,
+                0,
+                "no Raft index before version 4"
+            );
+            if version < 3 {
+                assert_eq!(v[0].header().term, 0, "no term before version 3");
+            }
+            assert_eq!(v[0].stored_len(), current.len(), "version {version}");
+            let mut stored = v[0].restamped_header(40, 3, 9).to_vec();
             stored.extend_from_slice(v[0].body());
             let Frame::Batch(view) = decode_frame(&stored) else {
                 panic!("a version-{version} batch restamped does not decode")
             };
             let h = view.header();
-            assert_eq!((h.version, h.term, h.base_offset), (3, 3, 40));
+            assert_eq!(
+                (h.version, h.term, h.raft_index, h.base_offset),
+                (BATCH_VERSION, 3, 9, 40)
+            );
             assert_eq!(h.producer, None, "version {version}");
-            assert_eq!(&stored[BATCH_HEADER_BYTES..], &v3[BATCH_HEADER_BYTES..]);
+            assert_eq!(
+                &stored[BATCH_HEADER_BYTES..],
+                &current[BATCH_HEADER_BYTES..]
+            );
         }
     }
 

@@ -225,6 +225,10 @@ pub(super) fn decode_records(
                 reason: "a fetched chunk does not decode into whole batches".into(),
             });
         };
+        rest = &rest[view.bytes().len()..];
+        if view.header().is_control() {
+            continue; // the broker's own Raft entry: no record of the topic's
+        }
         for rec in view.records() {
             let rec = rec.map_err(|c| RequestError::Undecodable {
                 reason: c.to_string(),
@@ -246,7 +250,6 @@ pub(super) fn decode_records(
                 offset: rec.offset,
             });
         }
-        rest = &rest[view.bytes().len()..];
     }
     Ok(out)
 }
@@ -288,5 +291,21 @@ mod tests {
         let all = decode_records(&batches, 0).unwrap();
         assert_eq!(all[0].key.as_deref(), Some(&b"k"[..]));
         assert_eq!(all[0].headers[0].name, "h");
+    }
+
+    #[test]
+    fn decoding_skips_control_batches() {
+        let mut control = record::BatchBuilder::default();
+        control.push_parts(1, None, b"blank entry", []);
+        let mut data = record::BatchBuilder::default();
+        data.push_parts(2, None, b"user_signed_up", []);
+        let mut bytes = control.finish_control(5);
+        bytes.extend(data.finish(6));
+        let recs = decode_records(&Bytes::from(bytes), 0).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            (recs[0].offset, &recs[0].value[..]),
+            (6, &b"user_signed_up"[..])
+        );
     }
 }

@@ -108,9 +108,11 @@ pub fn storage_code(err: &StorageError) -> Code {
         }
         StorageError::OffsetOutOfRange { .. } => Code::OutOfRange,
         StorageError::Corrupt { .. } | StorageError::BadStateFile { .. } => Code::DataLoss,
-        StorageError::Poisoned { .. } | StorageError::TermBehind { .. } => Code::FailedPrecondition,
+        StorageError::Poisoned { .. }
+        | StorageError::TermBehind { .. }
+        | StorageError::IndexBehind { .. } => Code::FailedPrecondition,
         // Replication's misuse of the log, never a client's request.
-        StorageError::NotWritten { .. } => Code::Internal,
+        StorageError::NotWritten { .. } | StorageError::EntryCount { .. } => Code::Internal,
         StorageError::Sequence(e) => match e {
             SequenceError::Fenced { .. } | SequenceError::OutOfOrder { .. } => {
                 Code::FailedPrecondition

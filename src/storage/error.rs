@@ -97,6 +97,30 @@ pub enum StorageError {
         /// The term of the log's last batch.
         last: u64,
     },
+    /// Raft entries whose index does not go up from the log's last batch (or from the entry
+    /// before): storing them would put two entries at one index. Nothing is stored.
+    #[error(
+        "an append of the Raft entry at index {index} to the log at {path}, whose last batch is \
+         at index {last}, was refused: indexes in a log always go up"
+    )]
+    IndexBehind {
+        /// The partition directory.
+        path: PathBuf,
+        /// The entry's index.
+        index: u64,
+        /// The index of the log's last batch (or of the entry before).
+        last: u64,
+    },
+    /// An append of Raft entries gave a different number of ids than of batches.
+    #[error("an append to the log at {path} gave {ids} entry ids for {batches} batches")]
+    EntryCount {
+        /// The partition directory.
+        path: PathBuf,
+        /// Ids given.
+        ids: usize,
+        /// Batches given.
+        batches: usize,
+    },
     /// Durability was asked for offsets the log does not hold (never written, or truncated away
     /// during the wait): they are not durable, and are not reported so.
     #[error(

@@ -43,15 +43,36 @@ pub struct ReadChunk {
     pub earliest_offset: Offset,
 }
 
+/// A batch's place in the partition's Raft log: the leader's term and the entry's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId {
+    /// The term of the leader that appended the entry.
+    pub term: u64,
+    /// The entry's index: one more than the entry before it's.
+    pub index: u64,
+}
+
+/// Which term and Raft index the batches of an append get.
+#[derive(Debug, Clone, Copy)]
+enum Stamp<'a> {
+    /// The term of the log's last batch and the next indexes (a single broker's appends).
+    Continue,
+    /// The given term and the next indexes.
+    Term(u64),
+    /// One id per batch, as a Raft leader gave them.
+    Entries(&'a [EntryId]),
+}
+
 /// When an append returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendWait {
     /// Once the batches are as durable as the log's fsync policy says: under `Always` fsynced
     /// (concurrent appends share one fsync), under `Interval` when a sync is due.
     Policy,
-    /// Once they are written to the file, not necessarily durable: [`Log::sync_to`] makes them
-    /// durable (a replica reports an append to Raft only after that). Under `Always` readers see
-    /// them only once synced.
+    /// Once they are written to the file and readable, not necessarily durable:
+    /// [`Log::sync_to`] makes them durable (a replica reports an append to Raft only after that).
+    /// Readers of the log see them at once, whatever the policy: a replicated partition shows
+    /// consumers only what its Raft group committed, not the log end.
     Written,
 }
 
@@ -98,6 +119,9 @@ pub(crate) struct Writer {
     /// The term of the last batch written (0 in an empty log): appends without a term of their
     /// own are in it, and no append may be in an older one.
     pub term: u64,
+    /// The Raft index of the last batch written (0 in an empty log, and for batches written
+    /// before indexes): the next batch's is one more, unless the append names its own.
+    pub raft_index: u64,
     /// Truncations so far: a sync that began before one publishes nothing.
     pub truncations: u64,
 }
@@ -314,7 +338,7 @@ impl Log {
     /// batch. Returns once they are as durable as the fsync policy says; under `Always`,
     /// concurrent callers share one fsync.
     pub fn append_batches(&self, batches: &[ValidatedBatch<'_>]) -> Result<Vec<Appended>> {
-        self.append_with(None, batches, AppendWait::Policy)
+        self.append_with(Stamp::Continue, batches, AppendWait::Policy)
     }
 
     /// Appends batches as [`Log::append_batches`] does, stamped with the leader's `term`, and
@@ -326,7 +350,70 @@ impl Log {
         batches: &[ValidatedBatch<'_>],
         wait: AppendWait,
     ) -> Result<Vec<Appended>> {
-        self.append_with(Some(term), batches, wait)
+        self.append_with(Stamp::Term(term), batches, wait)
+    }
+
+    /// Appends Raft entries: batch `i` with `ids[i]`, which a replica's Raft log gave it. Terms
+    /// never go down ([`StorageError::TermBehind`]) and indexes always go up
+    /// ([`StorageError::IndexBehind`]), from the log's last batch and from one entry to the next;
+    /// a log with no batch takes any first index. Gaps in indexes are the caller's to prevent
+    /// (a Raft log has none past its purged prefix). Returns as `wait` says.
+    pub fn append_entries(
+        &self,
+        ids: &[EntryId],
+        batches: &[ValidatedBatch<'_>],
+        wait: AppendWait,
+    ) -> Result<Vec<Appended>> {
+        if ids.len() != batches.len() {
+            return Err(StorageError::EntryCount {
+                path: self.dir.clone(),
+                ids: ids.len(),
+                batches: batches.len(),
+            });
+        }
+        self.append_with(Stamp::Entries(ids), batches, wait)
+    }
+
+    /// The term and Raft index of the last batch written, readable or not (0 and 0 in an empty
+    /// log).
+    pub fn last_entry(&self) -> EntryId {
+        let w = lock(&self.writer);
+        EntryId {
+            term: w.term,
+            index: w.raft_index,
+        }
+    }
+
+    /// The first offset of the batch whose Raft index is `index`, if the log holds it (a
+    /// binary search over the readable batches, whose indexes never go down).
+    pub fn offset_of_entry(&self, index: u64) -> Result<Option<Offset>> {
+        let (mut lo, mut hi) = (self.earliest_offset(), self.next_offset());
+        // The first offset whose batch's index is >= `index`, in [lo, hi].
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let header = self.header_at(mid)?;
+            if header.raft_index < index {
+                lo = header.next_offset();
+            } else {
+                // `lo` is a batch boundary at or below `mid`: the batch starts at or after it.
+                hi = header.base_offset;
+            }
+        }
+        if lo >= self.next_offset() {
+            return Ok(None);
+        }
+        let header = self.header_at(lo)?;
+        Ok((header.raft_index == index).then_some(header.base_offset))
+    }
+
+    /// The header of the batch holding `offset` (a readable one).
+    pub fn header_at(&self, offset: Offset) -> Result<BatchHeader> {
+        let chunk = self.read(offset, 1)?;
+        BatchHeader::parse(&chunk.batches).ok_or(StorageError::OffsetOutOfRange {
+            requested: offset,
+            earliest: chunk.earliest_offset,
+            next: chunk.high_watermark,
+        })
     }
 
     /// Blocks until every offset below `next` is durable, leading or joining a group fsync (at
@@ -340,15 +427,7 @@ impl Log {
     /// The term of the batch holding `offset`: 0 for batches written before terms (format
     /// versions 1 and 2). Only readable offsets have one ([`StorageError::OffsetOutOfRange`]).
     pub fn term_at(&self, offset: Offset) -> Result<u64> {
-        let chunk = self.read(offset, 1)?;
-        match BatchHeader::parse(&chunk.batches) {
-            Some(header) => Ok(header.term),
-            None => Err(StorageError::OffsetOutOfRange {
-                requested: offset,
-                earliest: chunk.earliest_offset,
-                next: chunk.high_watermark,
-            }),
-        }
+        Ok(self.header_at(offset)?.term)
     }
 
     /// The term of the last batch written, readable or not (0 in an empty log).
@@ -356,26 +435,39 @@ impl Log {
         lock(&self.writer).term
     }
 
-    /// The term of the last readable batch (0 when there is none), for the writer after an
-    /// open or a truncation. A damaged last batch (found by a read, not by recovery) does not
-    /// stop the log: its term counts as 0, and reads of it report the damage.
-    pub(crate) fn term_of_end(&self) -> Result<u64> {
+    /// The term and Raft index of the last readable batch (0 and 0 when there is none), for the
+    /// writer after an open or a truncation. A damaged last batch (found by a read, not by
+    /// recovery) does not stop the log: its ids count as 0, and reads of it report the damage.
+    pub(crate) fn entry_of_end(&self) -> Result<EntryId> {
         let end = self.next_offset();
+        let none = EntryId { term: 0, index: 0 };
         if end == 0 || end <= self.earliest_offset() {
-            return Ok(0);
+            return Ok(none);
         }
-        match self.term_at(end - 1) {
+        match self.header_at(end - 1) {
+            Ok(h) => Ok(EntryId {
+                term: h.term,
+                index: h.raft_index,
+            }),
             Err(e @ StorageError::Corrupt { .. }) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "the last batch's term is unreadable; taking 0");
-                Ok(0)
+                tracing::warn!(dir = %self.dir.display(), error = %e, "the last batch's term and index are unreadable; taking 0");
+                Ok(none)
             }
-            other => other,
+            Err(e) => Err(e),
         }
+    }
+
+    /// Sets the writer's term and Raft index from the last readable batch.
+    pub(crate) fn resume_entry_ids(&self, w: &mut Writer) -> Result<()> {
+        let end = self.entry_of_end()?;
+        w.term = end.term;
+        w.raft_index = end.index;
+        Ok(())
     }
 
     fn append_with(
         &self,
-        term: Option<u64>,
+        ids: Stamp<'_>,
         batches: &[ValidatedBatch<'_>],
         wait: AppendWait,
     ) -> Result<Vec<Appended>> {
@@ -385,31 +477,35 @@ impl Log {
         let mut drop_later: Vec<Range> = Vec::new();
         let target = {
             let mut w = lock(&self.writer);
-            let term = match term {
-                Some(t) if t < w.term => {
-                    return Err(StorageError::TermBehind {
-                        path: self.dir.clone(),
-                        term: t,
-                        last: w.term,
-                    });
-                }
-                Some(t) => t,
-                None => w.term,
-            };
+            self.check_stamp(&w, ids)?;
             self.remove_clean_marker()?;
             self.roll_before_request(&mut w, &config, batches)?;
             let stamps = || batches.iter().filter_map(|b| b.header().producer.as_ref());
             let mut mark = Mark::of(&w);
             let mut saved = w.producers.save(stamps());
             let now = now_ms();
-            for batch in batches {
+            for (i, batch) in batches.iter().enumerate() {
                 let stamp = batch.header().producer;
-                let check = match stamp {
-                    Some(s) => w.producers.check(&s, batch.record_count()),
-                    None => Ok(SequenceCheck::Append),
+                let check = match (stamp, ids) {
+                    // A replica stores what its leader stored: the leader checked the producer.
+                    (_, Stamp::Entries(_)) | (None, _) => Ok(SequenceCheck::Append),
+                    (Some(s), _) => w.producers.check(&s, batch.record_count()),
                 };
                 let written = match check {
-                    Ok(SequenceCheck::Append) => self.write_batch(&mut w, &config, batch, term),
+                    Ok(SequenceCheck::Append) => {
+                        let id = match ids {
+                            Stamp::Continue => EntryId {
+                                term: w.term,
+                                index: w.raft_index + 1,
+                            },
+                            Stamp::Term(term) => EntryId {
+                                term,
+                                index: w.raft_index + 1,
+                            },
+                            Stamp::Entries(ids) => ids[i],
+                        };
+                        self.write_batch(&mut w, &config, batch, id)
+                    }
                     Ok(SequenceCheck::Duplicate {
                         base_offset,
                         next_offset,
@@ -456,7 +552,7 @@ impl Log {
                     }
                 }
             }
-            if config.fsync != FsyncPolicy::Always {
+            if config.fsync != FsyncPolicy::Always || wait == AppendWait::Written {
                 w.active.publish(w.size);
                 self.advance_end(w.write_offset);
             }
@@ -485,12 +581,47 @@ impl Log {
         Ok(out)
     }
 
+    /// Refuses ids that would make a term go down or an index not go up.
+    fn check_stamp(&self, w: &Writer, stamp: Stamp<'_>) -> Result<()> {
+        let term_behind = |term: u64, last: u64| StorageError::TermBehind {
+            path: self.dir.clone(),
+            term,
+            last,
+        };
+        match stamp {
+            Stamp::Term(t) if t < w.term => Err(term_behind(t, w.term)),
+            Stamp::Continue | Stamp::Term(_) => Ok(()),
+            Stamp::Entries(ids) => {
+                let empty = w.write_offset <= self.earliest_offset();
+                let mut last = EntryId {
+                    term: w.term,
+                    index: w.raft_index,
+                };
+                for (i, id) in ids.iter().enumerate() {
+                    if id.term < last.term {
+                        return Err(term_behind(id.term, last.term));
+                    }
+                    let first_in_empty_log = i == 0 && empty;
+                    if id.index <= last.index && !first_in_empty_log {
+                        return Err(StorageError::IndexBehind {
+                            path: self.dir.clone(),
+                            index: id.index,
+                            last: last.index,
+                        });
+                    }
+                    last = *id;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn write_batch(
         &self,
         w: &mut Writer,
         config: &LogConfig,
         batch: &ValidatedBatch<'_>,
-        term: u64,
+        id: EntryId,
     ) -> Result<Appended> {
         let len = batch.stored_len() as u64;
         let now = now_ms();
@@ -510,7 +641,7 @@ impl Log {
             }
         }
         let base = w.write_offset;
-        let head = batch.restamped_header(base, term);
+        let head = batch.restamped_header(base, id.term, id.index);
         let file = w.active.file()?;
         let path = w.active.path().to_owned();
         let pos = w.size;
@@ -556,7 +687,8 @@ impl Log {
         }
         let mut header = *batch.header();
         header.base_offset = base;
-        header.term = term;
+        header.term = id.term;
+        header.raft_index = id.index;
         let active = w.active.clone();
         active.indexes_mut(|idx| {
             w.indexer
@@ -566,7 +698,8 @@ impl Log {
         w.size += len;
         w.since_checkpoint += len;
         w.write_offset = header.next_offset();
-        w.term = term;
+        w.term = id.term;
+        w.raft_index = id.index;
         w.first_append_ms.get_or_insert(now);
         Ok(Appended {
             base_offset: base,

@@ -27,7 +27,7 @@ pub use config::{
 pub use error::StorageError;
 pub use fault::{FaultInjector, FileOp, IoEvent};
 pub(crate) use fs::Io;
-pub use log::{AppendWait, Appended, Log, LogEndListener, LogStats, ReadChunk};
+pub use log::{AppendWait, Appended, EntryId, Log, LogEndListener, LogStats, ReadChunk};
 pub use producers::{RUNS_KEPT, SequenceError};
 pub use sync_times::{SYNC_BUCKETS_SECONDS, SyncTimesSnapshot, sync_times};
 

@@ -40,8 +40,7 @@ impl Log {
             }
         };
         let log = recover(dir, &io, config, &bases, point, clean)?;
-        let term = log.term_of_end()?;
-        lock(&log.writer).term = term;
+        log.resume_entry_ids(&mut lock(&log.writer))?;
         log.load_producers()?;
         if clean {
             // Removed (durably) before the first change; an idle log never pays for it.
@@ -208,6 +207,7 @@ fn create_fresh(dir: &Path, io: Io, config: LogConfig, base: Offset) -> Result<L
         producers: ProducerTable::default(),
         next_producer_expiry_ms: 0,
         term: 0,
+        raft_index: 0,
         truncations: 0,
     };
     Ok(Log::assemble(dir.to_owned(), io, config, vec![seg], writer))
@@ -487,6 +487,7 @@ fn finish(
         producers: ProducerTable::default(),
         next_producer_expiry_ms: 0,
         term: 0,
+        raft_index: 0,
         truncations: 0,
     };
     Ok(Log::assemble(

@@ -80,8 +80,10 @@ impl Log {
         };
         w.sealed_bytes -= doomed.iter().map(|s| s.readable_end()).sum::<u64>();
         if left >= w.write_offset {
-            // Nothing is left to carry a term: an empty log's term is 0, here as after a reopen.
+            // Nothing is left to carry a term or an index: an empty log's are 0, here as after a
+            // reopen.
             w.term = 0;
+            w.raft_index = 0;
         }
         drop(w);
         for seg in doomed {
@@ -192,7 +194,7 @@ impl Log {
         w.first_append_ms = (end > 0).then(now_ms);
         self.reset_durable(next);
         w.truncations += 1;
-        w.term = self.term_of_end()?;
+        self.resume_entry_ids(&mut w)?;
         self.checkpoint_locked(&mut w)?;
         Ok(next)
     }
