@@ -30,6 +30,7 @@ pub mod cli;
 pub mod client;
 pub mod errors;
 pub mod record;
+pub mod replication;
 pub mod server;
 pub mod storage;
 

@@ -12,6 +12,7 @@ use std::{
 const ALLOWED: &[(&str, &[&str])] = &[
     ("record", &[]),
     ("storage", &["record", "errors"]),
+    ("replication", &["record", "storage", "errors"]),
     ("broker", &["record", "storage", "errors"]),
     (
         "server",

@@ -387,6 +387,14 @@ impl Log {
     /// The first offset of the batch whose Raft index is `index`, if the log holds it (a
     /// binary search over the readable batches, whose indexes never go down).
     pub fn offset_of_entry(&self, index: u64) -> Result<Option<Offset>> {
+        Ok(self
+            .first_entry_from(index)?
+            .and_then(|(offset, found)| (found == index).then_some(offset)))
+    }
+
+    /// The first offset and the Raft index of the first readable batch whose index is at least
+    /// `index` (a binary search: indexes never go down along the offsets), if there is one.
+    pub fn first_entry_from(&self, index: u64) -> Result<Option<(Offset, u64)>> {
         let (mut lo, mut hi) = (self.earliest_offset(), self.next_offset());
         // The first offset whose batch's index is >= `index`, in [lo, hi].
         while lo < hi {
@@ -403,7 +411,7 @@ impl Log {
             return Ok(None);
         }
         let header = self.header_at(lo)?;
-        Ok((header.raft_index == index).then_some(header.base_offset))
+        Ok(Some((header.base_offset, header.raft_index)))
     }
 
     /// The header of the batch holding `offset` (a readable one).

@@ -1,0 +1,196 @@
+//! The Raft state of a partition that is not in its log: the vote, the last purged log id and
+//! the latest snapshot's metadata. One small file,
+//! `raft-state` in the partition directory, replaced atomically on every change that must be
+//! durable (docs/FORMAT.md).
+
+use super::{
+    ReplicationError,
+    types::{LogId, SnapshotMeta, Vote},
+};
+use crate::storage::Io;
+use serde::{Deserialize, Serialize};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+};
+
+/// The file's name inside a partition directory.
+pub const RAFT_STATE_FILE: &str = "raft-state";
+
+const MAGIC: u32 = u32::from_le_bytes(*b"SRRS");
+const VERSION: u16 = 1;
+
+/// A snapshot of a partition: every entry up to `meta.last_log_id` is applied, and the records
+/// they hold end at `next_offset`. The records themselves are the log's, so this is all of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    /// What openraft knows the snapshot by.
+    pub meta: SnapshotMeta,
+    /// The offset after the last record the snapshot covers.
+    pub next_offset: u64,
+}
+
+/// What the file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftState {
+    /// The last vote saved; `None` before the first.
+    pub vote: Option<Vote>,
+    /// The last log id purged from the log (every entry up to it is gone or hidden).
+    pub last_purged: Option<LogId>,
+    /// The latest snapshot built or installed.
+    pub snapshot: Option<PartitionSnapshot>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    magic: u32,
+    version: u16,
+    state: RaftState,
+    crc: u32,
+}
+
+fn encode_state(state: &RaftState) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(state, bincode::config::standard())
+}
+
+fn encode(state: &RaftState) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    let crc = crc32fast::hash(&encode_state(state)?);
+    bincode::serde::encode_to_vec(
+        OnDisk {
+            magic: MAGIC,
+            version: VERSION,
+            state: state.clone(),
+            crc,
+        },
+        bincode::config::standard(),
+    )
+}
+
+/// Decodes the file. Any damage is an error: a replica that forgot its vote could vote twice in
+/// one term, so it must not start on a guess.
+fn decode(bytes: &[u8], path: &Path) -> Result<RaftState, ReplicationError> {
+    let bad = |reason: String| ReplicationError::BadStateFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let (disk, used): (OnDisk, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| bad(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(bad("trailing bytes".into()));
+    }
+    if disk.magic != MAGIC || disk.version != VERSION {
+        return Err(bad("wrong magic or version".into()));
+    }
+    let crc = encode_state(&disk.state).map(|b| crc32fast::hash(&b));
+    if crc.ok() != Some(disk.crc) {
+        return Err(bad("checksum mismatch".into()));
+    }
+    Ok(disk.state)
+}
+
+/// The partition's Raft state, in memory and on disk: every change is written before it is
+/// seen, so what is read is always durable. The committed log id is not kept: after a restart
+/// a replica applies from its snapshot on and learns the commit index again from its leader (a
+/// one-node group at once, with its new term's first entry).
+pub struct RaftStateFile {
+    path: PathBuf,
+    io: Io,
+    state: Mutex<RaftState>,
+}
+
+impl RaftStateFile {
+    /// Reads the file in `dir` (a fresh state when there is none; an error when it is damaged).
+    pub(crate) fn open(dir: &Path, io: Io) -> Result<Self, ReplicationError> {
+        let path = dir.join(RAFT_STATE_FILE);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => decode(&bytes, &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RaftState::default(),
+            Err(e) => {
+                return Err(crate::storage::StorageError::io("read", path, e).into());
+            }
+        };
+        Ok(RaftStateFile {
+            path,
+            io,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The state as last written.
+    pub fn get(&self) -> RaftState {
+        self.lock().clone()
+    }
+
+    /// Changes the state and writes it (blocking: call it off the async runtime). On an error
+    /// the state stays as it was, in memory and on disk.
+    pub fn update(&self, change: impl FnOnce(&mut RaftState)) -> Result<(), ReplicationError> {
+        let mut state = self.lock();
+        let mut next = state.clone();
+        change(&mut next);
+        if next == *state {
+            return Ok(());
+        }
+        let bytes = encode(&next).map_err(|e| ReplicationError::BadStateFile {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        self.io.write_atomic(&self.path, &bytes)?;
+        *state = next;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RaftState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_round_trips_and_any_flip_is_refused() {
+        let state = RaftState {
+            vote: Some(Vote::new_committed(7, 2)),
+            last_purged: Some(LogId::new_term_index(3, 40)),
+            snapshot: None,
+        };
+        let bytes = encode(&state).unwrap();
+        assert_eq!(decode(&bytes, Path::new("x")).unwrap(), state);
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert_ne!(
+                decode(&b, Path::new("x")).ok(),
+                Some(state.clone()),
+                "flip at {i}"
+            );
+        }
+        assert!(decode(&bytes[..bytes.len() - 1], Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn an_update_is_on_disk_when_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = RaftStateFile::open(dir.path(), Io::default()).unwrap();
+        assert_eq!(file.get(), RaftState::default());
+        file.update(|s| s.vote = Some(Vote::new(4, 1))).unwrap();
+        let again = RaftStateFile::open(dir.path(), Io::default()).unwrap();
+        assert_eq!(again.get().vote, Some(Vote::new(4, 1)));
+    }
+
+    #[test]
+    fn the_encoding_is_the_one_docs_format_shows() {
+        let state = RaftState {
+            vote: Some(Vote::new_committed(7, 2)),
+            last_purged: Some(LogId::new_term_index(3, 300)),
+            snapshot: None,
+        };
+        let want = [
+            0xfc, 0x53, 0x52, 0x52, 0x53, 0x01, 0x01, 0x07, 0x01, 0x02, 0x01, 0x01, 0x03, 0xfb,
+            0x2c, 0x01, 0x00, 0xfc, 0xc9, 0xdb, 0x2b, 0x4e,
+        ];
+        assert_eq!(encode(&state).unwrap(), want);
+    }
+}
