@@ -12,6 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .file_descriptor_set_path(out_dir.join("strata_descriptor.bin"))
         .compile_with_config(config, &["proto/strata/v1/strata.proto"], &["proto"])?;
+    // The brokers' internal Raft service: its own descriptor-less build, so that the client
+    // API's reflection does not list it.
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_with_config(config, &["proto/strata/raft/v1/raft.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -41,4 +41,11 @@ pub mod proto {
 
     /// The encoded file descriptor set, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");
+
+    /// Generated types and stubs for `proto/strata/raft/v1/raft.proto`: the brokers' internal
+    /// Raft service.
+    #[allow(missing_docs, clippy::pedantic)]
+    pub mod raft {
+        tonic::include_proto!("strata.raft.v1");
+    }
 }

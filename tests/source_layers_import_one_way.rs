@@ -12,7 +12,7 @@ use std::{
 const ALLOWED: &[(&str, &[&str])] = &[
     ("record", &[]),
     ("storage", &["record", "errors"]),
-    ("replication", &["record", "storage", "errors"]),
+    ("replication", &["record", "storage", "proto", "errors"]),
     ("broker", &["record", "storage", "errors"]),
     (
         "server",

@@ -11,13 +11,19 @@
 //!   file beside the segments.
 
 mod error;
+mod groups;
 mod log_store;
+mod network;
+mod partition;
 mod state_file;
 mod state_machine;
 mod types;
 
 pub use error::ReplicationError;
+pub use groups::{PartitionGroups, Raft};
 pub use log_store::{PartitionLogReader, PartitionLogStore};
+pub use network::{RaftClients, RaftConnection, RaftService};
+pub use partition::{ProduceError, ReplicatedPartition};
 pub use state_file::{PartitionSnapshot, RAFT_STATE_FILE, RaftState, RaftStateFile};
 pub use state_machine::{PartitionMachine, SnapshotPosition};
 pub use types::{

@@ -1,0 +1,302 @@
+//! The brokers' Raft traffic over gRPC (`proto/strata/raft/v1/raft.proto`), on a port of its
+//! own: [`RaftClients`] makes openraft's connections to other brokers, and [`RaftService`]
+//! answers them by handing each request to the partition's Raft group it names. Bodies are
+//! openraft's messages in bincode (standard configuration, serde).
+
+use super::{
+    groups::{PartitionGroups, Raft},
+    state_machine::SnapshotPosition,
+    types::{PartitionRaft, SnapshotMeta, Vote},
+};
+use crate::proto::raft::{
+    RaftReply, RaftRequest,
+    raft_client::RaftClient,
+    raft_server::{Raft as RaftRpc, RaftServer},
+};
+use openraft::{
+    BasicNode, OptionalSend, RaftNetworkFactory, Snapshot,
+    alias::SnapshotOf,
+    errors::{
+        Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+    },
+    network::{RPCOption, RaftNetworkV2},
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use std::{future::Future, time::Duration};
+use tonic::{Request, Response, Status, transport::Channel};
+
+/// How long a connection attempt to another broker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(value)
+}
+
+/// A whole snapshot as sent: the leader's vote, the metadata, the position.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotMessage {
+    vote: Vote,
+    meta: SnapshotMeta,
+    next_offset: u64,
+}
+
+/// Makes openraft's connections from one partition's Raft group to the same group on other
+/// brokers, addressed by the `addr` of their `BasicNode` (host:port of their Raft service).
+#[derive(Clone)]
+pub struct RaftClients {
+    group: String,
+}
+
+impl RaftClients {
+    /// Connections for the Raft group `group` ("topic/partition").
+    pub fn new(group: impl Into<String>) -> Self {
+        RaftClients {
+            group: group.into(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<PartitionRaft> for RaftClients {
+    type Network = RaftConnection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> RaftConnection {
+        RaftConnection {
+            group: self.group.clone(),
+            target,
+            addr: node.addr.clone(),
+            client: None,
+        }
+    }
+}
+
+/// One group's connection to one other broker, connected on first use and again after a
+/// failure.
+pub struct RaftConnection {
+    group: String,
+    target: u64,
+    addr: String,
+    client: Option<RaftClient<Channel>>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    PreVote,
+    Snapshot,
+}
+
+/// Why a call failed, before it is put in the error type its rpc returns.
+enum CallError {
+    /// No connection, or the broker's Raft group is gone or shut down: back off.
+    Unreachable(String),
+    /// The connection broke or the reply made no sense: retry.
+    Network(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+impl<C: openraft::RaftTypeConfig> From<CallError> for RPCError<C> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&Message(m))),
+            CallError::Network(m) => RPCError::Network(NetworkError::new(&Message(m))),
+        }
+    }
+}
+
+impl<C: openraft::RaftTypeConfig> From<CallError> for StreamingError<C> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unreachable(m) => StreamingError::Unreachable(Unreachable::new(&Message(m))),
+            CallError::Network(m) => StreamingError::Network(NetworkError::new(&Message(m))),
+        }
+    }
+}
+
+impl RaftConnection {
+    async fn call(&mut self, rpc: Rpc, body: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, CallError> {
+        let client = if let Some(c) = &mut self.client {
+            c
+        } else {
+            let endpoint = Channel::from_shared(format!("http://{}", self.addr))
+                .map_err(|e| CallError::Unreachable(format!("{}: {e}", self.addr)))?
+                .connect_timeout(CONNECT_TIMEOUT);
+            let channel = endpoint.connect().await.map_err(|e| {
+                CallError::Unreachable(format!("node {} at {}: {e}", self.target, self.addr))
+            })?;
+            self.client.insert(RaftClient::new(channel))
+        };
+        let mut request = Request::new(RaftRequest {
+            group: self.group.clone(),
+            body: body.into(),
+        });
+        request.set_timeout(ttl);
+        let reply = match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::PreVote => client.pre_vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        };
+        match reply {
+            Ok(r) => Ok(r.into_inner().body.to_vec()),
+            Err(status) => {
+                self.client = None;
+                let m = format!("node {} at {}: {status}", self.target, self.addr);
+                Err(match status.code() {
+                    tonic::Code::NotFound | tonic::Code::Unavailable => CallError::Unreachable(m),
+                    _ => CallError::Network(m),
+                })
+            }
+        }
+    }
+
+    /// Sends `request` and decodes a `Result<T, RaftError>` reply; a remote `RaftError` (its
+    /// Raft group shut down) counts as unreachable.
+    async fn request<Q: Serialize, T: DeserializeOwned>(
+        &mut self,
+        rpc: Rpc,
+        request: &Q,
+        option: &RPCOption,
+    ) -> Result<T, CallError> {
+        let body = encode(request).map_err(CallError::Network)?;
+        let reply = self.call(rpc, body, option.hard_ttl()).await?;
+        let result: Result<T, RaftError<PartitionRaft>> =
+            decode(&reply).map_err(CallError::Network)?;
+        result.map_err(|e| CallError::Unreachable(format!("node {}: {e}", self.target)))
+    }
+}
+
+impl RaftNetworkV2<PartitionRaft> for RaftConnection {
+    type SnapshotData = SnapshotPosition;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        Ok(self.request(Rpc::Append, &rpc, &option).await?)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        Ok(self.request(Rpc::Vote, &rpc, &option).await?)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        Ok(self.request(Rpc::PreVote, &rpc, &option).await?)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf<PartitionRaft, SnapshotPosition>,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<PartitionRaft>, StreamingError<PartitionRaft>> {
+        let message = SnapshotMessage {
+            vote,
+            meta: snapshot.meta,
+            next_offset: snapshot.snapshot.next_offset,
+        };
+        let body = encode(&message).map_err(CallError::Network)?;
+        let reply = self.call(Rpc::Snapshot, body, option.hard_ttl()).await?;
+        let result: Result<SnapshotResponse<PartitionRaft>, Fatal<PartitionRaft>> =
+            decode(&reply).map_err(CallError::Network)?;
+        Ok(result.map_err(|e| CallError::Unreachable(format!("node {}: {e}", self.target)))?)
+    }
+}
+
+/// The tonic service that answers other brokers' Raft requests for the groups in `groups`.
+#[derive(Clone)]
+pub struct RaftService {
+    groups: PartitionGroups,
+}
+
+impl RaftService {
+    /// A service over `groups` (the Raft groups of this broker's partition replicas).
+    pub fn new(groups: PartitionGroups) -> RaftServer<Self> {
+        RaftServer::new(RaftService { groups })
+            .max_decoding_message_size(2 * crate::record::MAX_BATCH_BYTES)
+    }
+
+    fn raft(&self, group: &str) -> Result<Raft, Status> {
+        self.groups
+            .get(group)
+            .ok_or_else(|| Status::not_found(format!("no Raft group {group} on this broker")))
+    }
+}
+
+fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+    let body = encode(result).map_err(Status::internal)?;
+    Ok(Response::new(RaftReply { body: body.into() }))
+}
+
+fn body<T: DeserializeOwned>(request: &RaftRequest) -> Result<T, Status> {
+    decode(&request.body)
+        .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.raft(&request.group)?;
+        let rpc: AppendEntriesRequest<PartitionRaft> = body(&request)?;
+        reply(&raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.raft(&request.group)?;
+        let rpc: VoteRequest<PartitionRaft> = body(&request)?;
+        reply(&raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.raft(&request.group)?;
+        let rpc: VoteRequest<PartitionRaft> = body(&request)?;
+        reply(&raft.pre_vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.raft(&request.group)?;
+        let m: SnapshotMessage = body(&request)?;
+        let snapshot = Snapshot {
+            meta: m.meta,
+            snapshot: SnapshotPosition {
+                next_offset: m.next_offset,
+            },
+        };
+        reply(&raft.install_full_snapshot(m.vote, snapshot).await)
+    }
+}

@@ -1,0 +1,138 @@
+//! A partition replica: its log, its Raft storage, and the openraft node that drives them.
+
+use super::{
+    ReplicationError,
+    groups::{PartitionGroups, Raft},
+    network::RaftClients,
+    open_partition,
+    state_machine::PartitionMachine,
+    types::{AppliedBatch, EntryBatch},
+};
+use crate::storage::Log;
+use bytes::Bytes;
+use openraft::{
+    BasicNode,
+    async_runtime::WatchReceiver,
+    errors::{ClientWriteError, RaftError},
+};
+use std::{collections::BTreeMap, sync::Arc};
+
+/// One replica of a partition.
+pub struct ReplicatedPartition {
+    group: String,
+    raft: Raft,
+    machine: PartitionMachine,
+    log: Arc<Log>,
+    groups: PartitionGroups,
+}
+
+/// Why a produce to a replicated partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// This replica is not the leader; the leader, if known, is named.
+    #[error("not the partition's leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's node id and Raft address, if this replica knows them.
+        leader: Option<(u64, String)>,
+    },
+    /// Anything else: storage, a shut-down group.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ReplicatedPartition {
+    /// Opens the replica of `group` whose log is `log` on node `node_id`, and registers its Raft
+    /// group in `groups` (so the broker's Raft service answers for it).
+    pub async fn open(
+        node_id: u64,
+        group: impl Into<String>,
+        log: Arc<Log>,
+        config: Arc<openraft::Config>,
+        groups: PartitionGroups,
+    ) -> Result<Self, ReplicationError> {
+        let group = group.into();
+        let (store, machine) = open_partition(log.clone())?;
+        let raft = Raft::new(
+            node_id,
+            config,
+            RaftClients::new(group.clone()),
+            store,
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| ReplicationError::Task(e.to_string()))?;
+        groups.insert(group.clone(), raft.clone());
+        Ok(ReplicatedPartition {
+            group,
+            raft,
+            machine,
+            log,
+            groups,
+        })
+    }
+
+    /// Makes a new group of `members` (node id to Raft service address). Call it on one member
+    /// of a group that never had one; a group already made keeps its membership.
+    pub async fn initialize(&self, members: BTreeMap<u64, String>) -> Result<(), ReplicationError> {
+        let members: BTreeMap<u64, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => {
+                Ok(())
+            }
+            Err(e) => Err(ReplicationError::Task(e.to_string())),
+        }
+    }
+
+    /// Appends a producer's batch (as validated by the broker: `validate_batch`) through the
+    /// group: returns once a majority has it as durably as the fsync policy says and it is
+    /// committed, with the offsets it took.
+    pub async fn produce(&self, batch: Bytes) -> Result<AppliedBatch, ProduceError> {
+        match self.raft.client_write(EntryBatch(batch)).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProduceError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
+            Err(e) => Err(ProduceError::Failed(e.to_string())),
+        }
+    }
+
+    /// The offset after the last committed producer batch this replica applied: what it may
+    /// serve to consumers.
+    pub fn committed_next_offset(&self) -> u64 {
+        self.machine.committed_next_offset()
+    }
+
+    /// The leader this replica knows of, if any.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// The highest term this replica has seen.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// openraft's handle (metrics, membership changes, waiting).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The replica's log.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// Stops the replica's Raft node and unregisters it; the log stays open until dropped.
+    pub async fn shutdown(self) -> Result<(), ReplicationError> {
+        self.groups.remove(&self.group);
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| ReplicationError::Task(e.to_string()))
+    }
+}

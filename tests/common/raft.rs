@@ -1,0 +1,228 @@
+//! Support for the replication tests: partition replicas on 127.0.0.1 ports, each with its own
+//! log directory and its own Raft service, which a test stops and starts again. Used as
+//! `mod common { pub mod raft; pub mod storage; }`.
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+use strata::{
+    record::{BatchBuilder, Frame, decode_frame},
+    replication::{AppliedBatch, PartitionGroups, ProduceError, RaftService, ReplicatedPartition},
+    storage::{Log, LogConfig, Offset},
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// The Raft group name the tests use.
+pub const GROUP: &str = "orders/0";
+
+/// Timeouts short enough for tests, long enough for a loaded 2-core machine.
+pub fn raft_config() -> Arc<openraft::Config> {
+    Arc::new(
+        openraft::Config {
+            cluster_name: "strata-test".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .unwrap(),
+    )
+}
+
+/// One replica: its directory, its Raft service's address, and, while it runs, the replica and
+/// its server.
+pub struct Node {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub config: LogConfig,
+    pub running: Option<Running>,
+}
+
+pub struct Running {
+    pub replica: ReplicatedPartition,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+impl Node {
+    /// A node with a fresh directory under `root` and a free port (kept for its restarts).
+    pub async fn new(id: u64, root: &Path, config: LogConfig) -> Node {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let dir = root.join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Node {
+            id,
+            dir,
+            addr,
+            config,
+            running: None,
+        }
+    }
+
+    /// Opens the replica's log and Raft node and serves its Raft service.
+    pub async fn start(&mut self) {
+        assert!(self.running.is_none(), "node {} already runs", self.id);
+        let log = Arc::new(Log::open(&self.dir.join("partition"), self.config.clone()).unwrap());
+        let groups = PartitionGroups::default();
+        let replica = ReplicatedPartition::open(self.id, GROUP, log, raft_config(), groups.clone())
+            .await
+            .unwrap();
+        // The port was free when the node was made; a restart binds it again.
+        let listener = bind_again(self.addr).await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(RaftService::new(groups))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        self.running = Some(Running {
+            replica,
+            stop,
+            server,
+        });
+    }
+
+    /// Stops the Raft node and the server, and closes the log (as a crash of the process would,
+    /// but for what the page cache holds: it survives, as it does a SIGKILL).
+    pub async fn stop(&mut self) {
+        let running = self.running.take().expect("the node runs");
+        let _ = running.stop.send(());
+        running.server.abort();
+        let _ = running.server.await;
+        running.replica.shutdown().await.unwrap();
+    }
+
+    pub fn replica(&self) -> &ReplicatedPartition {
+        &self.running.as_ref().expect("the node runs").replica
+    }
+}
+
+async fn bind_again(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} stays taken");
+}
+
+/// The members of a group of `nodes`: id to Raft address.
+pub fn members(nodes: &[Node]) -> BTreeMap<u64, String> {
+    nodes.iter().map(|n| (n.id, n.addr.to_string())).collect()
+}
+
+/// Waits until some running node sees a leader among the running nodes, and returns its index.
+pub async fn leader(nodes: &[Node]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for n in nodes.iter().filter(|n| n.running.is_some()) {
+            let leader = n.replica().leader();
+            if let Some(i) = leader.and_then(|id| nodes.iter().position(|m| m.id == id))
+                && nodes[i].running.is_some()
+                && nodes[i].replica().leader() == Some(nodes[i].id)
+            {
+                return i;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A producer's batch of `values`.
+pub fn batch(values: &[Vec<u8>]) -> bytes::Bytes {
+    let mut b = BatchBuilder::default();
+    for v in values {
+        b.push_parts(1, None, v, []);
+    }
+    bytes::Bytes::from(b.finish(0))
+}
+
+/// Produces `values` as one batch through the group's leader, retrying on another leader
+/// while one is elected.
+pub async fn produce(nodes: &[Node], values: &[Vec<u8>]) -> AppliedBatch {
+    let bytes = batch(values);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let i = leader(nodes).await;
+        match nodes[i].replica().produce(bytes.clone()).await {
+            Ok(a) => return a,
+            Err(ProduceError::NotLeader { .. }) => {}
+            Err(e) => panic!("produce failed: {e}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no produce in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A stored batch as the tests compare them across replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub base_offset: Offset,
+    pub term: u64,
+    pub raft_index: u64,
+    pub control: bool,
+    /// The records' values (a control batch's payload is the broker's).
+    pub values: Vec<Vec<u8>>,
+}
+
+/// Every batch of `log`, in order.
+pub fn batches(log: &Log) -> Vec<StoredBatch> {
+    let mut out = Vec::new();
+    let mut at = log.earliest_offset();
+    while at < log.next_offset() {
+        let chunk = log.read(at, 1 << 20).unwrap();
+        let mut rest = &chunk.batches[..];
+        while !rest.is_empty() {
+            let Frame::Batch(b) = decode_frame(rest) else {
+                panic!("a read returned bytes that are not whole batches")
+            };
+            let h = b.header();
+            if h.base_offset >= at {
+                out.push(StoredBatch {
+                    base_offset: h.base_offset,
+                    term: h.term,
+                    raft_index: h.raft_index,
+                    control: h.is_control(),
+                    values: if h.is_control() {
+                        Vec::new()
+                    } else {
+                        b.records().map(|r| r.unwrap().value.to_vec()).collect()
+                    },
+                });
+            }
+            rest = &rest[b.bytes().len()..];
+        }
+        at = chunk.next_offset;
+    }
+    out
+}
+
+/// Waits until the running replica of `node` has applied everything below `next`.
+pub async fn wait_committed(node: &Node, next: Offset) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node.replica().committed_next_offset() < next {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} applied only to {} of {next} in 30 s",
+            node.id,
+            node.replica().committed_next_offset()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
