@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common {
+    pub mod power_cut;
     pub mod raft;
+    pub mod rng;
     pub mod storage;
 }
 

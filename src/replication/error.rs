@@ -37,7 +37,10 @@ pub enum ReplicationError {
         /// The log's next offset.
         log_next: u64,
     },
-    /// A blocking storage task panicked or was cancelled.
+    /// The Raft settings do not hold together (openraft's validation).
+    #[error("invalid Raft configuration: {0}")]
+    Config(String),
+    /// A blocking storage task panicked or was cancelled, or the Raft node could not start or stop.
     #[error("a storage task did not finish: {0}")]
     Task(String),
 }

@@ -25,7 +25,7 @@ use openraft::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 use tonic::{Request, Response, Status, transport::Channel};
 
 /// How long a connection attempt to another broker may take.
@@ -52,19 +52,48 @@ struct SnapshotMessage {
     next_offset: u64,
 }
 
+/// What the network does with a request from one broker to another: the network's fault seam
+/// (as `storage::FaultInjector` is the disk's), for tests that cut and slow links.
+pub trait LinkFaults: Send + Sync {
+    /// Called before each request from node `from` to node `to`.
+    fn link(&self, from: u64, to: u64) -> Link;
+}
+
+/// The state of a link, as [`LinkFaults`] decides it for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The request goes.
+    Up,
+    /// The request fails as an unreachable broker's would.
+    Down,
+    /// The request goes after this long.
+    Delayed(Duration),
+}
+
 /// Makes openraft's connections from one partition's Raft group to the same group on other
 /// brokers, addressed by the `addr` of their `BasicNode` (host:port of their Raft service).
 #[derive(Clone)]
 pub struct RaftClients {
     group: String,
+    from: u64,
+    faults: Option<Arc<dyn LinkFaults>>,
 }
 
 impl RaftClients {
-    /// Connections for the Raft group `group` ("topic/partition").
-    pub fn new(group: impl Into<String>) -> Self {
+    /// Connections of node `from` for the Raft group `group` ("topic/partition").
+    pub fn new(from: u64, group: impl Into<String>) -> Self {
         RaftClients {
             group: group.into(),
+            from,
+            faults: None,
         }
+    }
+
+    /// The same, with every request passed through `faults` first.
+    #[must_use]
+    pub fn with_faults(mut self, faults: Arc<dyn LinkFaults>) -> Self {
+        self.faults = Some(faults);
+        self
     }
 }
 
@@ -74,9 +103,11 @@ impl RaftNetworkFactory<PartitionRaft> for RaftClients {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> RaftConnection {
         RaftConnection {
             group: self.group.clone(),
+            from: self.from,
             target,
             addr: node.addr.clone(),
             client: None,
+            faults: self.faults.clone(),
         }
     }
 }
@@ -85,9 +116,11 @@ impl RaftNetworkFactory<PartitionRaft> for RaftClients {
 /// failure.
 pub struct RaftConnection {
     group: String,
+    from: u64,
     target: u64,
     addr: String,
     client: Option<RaftClient<Channel>>,
+    faults: Option<Arc<dyn LinkFaults>>,
 }
 
 #[derive(Clone, Copy)]
@@ -130,6 +163,16 @@ impl<C: openraft::RaftTypeConfig> From<CallError> for StreamingError<C> {
 
 impl RaftConnection {
     async fn call(&mut self, rpc: Rpc, body: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, CallError> {
+        match self.faults.as_ref().map(|f| f.link(self.from, self.target)) {
+            Some(Link::Down) => {
+                return Err(CallError::Unreachable(format!(
+                    "link {} -> {} is down (injected)",
+                    self.from, self.target
+                )));
+            }
+            Some(Link::Delayed(d)) => tokio::time::sleep(d).await,
+            Some(Link::Up) | None => {}
+        }
         let client = if let Some(c) = &mut self.client {
             c
         } else {

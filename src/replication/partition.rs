@@ -8,7 +8,7 @@ use super::{
     state_machine::PartitionMachine,
     types::{AppliedBatch, EntryBatch},
 };
-use crate::storage::Log;
+use crate::storage::{FsyncPolicy, Log};
 use bytes::Bytes;
 use openraft::{
     BasicNode,
@@ -40,8 +40,32 @@ pub enum ProduceError {
     Failed(String),
 }
 
+/// `config` as a partition replica must run: a leader that restarts does not take its
+/// leadership back without an election (its commit position is not saved, so it would serve a
+/// stale high watermark until it learned the commit again); pre-vote, so that a replica cut off
+/// and back does not depose a working leader with the terms it counted up alone; and, unless
+/// the log fsyncs before acknowledging (`always`), a follower whose power cut lost entries it
+/// had reported written is taken back instead of stopping the leader (under `interval` and
+/// `never` such a loss is what the policy allows).
+fn replica_config(
+    config: &openraft::Config,
+    fsync: FsyncPolicy,
+) -> Result<Arc<openraft::Config>, ReplicationError> {
+    let config = openraft::Config {
+        enable_leader_restore: Some(false),
+        enable_pre_vote: Some(true),
+        allow_log_reversion: Some(!matches!(fsync, FsyncPolicy::Always)),
+        ..config.clone()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| ReplicationError::Config(e.to_string()))
+}
+
 impl ReplicatedPartition {
-    /// Opens the replica of `group` whose log is `log` on node `node_id`, and registers its Raft
+    /// Opens the replica of `group` whose log is `log` on node `node_id`, talking to the other
+    /// replicas through `network` (`RaftClients::new(node_id, group)`), and registers its Raft
     /// group in `groups` (so the broker's Raft service answers for it).
     pub async fn open(
         node_id: u64,
@@ -49,18 +73,14 @@ impl ReplicatedPartition {
         log: Arc<Log>,
         config: Arc<openraft::Config>,
         groups: PartitionGroups,
+        network: RaftClients,
     ) -> Result<Self, ReplicationError> {
         let group = group.into();
+        let config = replica_config(&config, log.config().fsync)?;
         let (store, machine) = open_partition(log.clone())?;
-        let raft = Raft::new(
-            node_id,
-            config,
-            RaftClients::new(group.clone()),
-            store,
-            machine.clone(),
-        )
-        .await
-        .map_err(|e| ReplicationError::Task(e.to_string()))?;
+        let raft = Raft::new(node_id, config, network, store, machine.clone())
+            .await
+            .map_err(|e| ReplicationError::Task(e.to_string()))?;
         groups.insert(group.clone(), raft.clone());
         Ok(ReplicatedPartition {
             group,

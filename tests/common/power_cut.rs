@@ -110,6 +110,29 @@ impl Model {
         m
     }
 
+    /// Adds the tree under `path` (directory node `dir`) as durable: its files' bytes synced,
+    /// its entries covered by a directory fsync.
+    fn load(&mut self, dir: NodeId, path: &Path) {
+        for entry in std::fs::read_dir(path).unwrap() {
+            let entry = entry.unwrap();
+            let is_dir = entry.file_type().unwrap().is_dir();
+            let node = self.new_node(is_dir);
+            let name = entry.file_name();
+            self.entries
+                .get_mut(&dir)
+                .unwrap()
+                .insert(name.clone(), node);
+            self.changes.push((Change::Link { dir, name, node }, true));
+            if is_dir {
+                self.load(node, &entry.path());
+            } else {
+                let bytes = std::fs::read(entry.path()).unwrap();
+                self.nodes[node].current.clone_from(&bytes);
+                self.nodes[node].durable = bytes;
+            }
+        }
+    }
+
     fn lookup(&self, parts: &[OsString]) -> Option<NodeId> {
         let mut at = ROOT;
         for part in parts {
@@ -151,6 +174,8 @@ pub struct PowerCut {
     model: Mutex<Model>,
     /// Called after each event with its index; the test takes cuts from here.
     hook: Mutex<Option<Hook>>,
+    /// Set by [`PowerCut::freeze`]: every operation fails.
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 /// How a path splits into the model: its parent's components and its own name.
@@ -197,7 +222,22 @@ impl PowerCut {
             root: root.to_path_buf(),
             model: Mutex::new(Model::new()),
             hook: Mutex::new(None),
+            frozen: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// A simulator for a data directory at `root` that already holds files (a cut a broker
+    /// restarts from): everything in it is taken as durable.
+    pub fn from_existing(root: &Path) -> Arc<PowerCut> {
+        let sim = PowerCut::new(root);
+        sim.model.lock().unwrap().load(ROOT, root);
+        sim
+    }
+
+    /// From now on every file operation fails, as if the machine had lost power: nothing more
+    /// becomes durable (take the cut after this, then stop the broker).
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn as_injector(self: &Arc<Self>) -> Arc<dyn FaultInjector> {
@@ -520,6 +560,9 @@ fn file_kind(path: &Path) -> String {
 
 impl FaultInjector for PowerCut {
     fn before(&self, _op: FileOp, _path: &Path, _len: usize) -> io::Result<Option<usize>> {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("the power is off (PowerCut::freeze)"));
+        }
         Ok(None)
     }
 

@@ -1,8 +1,9 @@
 //! Support for the replication tests: partition replicas on 127.0.0.1 ports, each with its own
 //! log directory and its own Raft service, which a test stops and starts again. Used as
-//! `mod common { pub mod raft; pub mod storage; }`.
+//! `mod common { pub mod power_cut; pub mod raft; pub mod rng; pub mod storage; }`.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a different part; a failed unwrap is a failed test
 
+use super::{power_cut::PowerCut, rng::Rng};
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -12,7 +13,10 @@ use std::{
 };
 use strata::{
     record::{BatchBuilder, Frame, decode_frame},
-    replication::{AppliedBatch, PartitionGroups, ProduceError, RaftService, ReplicatedPartition},
+    replication::{
+        AppliedBatch, LinkFaults, PartitionGroups, ProduceError, RaftClients, RaftService,
+        ReplicatedPartition,
+    },
     storage::{Log, LogConfig, Offset},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -44,6 +48,12 @@ pub struct Node {
     pub addr: SocketAddr,
     pub config: LogConfig,
     pub running: Option<Running>,
+    /// The power-cut simulator of the node's directory, when power cuts are on.
+    pub sim: Option<Arc<PowerCut>>,
+    /// The network's fault seam for the node's requests, if any.
+    pub links: Option<Arc<dyn LinkFaults>>,
+    /// How many times the node lost power.
+    pub cuts: u32,
 }
 
 pub struct Running {
@@ -66,17 +76,37 @@ impl Node {
             addr,
             config,
             running: None,
+            sim: None,
+            links: None,
+            cuts: 0,
         }
+    }
+
+    /// The same node with power cuts simulated on its directory and its requests passed through
+    /// `links`.
+    pub fn with_faults(mut self, links: Arc<dyn LinkFaults>) -> Node {
+        self.sim = Some(PowerCut::new(&self.dir));
+        self.links = Some(links);
+        self
     }
 
     /// Opens the replica's log and Raft node and serves its Raft service.
     pub async fn start(&mut self) {
         assert!(self.running.is_none(), "node {} already runs", self.id);
-        let log = Arc::new(Log::open(&self.dir.join("partition"), self.config.clone()).unwrap());
+        let config = LogConfig {
+            faults: self.sim.as_ref().map(PowerCut::as_injector),
+            ..self.config.clone()
+        };
+        let log = Arc::new(Log::open(&self.dir.join("partition"), config).unwrap());
         let groups = PartitionGroups::default();
-        let replica = ReplicatedPartition::open(self.id, GROUP, log, raft_config(), groups.clone())
-            .await
-            .unwrap();
+        let mut network = RaftClients::new(self.id, GROUP);
+        if let Some(links) = &self.links {
+            network = network.with_faults(links.clone());
+        }
+        let replica =
+            ReplicatedPartition::open(self.id, GROUP, log, raft_config(), groups.clone(), network)
+                .await
+                .unwrap();
         // The port was free when the node was made; a restart binds it again.
         let listener = bind_again(self.addr).await;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -104,6 +134,27 @@ impl Node {
         running.server.abort();
         let _ = running.server.await;
         running.replica.shutdown().await.unwrap();
+    }
+
+    /// The machine loses power: from this instant nothing more of the node's becomes durable;
+    /// the node stops, and its directory becomes what a power cut could leave (chosen by `rng`),
+    /// from which [`Node::start`] starts it again.
+    pub async fn power_cut(&mut self, rng: &mut Rng) {
+        let sim = self.sim.clone().expect("power cuts are on");
+        sim.freeze();
+        self.cuts += 1;
+        let image = self
+            .dir
+            .with_file_name(format!("node-{}-cut-{}", self.id, self.cuts));
+        sim.cut(rng, &image);
+        let running = self.running.take().expect("the node runs");
+        let _ = running.stop.send(());
+        running.server.abort();
+        let _ = running.server.await;
+        // Its storage fails from the cut on: the node may already have stopped itself.
+        let _ = running.replica.shutdown().await;
+        self.dir = image;
+        self.sim = Some(PowerCut::from_existing(&self.dir));
     }
 
     pub fn replica(&self) -> &ReplicatedPartition {
@@ -141,6 +192,48 @@ pub async fn leader(nodes: &[Node]) -> usize {
         }
         assert!(tokio::time::Instant::now() < deadline, "no leader in 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The running node that leads in its own eyes, in the highest term if several do (one cut off
+/// from the others may not know it was replaced), if one shows up within `within`.
+pub async fn find_leader(nodes: &[Node], within: Duration) -> Option<usize> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let newest = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.running.is_some() && n.replica().leader() == Some(n.id))
+            .max_by_key(|(_, n)| n.replica().term())
+            .map(|(i, _)| i);
+        if newest.is_some() || tokio::time::Instant::now() >= deadline {
+            return newest;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Produces `values` through whoever leads, looking the leader up again while replicas answer
+/// that they do not lead, for at most `within`: `None` if no leader took it in time (the records
+/// may or may not be committed later).
+pub async fn try_produce(
+    nodes: &[Node],
+    values: &[Vec<u8>],
+    within: Duration,
+) -> Option<AppliedBatch> {
+    let deadline = tokio::time::Instant::now() + within;
+    let bytes = batch(values);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let i = find_leader(nodes, left).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, nodes[i].replica().produce(bytes.clone())).await {
+            Ok(Ok(a)) => return Some(a),
+            Ok(Err(ProduceError::NotLeader { .. })) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(Err(_)) | Err(_) => return None,
+        }
     }
 }
 
