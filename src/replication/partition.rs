@@ -40,7 +40,8 @@ pub enum ProduceError {
     Failed(String),
 }
 
-/// `config` as a partition replica must run: a leader that restarts does not take its
+/// `config` as a partition replica must run: openraft never snapshots and purges on its own (the
+/// log is the partition's data, which only retention removes); a leader that restarts does not take its
 /// leadership back without an election (its commit position is not saved, so it would serve a
 /// stale high watermark until it learned the commit again); pre-vote, so that a replica cut off
 /// and back does not depose a working leader with the terms it counted up alone; and, unless
@@ -52,6 +53,7 @@ fn replica_config(
     fsync: FsyncPolicy,
 ) -> Result<Arc<openraft::Config>, ReplicationError> {
     let config = openraft::Config {
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         enable_leader_restore: Some(false),
         enable_pre_vote: Some(true),
         allow_log_reversion: Some(!matches!(fsync, FsyncPolicy::Always)),
