@@ -104,12 +104,18 @@ fn a_failed_write_fails_its_request_and_the_next_append_takes_its_offset() {
                 let script = Script::new();
                 let log = Log::open(dir.path(), config(&script, fsync)).unwrap();
                 let mut acked = fill_small(&log, 10);
+                let before = log.last_entry();
 
                 script.fail_after(FileOp::Write, ".log", fault, failing, 1);
                 let (result, _) = request(&log, batches, b'F');
                 assert_eq!(script.hit_count(), 1, "{ctx}");
                 check_failure(&result, fault);
                 assert_eq!(log.next_offset(), 10, "{ctx}");
+                assert_eq!(
+                    log.last_entry(),
+                    before,
+                    "{ctx}: the failed batches' ids stayed"
+                );
                 assert_eq!(read_all(&log, 0).unwrap(), acked, "{ctx}");
                 assert!(
                     tail_is_clear(dir.path()),
@@ -122,6 +128,11 @@ fn a_failed_write_fails_its_request_and_the_next_append_takes_its_offset() {
                 let (result, records) = request(&log, 1, b'N');
                 let appended = result.unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 assert_eq!(appended[0].base_offset, 10, "{ctx}");
+                assert_eq!(
+                    log.last_entry().index,
+                    before.index + 1,
+                    "{ctx}: an index skipped"
+                );
                 acked.extend(records);
                 assert_eq!(read_all(&log, 0).unwrap(), acked, "{ctx}");
                 log.flush().unwrap();

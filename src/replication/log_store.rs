@@ -36,6 +36,11 @@ use tokio::task::JoinHandle;
 /// How many bytes one read of the log asks for while collecting entries.
 const READ_CHUNK_BYTES: usize = 1 << 20;
 
+/// How many bytes of entries openraft's replication takes from the log for one AppendEntries
+/// (at least one entry): a follower that is far behind catches up in requests of this size,
+/// each sent well within its deadline, not in one of up to `max_payload_entries` whole batches.
+pub const APPEND_PAYLOAD_BYTES: usize = 8 << 20;
+
 /// Reads a partition's Raft entries and vote (shared by openraft's replication tasks).
 #[derive(Clone)]
 pub struct PartitionLogReader {
@@ -91,8 +96,15 @@ fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
 }
 
 impl PartitionLogReader {
-    /// The entries with indexes in `[start, end)` that the log holds and that are not purged.
-    fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, ReplicationError> {
+    /// The entries with indexes in `[start, end)` that the log holds and that are not purged,
+    /// from the first it holds, stopping after the entry that reaches `max_bytes`. A hole (an
+    /// index missing between two the log holds) is an error, never a shorter answer.
+    fn entries(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, ReplicationError> {
         let purged_next = self.state.get().last_purged.map_or(0, |p| p.index + 1);
         let start = start.max(purged_next);
         let mut out = Vec::new();
@@ -102,6 +114,7 @@ impl PartitionLogReader {
         let Some((mut offset, _)) = self.log.first_entry_from(stored_index(start))? else {
             return Ok(out);
         };
+        let mut size = 0usize;
         while offset < self.log.next_offset() {
             let chunk = self.log.read(offset, READ_CHUNK_BYTES)?;
             if chunk.batches.is_empty() {
@@ -127,12 +140,23 @@ impl PartitionLogReader {
                 if index >= end {
                     return Ok(out);
                 }
+                let expected = out.last().map_or(index, |e: &Entry| e.log_id.index + 1);
+                if index != expected {
+                    return Err(ReplicationError::BadEntry {
+                        index: expected,
+                        reason: format!("missing from the log (the next entry held is {index})"),
+                    });
+                }
+                size += bytes.len();
                 let payload = entry_payload(&header, bytes)
                     .map_err(|reason| ReplicationError::BadEntry { index, reason })?;
                 out.push(Entry {
                     log_id: LogId::new_term_index(header.term, index),
                     payload,
                 });
+                if size >= max_bytes {
+                    return Ok(out);
+                }
             }
             offset = chunk.next_offset;
         }
@@ -147,7 +171,16 @@ impl RaftLogReader<PartitionRaft> for PartitionLogReader {
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = index_range(&range);
         let reader = self.clone();
-        Ok(blocking(move || reader.entries(start, end)).await?)
+        Ok(blocking(move || reader.entries(start, end, usize::MAX)).await?)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let reader = self.clone();
+        Ok(blocking(move || reader.entries(start, end, APPEND_PAYLOAD_BYTES)).await?)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -161,6 +194,14 @@ impl RaftLogReader<PartitionRaft> for PartitionLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         self.reader.try_get_log_entries(range).await
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.reader.limited_get_log_entries(start, end).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

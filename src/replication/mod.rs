@@ -22,7 +22,7 @@ mod types;
 pub use error::ReplicationError;
 pub use groups::{PartitionGroups, Raft};
 pub use log_store::{PartitionLogReader, PartitionLogStore};
-pub use network::{Link, LinkFaults, RaftClients, RaftConnection, RaftService};
+pub use network::{Link, LinkFaults, RaftClients, RaftConnection, RaftService, serve_raft};
 pub use partition::{ProduceError, ReplicatedPartition};
 pub use state_file::{PartitionSnapshot, RAFT_STATE_FILE, RaftState, RaftStateFile};
 pub use state_machine::{PartitionMachine, SnapshotPosition};

@@ -31,6 +31,21 @@ use tonic::{Request, Response, Status, transport::Channel};
 /// How long a connection attempt to another broker may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The least time a request may take, whatever openraft's budget: an AppendEntries is answered
+/// after the follower's fsync, which on a loaded disk takes longer than a heartbeat interval.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How fast a request's body is assumed to travel, for its deadline (bytes per second).
+const ASSUMED_BYTES_PER_SECOND: u64 = 50 << 20;
+
+/// The deadline of a request of `body_len` bytes, given openraft's `ttl`.
+fn request_timeout(ttl: Duration, body_len: usize) -> Duration {
+    let transfer = Duration::from_millis(
+        u64::try_from(body_len).unwrap_or(u64::MAX) / (ASSUMED_BYTES_PER_SECOND / 1000),
+    );
+    ttl.max(MIN_REQUEST_TIMEOUT) + transfer
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
 }
@@ -184,11 +199,12 @@ impl RaftConnection {
             })?;
             self.client.insert(RaftClient::new(channel))
         };
+        let timeout = request_timeout(ttl, body.len());
         let mut request = Request::new(RaftRequest {
             group: self.group.clone(),
             body: body.into(),
         });
-        request.set_timeout(ttl);
+        request.set_timeout(timeout);
         let reply = match rpc {
             Rpc::Append => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
@@ -200,8 +216,13 @@ impl RaftConnection {
             Err(status) => {
                 self.client = None;
                 let m = format!("node {} at {}: {status}", self.target, self.addr);
+                // A group the broker does not have, a broker going away, or a message it cannot
+                // decode (another build): back off. A deadline or a broken connection: retry.
                 Err(match status.code() {
-                    tonic::Code::NotFound | tonic::Code::Unavailable => CallError::Unreachable(m),
+                    tonic::Code::NotFound
+                    | tonic::Code::Unavailable
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::Unimplemented => CallError::Unreachable(m),
                     _ => CallError::Network(m),
                 })
             }
@@ -217,7 +238,7 @@ impl RaftConnection {
         option: &RPCOption,
     ) -> Result<T, CallError> {
         let body = encode(request).map_err(CallError::Network)?;
-        let reply = self.call(rpc, body, option.hard_ttl()).await?;
+        let reply = self.call(rpc, body, option.soft_ttl()).await?;
         let result: Result<T, RaftError<PartitionRaft>> =
             decode(&reply).map_err(CallError::Network)?;
         result.map_err(|e| CallError::Unreachable(format!("node {}: {e}", self.target)))
@@ -264,7 +285,7 @@ impl RaftNetworkV2<PartitionRaft> for RaftConnection {
             next_offset: snapshot.snapshot.next_offset,
         };
         let body = encode(&message).map_err(CallError::Network)?;
-        let reply = self.call(Rpc::Snapshot, body, option.hard_ttl()).await?;
+        let reply = self.call(Rpc::Snapshot, body, option.soft_ttl()).await?;
         let result: Result<SnapshotResponse<PartitionRaft>, Fatal<PartitionRaft>> =
             decode(&reply).map_err(CallError::Network)?;
         Ok(result.map_err(|e| CallError::Unreachable(format!("node {}: {e}", self.target)))?)
@@ -342,4 +363,26 @@ impl RaftRpc for RaftService {
         };
         reply(&raft.install_full_snapshot(m.vote, snapshot).await)
     }
+}
+
+/// Serves the brokers' Raft service for `groups` on `listener` until `shutdown` resolves. Every
+/// accepted connection has `TCP_NODELAY`: AppendEntries replies are small, and Nagle's
+/// algorithm against the peer's delayed ACK would hold each one for tens of milliseconds.
+pub async fn serve_raft(
+    listener: tokio::net::TcpListener,
+    groups: PartitionGroups,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    use tokio_stream::StreamExt as _;
+    let accepted = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on a Raft connection");
+            }
+        })
+    });
+    tonic::transport::Server::builder()
+        .add_service(RaftService::new(groups))
+        .serve_with_incoming_shutdown(accepted, shutdown)
+        .await
 }

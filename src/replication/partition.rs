@@ -8,7 +8,10 @@ use super::{
     state_machine::PartitionMachine,
     types::{AppliedBatch, EntryBatch},
 };
-use crate::storage::{FsyncPolicy, Log};
+use crate::{
+    record::{MAX_BATCH_BYTES, validate_batch},
+    storage::{FsyncPolicy, Log},
+};
 use bytes::Bytes;
 use openraft::{
     BasicNode,
@@ -35,6 +38,10 @@ pub enum ProduceError {
         /// The leader's node id and Raft address, if this replica knows them.
         leader: Option<(u64, String)>,
     },
+    /// The bytes are not one valid producer batch (refused before they reach the group, whose
+    /// storage would otherwise fail on them and stop).
+    #[error("not one valid batch: {0}")]
+    Invalid(String),
     /// Anything else: storage, a shut-down group.
     #[error("{0}")]
     Failed(String),
@@ -101,8 +108,26 @@ impl ReplicatedPartition {
             .map(|(id, addr)| (id, BasicNode::new(addr)))
             .collect();
         match self.raft.initialize(members).await {
-            Ok(()) | Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => {
-                Ok(())
+            Ok(()) => Ok(()),
+            // Made before (a restart): fine if it has members. Not made, but not empty (a log
+            // written before replication): an error, or the group would wait for members forever.
+            Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(e))) => {
+                let made = self
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .next()
+                    .is_some();
+                if made {
+                    Ok(())
+                } else {
+                    Err(ReplicationError::Task(format!(
+                        "cannot make a Raft group over this log: {e}"
+                    )))
+                }
             }
             Err(e) => Err(ReplicationError::Task(e.to_string())),
         }
@@ -112,6 +137,11 @@ impl ReplicatedPartition {
     /// group: returns once a majority has it as durably as the fsync policy says and it is
     /// committed, with the offsets it took.
     pub async fn produce(&self, batch: Bytes) -> Result<AppliedBatch, ProduceError> {
+        match validate_batch(&batch, MAX_BATCH_BYTES) {
+            Ok(v) if v.len() == 1 => {}
+            Ok(v) => return Err(ProduceError::Invalid(format!("{} batches", v.len()))),
+            Err(e) => return Err(ProduceError::Invalid(e.to_string())),
+        }
         match self.raft.client_write(EntryBatch(batch)).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

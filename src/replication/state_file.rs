@@ -96,6 +96,9 @@ fn decode(bytes: &[u8], path: &Path) -> Result<RaftState, ReplicationError> {
 pub struct RaftStateFile {
     path: PathBuf,
     io: Io,
+    /// Held by a writer across its write (and fsyncs), so that writes are one at a time, while
+    /// readers only take `state` for a clone.
+    writer: Mutex<()>,
     state: Mutex<RaftState>,
 }
 
@@ -113,6 +116,7 @@ impl RaftStateFile {
         Ok(RaftStateFile {
             path,
             io,
+            writer: Mutex::new(()),
             state: Mutex::new(state),
         })
     }
@@ -125,10 +129,11 @@ impl RaftStateFile {
     /// Changes the state and writes it (blocking: call it off the async runtime). On an error
     /// the state stays as it was, in memory and on disk.
     pub fn update(&self, change: impl FnOnce(&mut RaftState)) -> Result<(), ReplicationError> {
-        let mut state = self.lock();
-        let mut next = state.clone();
+        let _writing = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.get();
+        let mut next = current.clone();
         change(&mut next);
-        if next == *state {
+        if next == current {
             return Ok(());
         }
         let bytes = encode(&next).map_err(|e| ReplicationError::BadStateFile {
@@ -136,7 +141,7 @@ impl RaftStateFile {
             reason: e.to_string(),
         })?;
         self.io.write_atomic(&self.path, &bytes)?;
-        *state = next;
+        *self.lock() = next;
         Ok(())
     }
 

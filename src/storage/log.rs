@@ -156,6 +156,9 @@ struct Mark {
     offset_entries: usize,
     time_entries: usize,
     max_timestamp_ms: i64,
+    /// The term and Raft index of the last batch that stays.
+    term: u64,
+    raft_index: u64,
 }
 
 impl Mark {
@@ -174,6 +177,8 @@ impl Mark {
             offset_entries,
             time_entries,
             max_timestamp_ms: w.active.max_timestamp(),
+            term: w.term,
+            raft_index: w.raft_index,
         }
     }
 
@@ -189,6 +194,9 @@ impl Mark {
             offset_entries: 0,
             time_entries: 0,
             max_timestamp_ms: i64::MIN,
+            // The batches before the roll stay: the ids are still theirs.
+            term: w.term,
+            raft_index: w.raft_index,
         }
     }
 }
@@ -767,6 +775,8 @@ impl Log {
         w.indexer = mark.indexer;
         w.first_append_ms = mark.first_append_ms;
         w.since_checkpoint = mark.since_checkpoint;
+        w.term = mark.term;
+        w.raft_index = mark.raft_index;
         true
     }
 

@@ -14,13 +14,12 @@ use std::{
 use strata::{
     record::{BatchBuilder, Frame, decode_frame},
     replication::{
-        AppliedBatch, LinkFaults, PartitionGroups, ProduceError, RaftClients, RaftService,
-        ReplicatedPartition,
+        AppliedBatch, LinkFaults, PartitionGroups, ProduceError, RaftClients, ReplicatedPartition,
+        serve_raft,
     },
     storage::{Log, LogConfig, Offset},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// The Raft group name the tests use.
 pub const GROUP: &str = "orders/0";
@@ -111,13 +110,11 @@ impl Node {
         let listener = bind_again(self.addr).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(RaftService::new(groups))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
+            serve_raft(listener, groups, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
         });
         self.running = Some(Running {
             replica,
