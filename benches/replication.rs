@@ -15,7 +15,7 @@
 mod common;
 
 use common::{
-    raft::{Node, members, try_produce},
+    raft::{Node, start_group, try_produce},
     storage::small_config,
 };
 use std::{
@@ -114,14 +114,7 @@ async fn bench_raft(replicas: u64, batches: usize) -> Figures {
     for id in 1..=replicas {
         nodes.push(Node::new(id, root.path(), config()).await);
     }
-    for n in &mut nodes {
-        n.start().await;
-    }
-    nodes[0]
-        .replica()
-        .initialize(members(&nodes))
-        .await
-        .unwrap();
+    start_group(&mut nodes).await;
     let nodes = Arc::new(nodes);
     // Warm up: a leader, its first entries committed.
     try_produce(&nodes, &values(99), Duration::from_secs(30))

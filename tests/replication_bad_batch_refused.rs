@@ -13,35 +13,17 @@ mod common {
 
 use bytes::Bytes;
 use common::{
-    raft::{GROUP, batch},
+    raft::{batch, one_node},
     storage::{small_config, value},
 };
 use std::{sync::Arc, time::Duration};
-use strata::{
-    record::BatchBuilder,
-    replication::{PartitionGroups, ProduceError, RaftClients, ReplicatedPartition},
-    storage::Log,
-};
+use strata::{record::BatchBuilder, replication::ProduceError, storage::Log};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_are_refused_and_the_group_keeps_going() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), small_config()).unwrap());
-    let config = Arc::new(openraft::Config::default().validate().unwrap());
-    let replica = ReplicatedPartition::open(
-        1,
-        GROUP,
-        log,
-        config,
-        PartitionGroups::default(),
-        RaftClients::new(1, GROUP),
-    )
-    .await
-    .unwrap();
-    replica
-        .initialize([(1, "127.0.0.1:1".to_string())].into())
-        .await
-        .unwrap();
+    let replica = one_node(log, openraft::Config::default()).await;
     let good = |i: u64| batch(&[value(i)]);
     let mut next = loop {
         if let Ok(a) = replica.produce(good(0)).await {

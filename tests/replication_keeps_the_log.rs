@@ -12,42 +12,22 @@ mod common {
 }
 
 use common::{
-    raft::{GROUP, batch, batches},
+    raft::{batch, batches, one_node, records},
     storage::{small_config, value},
 };
 use std::sync::Arc;
-use strata::{
-    replication::{PartitionGroups, RaftClients, ReplicatedPartition},
-    storage::Log,
-};
+use strata::storage::Log;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_does_not_purge_records_for_openraft_snapshots() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), small_config()).unwrap());
-    let config = Arc::new(
-        openraft::Config {
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5),
-            max_in_snapshot_log_to_keep: 0,
-            ..openraft::Config::default()
-        }
-        .validate()
-        .unwrap(),
-    );
-    let replica = ReplicatedPartition::open(
-        1,
-        GROUP,
-        log.clone(),
-        config,
-        PartitionGroups::default(),
-        RaftClients::new(1, GROUP),
-    )
-    .await
-    .unwrap();
-    replica
-        .initialize([(1, "127.0.0.1:1".to_string())].into())
-        .await
-        .unwrap();
+    let config = openraft::Config {
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5),
+        max_in_snapshot_log_to_keep: 0,
+        ..openraft::Config::default()
+    };
+    let replica = one_node(log.clone(), config).await;
     let mut want = Vec::new();
     for i in 0..60u64 {
         let values = vec![value(i), value(i + 1000)];
@@ -66,11 +46,6 @@ async fn a_replica_does_not_purge_records_for_openraft_snapshots() {
         log.stats().segments > 3,
         "the test needs sealed segments to purge"
     );
-    let got: Vec<(u64, Vec<u8>)> = batches(&log)
-        .iter()
-        .filter(|b| !b.control)
-        .flat_map(|b| (b.base_offset..).zip(b.values.iter().cloned()))
-        .collect();
-    assert_eq!(got, want);
+    assert_eq!(records(&batches(&log)), want);
     replica.shutdown().await.unwrap();
 }

@@ -20,7 +20,7 @@ mod common {
 }
 
 use common::{
-    raft::{Node, StoredBatch, batches, members, try_produce, wait_committed},
+    raft::{Node, StoredBatch, batches, ids, records, start_group, try_produce, wait_committed},
     rng::Rng,
     storage::small_config,
 };
@@ -64,21 +64,6 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn records(batches: &[StoredBatch]) -> Vec<(Offset, Vec<u8>)> {
-    batches
-        .iter()
-        .filter(|b| !b.control)
-        .flat_map(|b| (b.base_offset..).zip(b.values.iter().cloned()))
-        .collect()
-}
-
-fn ids(batches: &[StoredBatch]) -> Vec<(Offset, u64, u64, bool)> {
-    batches
-        .iter()
-        .map(|b| (b.base_offset, b.term, b.raft_index, b.control))
-        .collect()
-}
-
 /// What a run did, for the report.
 #[derive(Debug, Default)]
 struct Tally {
@@ -104,14 +89,7 @@ async fn run(seed: u64, rounds: u64) -> Tally {
                 .with_faults(net.clone()),
         );
     }
-    for n in &mut nodes {
-        n.start().await;
-    }
-    nodes[0]
-        .replica()
-        .initialize(members(&nodes))
-        .await
-        .unwrap();
+    start_group(&mut nodes).await;
 
     let mut tally = Tally::default();
     let mut acked: Vec<(Offset, Vec<u8>)> = Vec::new();

@@ -13,27 +13,10 @@ mod common {
 }
 
 use common::{
-    raft::{Node, StoredBatch, batches, leader, members, produce, wait_committed},
+    raft::{Node, batches, ids, leader, produce, records, start_group, wait_committed},
     storage::{small_config, value},
 };
 use strata::storage::{LogConfig, Offset};
-
-/// The data batches of a replica's log (control batches are each replica's own encoding of the
-/// same entries: compared by their ids only).
-fn ids(batches: &[StoredBatch]) -> Vec<(Offset, u64, u64, bool)> {
-    batches
-        .iter()
-        .map(|b| (b.base_offset, b.term, b.raft_index, b.control))
-        .collect()
-}
-
-fn records(batches: &[StoredBatch]) -> Vec<(Offset, Vec<u8>)> {
-    batches
-        .iter()
-        .filter(|b| !b.control)
-        .flat_map(|b| (b.base_offset..).zip(b.values.iter().cloned()))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_agree_survive_a_leader_stop_and_catch_up() {
@@ -46,14 +29,7 @@ async fn three_replicas_agree_survive_a_leader_stop_and_catch_up() {
     for id in 1..=3 {
         nodes.push(Node::new(id, root.path(), config.clone()).await);
     }
-    for n in &mut nodes {
-        n.start().await;
-    }
-    nodes[0]
-        .replica()
-        .initialize(members(&nodes))
-        .await
-        .unwrap();
+    start_group(&mut nodes).await;
 
     // Acknowledged records, by offset.
     let mut acked: Vec<(Offset, Vec<u8>)> = Vec::new();

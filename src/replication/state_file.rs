@@ -7,7 +7,7 @@ use super::{
     ReplicationError,
     types::{LogId, SnapshotMeta, Vote},
 };
-use crate::storage::Io;
+use crate::storage::{Io, checked};
 use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
@@ -41,52 +41,17 @@ pub struct RaftState {
     pub snapshot: Option<PartitionSnapshot>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
-    magic: u32,
-    version: u16,
-    state: RaftState,
-    crc: u32,
-}
-
-fn encode_state(state: &RaftState) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    bincode::serde::encode_to_vec(state, bincode::config::standard())
-}
-
 fn encode(state: &RaftState) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    let crc = crc32fast::hash(&encode_state(state)?);
-    bincode::serde::encode_to_vec(
-        OnDisk {
-            magic: MAGIC,
-            version: VERSION,
-            state: state.clone(),
-            crc,
-        },
-        bincode::config::standard(),
-    )
+    checked::encode(MAGIC, VERSION, state)
 }
 
 /// Decodes the file. Any damage is an error: a replica that forgot its vote could vote twice in
 /// one term, so it must not start on a guess.
 fn decode(bytes: &[u8], path: &Path) -> Result<RaftState, ReplicationError> {
-    let bad = |reason: String| ReplicationError::BadStateFile {
+    checked::decode(bytes, MAGIC, VERSION).map_err(|reason| ReplicationError::BadStateFile {
         path: path.to_owned(),
         reason,
-    };
-    let (disk, used): (OnDisk, usize) =
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| bad(e.to_string()))?;
-    if used != bytes.len() {
-        return Err(bad("trailing bytes".into()));
-    }
-    if disk.magic != MAGIC || disk.version != VERSION {
-        return Err(bad("wrong magic or version".into()));
-    }
-    let crc = encode_state(&disk.state).map(|b| crc32fast::hash(&b));
-    if crc.ok() != Some(disk.crc) {
-        return Err(bad("checksum mismatch".into()));
-    }
-    Ok(disk.state)
+    })
 }
 
 /// The partition's Raft state, in memory and on disk: every change is written before it is

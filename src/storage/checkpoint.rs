@@ -23,53 +23,17 @@ pub(crate) struct RecoveryPoint {
     pub max_timestamp_ms: i64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
-    magic: u32,
-    version: u16,
-    point: RecoveryPoint,
-    crc: u32,
-}
-
-fn crc_of(point: &RecoveryPoint) -> Result<u32, bincode::error::EncodeError> {
-    let bytes = bincode::serde::encode_to_vec(point, bincode::config::standard())?;
-    Ok(crc32fast::hash(&bytes))
-}
-
 pub(crate) fn encode(point: &RecoveryPoint) -> Vec<u8> {
     // Encoding plain integers into a Vec cannot fail; an empty file would read back as invalid.
-    let crc = crc_of(point).unwrap_or(0);
-    bincode::serde::encode_to_vec(
-        OnDisk {
-            magic: MAGIC,
-            version: VERSION,
-            point: *point,
-            crc,
-        },
-        bincode::config::standard(),
-    )
-    .unwrap_or_default()
+    super::checked::encode(MAGIC, VERSION, point).unwrap_or_default()
 }
 
 /// Decodes a checkpoint; any damage is an error (the caller falls back to a wider scan).
 pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<RecoveryPoint> {
-    let bad = |reason: String| StorageError::BadStateFile {
+    super::checked::decode(bytes, MAGIC, VERSION).map_err(|reason| StorageError::BadStateFile {
         path: path.to_owned(),
         reason,
-    };
-    let (disk, used): (OnDisk, usize) =
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| bad(e.to_string()))?;
-    if used != bytes.len() {
-        return Err(bad("trailing bytes".into()));
-    }
-    if disk.magic != MAGIC || disk.version != VERSION {
-        return Err(bad("wrong magic or version".into()));
-    }
-    if crc_of(&disk.point).ok() != Some(disk.crc) {
-        return Err(bad("checksum mismatch".into()));
-    }
-    Ok(disk.point)
+    })
 }
 
 pub(crate) fn write(io: &Io, dir: &Path, point: &RecoveryPoint) -> Result<()> {

@@ -5,6 +5,7 @@
 //! `recovery-point` checkpoint, a `producer-state` snapshot of its idempotent producers and, after
 //! a clean shutdown, a `clean-shutdown` marker.
 
+pub(crate) mod checked;
 mod checkpoint;
 mod config;
 mod error;

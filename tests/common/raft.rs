@@ -169,6 +169,33 @@ async fn bind_again(addr: SocketAddr) -> TcpListener {
     panic!("{addr} stays taken");
 }
 
+/// Starts `nodes` and makes them one group.
+pub async fn start_group(nodes: &mut [Node]) {
+    for n in nodes.iter_mut() {
+        n.start().await;
+    }
+    nodes[0].replica().initialize(members(nodes)).await.unwrap();
+}
+
+/// A one-node group over `log` (no Raft service: it has no one to talk to), made and ready.
+pub async fn one_node(log: Arc<Log>, config: openraft::Config) -> ReplicatedPartition {
+    let replica = ReplicatedPartition::open(
+        1,
+        GROUP,
+        log,
+        Arc::new(config.validate().unwrap()),
+        PartitionGroups::default(),
+        RaftClients::new(1, GROUP),
+    )
+    .await
+    .unwrap();
+    replica
+        .initialize([(1, "127.0.0.1:1".to_string())].into())
+        .await
+        .unwrap();
+    replica
+}
+
 /// The members of a group of `nodes`: id to Raft address.
 pub fn members(nodes: &[Node]) -> BTreeMap<u64, String> {
     nodes.iter().map(|n| (n.id, n.addr.to_string())).collect()
@@ -269,6 +296,24 @@ pub struct StoredBatch {
     pub control: bool,
     /// The records' values (a control batch's payload is the broker's).
     pub values: Vec<Vec<u8>>,
+}
+
+/// The producers' records of `batches` (control batches are the broker's), by offset.
+pub fn records(batches: &[StoredBatch]) -> Vec<(Offset, Vec<u8>)> {
+    batches
+        .iter()
+        .filter(|b| !b.control)
+        .flat_map(|b| (b.base_offset..).zip(b.values.iter().cloned()))
+        .collect()
+}
+
+/// Each batch's offset, term, Raft index and kind: what replicas must agree on (control batches
+/// are each replica's own encoding of the same entries, so their bytes may differ).
+pub fn ids(batches: &[StoredBatch]) -> Vec<(Offset, u64, u64, bool)> {
+    batches
+        .iter()
+        .map(|b| (b.base_offset, b.term, b.raft_index, b.control))
+        .collect()
 }
 
 /// Every batch of `log`, in order.
