@@ -45,3 +45,43 @@ pub fn open_partition(
         PartitionMachine::new(log, state),
     ))
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (not part of the API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{state_file, types};
+    use crate::record::{Frame, decode_frame, validate_stored_batch};
+    use std::path::Path;
+
+    /// Decodes a `raft-state` file and, if it is accepted, encodes it back as the replication
+    /// layer would write it.
+    pub fn reencode_raft_state(bytes: &[u8]) -> Option<Vec<u8>> {
+        let state = state_file::decode(bytes, Path::new("raft-state")).ok()?;
+        state_file::encode(&state).ok()
+    }
+
+    /// Reads `bytes` as a stored batch the way a replica reads its log for Raft: validated as a
+    /// stored batch, then turned into an entry's payload. If that succeeds, returns the payload
+    /// and the payload got by storing it again and reading it back (both as `Debug` text), which
+    /// must be the same.
+    pub fn roundtrip_entry(bytes: &[u8]) -> Option<(String, String)> {
+        let valid = validate_stored_batch(bytes).ok()?;
+        let first = valid.first()?;
+        let whole = bytes::Bytes::copy_from_slice(first.bytes());
+        let payload = types::entry_payload(first.header(), whole).ok()?;
+        let back = match types::entry_bytes(&payload, 0) {
+            Ok(again) => match decode_frame(&again) {
+                Frame::Batch(view) => {
+                    let header = *view.header();
+                    match types::entry_payload(&header, again.clone()) {
+                        Ok(p) => format!("{p:?}"),
+                        Err(e) => format!("<does not read back: {e}>"),
+                    }
+                }
+                other => format!("<stored again, not a batch: {other:?}>"),
+            },
+            Err(e) => format!("<does not encode: {e}>"),
+        };
+        Some((format!("{payload:?}"), back))
+    }
+}

@@ -41,13 +41,13 @@ pub struct RaftState {
     pub snapshot: Option<PartitionSnapshot>,
 }
 
-fn encode(state: &RaftState) -> Result<Vec<u8>, bincode::error::EncodeError> {
+pub(crate) fn encode(state: &RaftState) -> Result<Vec<u8>, bincode::error::EncodeError> {
     checked::encode(MAGIC, VERSION, state)
 }
 
 /// Decodes the file. Any damage is an error: a replica that forgot its vote could vote twice in
 /// one term, so it must not start on a guess.
-fn decode(bytes: &[u8], path: &Path) -> Result<RaftState, ReplicationError> {
+pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<RaftState, ReplicationError> {
     checked::decode(bytes, MAGIC, VERSION).map_err(|reason| ReplicationError::BadStateFile {
         path: path.to_owned(),
         reason,

@@ -121,9 +121,10 @@ pub(crate) fn entry_payload(header: &BatchHeader, bytes: Bytes) -> Result<Payloa
         Some(Err(c)) => return Err(format!("a control batch's record is damaged: {c}")),
         None => return Err("a control batch has no record".into()),
     };
-    let (control, used): (ControlPayload, usize) =
-        bincode::serde::decode_from_slice(value, bincode::config::standard())
-            .map_err(|e| format!("a control entry does not decode: {e}"))?;
+    // A membership is small: a damaged length is refused, not allocated.
+    let config = bincode::config::standard().with_limit::<{ 1 << 20 }>();
+    let (control, used): (ControlPayload, usize) = bincode::serde::decode_from_slice(value, config)
+        .map_err(|e| format!("a control entry does not decode: {e}"))?;
     if used != value.len() {
         return Err("a control entry has trailing bytes".into());
     }
