@@ -44,7 +44,7 @@ pub struct ReadChunk {
 }
 
 /// A batch's place in the partition's Raft log: the leader's term and the entry's index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryId {
     /// The term of the leader that appended the entry.
     pub term: u64,
@@ -116,12 +116,11 @@ pub(crate) struct Writer {
     pub producers: ProducerTable,
     /// Wall-clock ms after which [`Log::tick`] next expires idle producers.
     pub next_producer_expiry_ms: i64,
-    /// The term of the last batch written (0 in an empty log): appends without a term of their
-    /// own are in it, and no append may be in an older one.
-    pub term: u64,
-    /// The Raft index of the last batch written (0 in an empty log, and for batches written
-    /// before indexes): the next batch's is one more, unless the append names its own.
-    pub raft_index: u64,
+    /// The term and Raft index of the last batch written (0 and 0 in an empty log; index 0 for
+    /// batches written before indexes): appends without a term of their own are in its term, no
+    /// append may be in an older one, and the next batch's index is one more unless the append
+    /// names its own.
+    pub last: EntryId,
     /// Truncations so far: a sync that began before one publishes nothing.
     pub truncations: u64,
 }
@@ -157,8 +156,7 @@ struct Mark {
     time_entries: usize,
     max_timestamp_ms: i64,
     /// The term and Raft index of the last batch that stays.
-    term: u64,
-    raft_index: u64,
+    last: EntryId,
 }
 
 impl Mark {
@@ -177,8 +175,7 @@ impl Mark {
             offset_entries,
             time_entries,
             max_timestamp_ms: w.active.max_timestamp(),
-            term: w.term,
-            raft_index: w.raft_index,
+            last: w.last,
         }
     }
 
@@ -195,8 +192,7 @@ impl Mark {
             time_entries: 0,
             max_timestamp_ms: i64::MIN,
             // The batches before the roll stay: the ids are still theirs.
-            term: w.term,
-            raft_index: w.raft_index,
+            last: w.last,
         }
     }
 }
@@ -385,11 +381,7 @@ impl Log {
     /// The term and Raft index of the last batch written, readable or not (0 and 0 in an empty
     /// log).
     pub fn last_entry(&self) -> EntryId {
-        let w = lock(&self.writer);
-        EntryId {
-            term: w.term,
-            index: w.raft_index,
-        }
+        lock(&self.writer).last
     }
 
     /// The first offset of the batch whose Raft index is `index`, if the log holds it (a
@@ -448,7 +440,7 @@ impl Log {
 
     /// The term of the last batch written, readable or not (0 in an empty log).
     pub fn last_term(&self) -> u64 {
-        lock(&self.writer).term
+        lock(&self.writer).last.term
     }
 
     /// The term and Raft index of the last readable batch (0 and 0 when there is none), for the
@@ -456,7 +448,7 @@ impl Log {
     /// recovery) does not stop the log: its ids count as 0, and reads of it report the damage.
     pub(crate) fn entry_of_end(&self) -> Result<EntryId> {
         let end = self.next_offset();
-        let none = EntryId { term: 0, index: 0 };
+        let none = EntryId::default();
         if end == 0 || end <= self.earliest_offset() {
             return Ok(none);
         }
@@ -476,8 +468,7 @@ impl Log {
     /// Sets the writer's term and Raft index from the last readable batch.
     pub(crate) fn resume_entry_ids(&self, w: &mut Writer) -> Result<()> {
         let end = self.entry_of_end()?;
-        w.term = end.term;
-        w.raft_index = end.index;
+        w.last = end;
         Ok(())
     }
 
@@ -511,12 +502,12 @@ impl Log {
                     Ok(SequenceCheck::Append) => {
                         let id = match ids {
                             Stamp::Continue => EntryId {
-                                term: w.term,
-                                index: w.raft_index + 1,
+                                term: w.last.term,
+                                index: w.last.index + 1,
                             },
                             Stamp::Term(term) => EntryId {
                                 term,
-                                index: w.raft_index + 1,
+                                index: w.last.index + 1,
                             },
                             Stamp::Entries(ids) => ids[i],
                         };
@@ -605,14 +596,11 @@ impl Log {
             last,
         };
         match stamp {
-            Stamp::Term(t) if t < w.term => Err(term_behind(t, w.term)),
+            Stamp::Term(t) if t < w.last.term => Err(term_behind(t, w.last.term)),
             Stamp::Continue | Stamp::Term(_) => Ok(()),
             Stamp::Entries(ids) => {
                 let empty = w.write_offset <= self.earliest_offset();
-                let mut last = EntryId {
-                    term: w.term,
-                    index: w.raft_index,
-                };
+                let mut last = w.last;
                 for (i, id) in ids.iter().enumerate() {
                     if id.term < last.term {
                         return Err(term_behind(id.term, last.term));
@@ -714,8 +702,7 @@ impl Log {
         w.size += len;
         w.since_checkpoint += len;
         w.write_offset = header.next_offset();
-        w.term = id.term;
-        w.raft_index = id.index;
+        w.last = id;
         w.first_append_ms.get_or_insert(now);
         Ok(Appended {
             base_offset: base,
@@ -775,8 +762,7 @@ impl Log {
         w.indexer = mark.indexer;
         w.first_append_ms = mark.first_append_ms;
         w.since_checkpoint = mark.since_checkpoint;
-        w.term = mark.term;
-        w.raft_index = mark.raft_index;
+        w.last = mark.last;
         true
     }
 

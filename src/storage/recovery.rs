@@ -206,8 +206,7 @@ fn create_fresh(dir: &Path, io: Io, config: LogConfig, base: Offset) -> Result<L
         drop_behind: DropBehind::default(),
         producers: ProducerTable::default(),
         next_producer_expiry_ms: 0,
-        term: 0,
-        raft_index: 0,
+        last: super::EntryId::default(),
         truncations: 0,
     };
     Ok(Log::assemble(dir.to_owned(), io, config, vec![seg], writer))
@@ -486,8 +485,7 @@ fn finish(
         drop_behind: DropBehind::default(),
         producers: ProducerTable::default(),
         next_producer_expiry_ms: 0,
-        term: 0,
-        raft_index: 0,
+        last: super::EntryId::default(),
         truncations: 0,
     };
     Ok(Log::assemble(

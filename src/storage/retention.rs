@@ -82,8 +82,7 @@ impl Log {
         if left >= w.write_offset {
             // Nothing is left to carry a term or an index: an empty log's are 0, here as after a
             // reopen.
-            w.term = 0;
-            w.raft_index = 0;
+            w.last = super::EntryId::default();
         }
         drop(w);
         for seg in doomed {
