@@ -27,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             name: "quickstart".into(),
             partitions: 1,
             config: None,
+            replication_factor: 0,
         })
         .await
     {

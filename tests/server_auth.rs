@@ -46,6 +46,7 @@ async fn every_rpc(client: &mut Client, token: Option<&str>) -> Vec<(&'static st
                         name: "scratch".into(),
                         partitions: 1,
                         config: None,
+                        replication_factor: 0,
                     },
                 ))
                 .await
@@ -304,6 +305,7 @@ async fn tokens_and_rules_decide_every_rpc_and_a_revoke_ends_subscriptions() {
                 name: "orders".into(),
                 partitions: 1,
                 config: None,
+                replication_factor: 0,
             },
         ))
         .await
@@ -315,6 +317,7 @@ async fn tokens_and_rules_decide_every_rpc_and_a_revoke_ends_subscriptions() {
                 name: "payments".into(),
                 partitions: 1,
                 config: None,
+                replication_factor: 0,
             },
         ))
         .await
@@ -586,6 +589,7 @@ async fn a_rotated_token_ends_the_subscriptions_opened_with_it() {
                 name: "orders".into(),
                 partitions: 1,
                 config: None,
+                replication_factor: 0,
             },
         ))
         .await

@@ -71,6 +71,7 @@ async fn requests_without_credentials_are_refused_before_their_body_is_read() {
                 name: "orders".into(),
                 partitions: 1,
                 config: None,
+                replication_factor: 0,
             },
         ))
         .await

@@ -32,6 +32,7 @@ async fn a_groups_offsets_in_a_topic_are_described_only_with_the_topic() {
                     name: topic.into(),
                     partitions: 1,
                     config: None,
+                    replication_factor: 0,
                 },
             ))
             .await

@@ -71,6 +71,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
                 name: name.into(),
                 partitions: 1,
                 config: None,
+                replication_factor: 0,
             })
             .await,
             Code::InvalidArgument,
@@ -87,6 +88,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
             name: "good".into(),
             partitions: 1,
             config: None,
+            replication_factor: 0,
         })
         .await,
         Code::AlreadyExists,
@@ -98,6 +100,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
                 name: "many".into(),
                 partitions,
                 config: None,
+                replication_factor: 0,
             })
             .await,
             Code::InvalidArgument,
@@ -112,6 +115,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
                 retention_ms: Some(-5),
                 ..TopicConfig::default()
             }),
+            replication_factor: 0,
         })
         .await,
         Code::InvalidArgument,
@@ -131,6 +135,7 @@ async fn each_bad_request_gets_its_code_and_the_broker_keeps_serving() {
             segment_max_bytes: Some(4096),
             ..TopicConfig::default()
         }),
+        replication_factor: 0,
     })
     .await
     .unwrap();

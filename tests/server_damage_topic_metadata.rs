@@ -63,6 +63,7 @@ async fn a_damaged_topic_file_takes_only_its_topic_offline() {
                 name: "damaged".into(),
                 partitions: 1,
                 config: None,
+                replication_factor: 0,
             })
             .await
             .unwrap_err();

@@ -188,6 +188,7 @@ fn create(name: &str) -> CreateTopicRequest {
             segment_max_bytes: Some(4 << 20),
             ..TopicConfig::default()
         }),
+        replication_factor: 0,
     }
 }
 

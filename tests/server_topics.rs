@@ -25,6 +25,7 @@ async fn topics_are_managed_and_persist() {
                 fsync_policy: Some(FsyncPolicy::Never.into()),
                 ..TopicConfig::default()
             }),
+            replication_factor: 0,
         })
         .await
         .unwrap()

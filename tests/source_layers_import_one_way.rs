@@ -13,16 +13,30 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("record", &[]),
     ("storage", &["record", "errors"]),
     ("replication", &["record", "storage", "proto", "errors"]),
-    ("broker", &["record", "storage", "errors"]),
+    ("broker", &["record", "storage", "replication", "errors"]),
     (
         "server",
-        &["record", "storage", "broker", "proto", "errors"],
+        &[
+            "record",
+            "storage",
+            "replication",
+            "broker",
+            "proto",
+            "errors",
+        ],
     ),
     ("client", &["record", "proto", "errors"]),
     (
         "cli",
         &[
-            "record", "storage", "broker", "server", "client", "proto", "errors",
+            "record",
+            "storage",
+            "replication",
+            "broker",
+            "server",
+            "client",
+            "proto",
+            "errors",
         ],
     ),
 ];

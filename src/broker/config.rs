@@ -32,6 +32,8 @@ pub struct BrokerConfig {
     /// A seam for tests: every file operation of the broker (partition logs, topic metadata,
     /// group journals, the trash) asks it first and reports to it after. `None` in production.
     pub faults: Option<Arc<dyn FaultInjector>>,
+    /// The cluster this broker belongs to; `None`: a cluster of one, no replicated topics.
+    pub cluster: Option<super::ClusterConfig>,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -46,16 +48,29 @@ impl std::fmt::Debug for BrokerConfig {
             .field("group_compact_entries", &self.group_compact_entries)
             .field("group_timings", &self.group_timings)
             .field("faults", &self.faults.is_some())
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
 
 impl BrokerConfig {
-    /// The storage settings of one of `topic`'s partition logs under this broker.
-    pub fn log_config(&self, topic: &TopicConfig) -> LogConfig {
-        LogConfig {
+    /// The storage settings of one of `topic`'s partition logs under this broker. A replicated
+    /// partition's log keeps everything: removing records from under its Raft group would
+    /// take entries from it that it may still have to send (retention through the group is
+    /// issue 16's work left).
+    pub fn log_config(&self, topic: &TopicConfig, replicated: bool) -> LogConfig {
+        let config = LogConfig {
             faults: self.faults.clone(),
             ..topic.log_config(self.cached_tail_bytes)
+        };
+        if replicated {
+            LogConfig {
+                retention_ms: None,
+                retention_bytes: None,
+                ..config
+            }
+        } else {
+            config
         }
     }
 }
@@ -73,6 +88,7 @@ impl BrokerConfig {
             group_compact_entries: 1000,
             group_timings: GroupTimings::default(),
             faults: None,
+            cluster: None,
         }
     }
 }

@@ -173,6 +173,53 @@ pub enum BrokerError {
         /// The data directory.
         path: PathBuf,
     },
+    /// A write to a replicated partition reached a replica that is not its leader.
+    #[error(
+        "topic '{topic}' partition {partition}: this broker (node {node_id}) is not the \
+         partition's leader; {}",
+        match leader {
+            Some(l) => format!("send it to the leader, {l}"),
+            None => "no leader is known yet (an election is under way): retry shortly".to_owned(),
+        }
+    )]
+    NotLeader {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// This broker's node id.
+        node_id: u64,
+        /// The leader, if this replica knows it.
+        leader: Option<super::LeaderHint>,
+    },
+    /// A replicated partition's Raft group failed a write (it is shutting down, or its
+    /// storage failed) or could not be started.
+    #[error("topic '{topic}' partition {partition}: replication failed: {reason}")]
+    Replication {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// What openraft or the replica reported.
+        reason: String,
+    },
+    /// The request needs a cluster and this broker was started without cluster settings, or
+    /// it names something the cluster does not have.
+    #[error("{reason}")]
+    NotInCluster {
+        /// What is missing.
+        reason: String,
+    },
+    /// Another broker of the cluster could not be reached or refused an internal request.
+    #[error("broker node {node_id} ({address}): {reason}")]
+    PeerUnavailable {
+        /// Its node id.
+        node_id: u64,
+        /// Its Raft address.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The broker is shutting down and takes no more work.
     #[error("the broker is shutting down; retry against the restarted broker")]
     ShuttingDown,

@@ -6,13 +6,14 @@
 //!
 //! ```text
 //! DATA/.lock                         held (flock) while a broker runs
-//! DATA/topics/<topic>/topic.json     name, partition count, config (written atomically)
-//! DATA/topics/<topic>/<partition>/   one storage::Log
+//! DATA/topics/<topic>/topic.json     name, partition count, config, replicas (written atomically)
+//! DATA/topics/<topic>/<partition>/   one storage::Log (and, replicated, its raft-state)
 //! DATA/groups/<group>.offsets        committed offsets, a storage journal (see groups.rs)
 //! DATA/trash/                        deleted topics on their way out; emptied at start
 //! ```
 
 mod assignor;
+mod cluster;
 mod config;
 mod error;
 mod groups;
@@ -25,6 +26,7 @@ mod ticker;
 mod topic;
 
 pub use assignor::{Assignment, Assignor};
+pub use cluster::{ClusterConfig, Directory, LeaderHint, RaftTimings};
 pub use config::{
     BrokerConfig, FsyncMode, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicConfig, TopicConfigUpdate,
 };
@@ -36,7 +38,7 @@ pub use membership::{
 };
 pub use names::{MAX_NAME_LEN, validate_group_name, validate_topic_name};
 pub use produce::{ProduceInput, Produced};
-pub use topic::{PartitionHandle, PartitionInfo, TopicInfo};
+pub use topic::{PartitionHandle, PartitionInfo, ReplicaInfo, TopicInfo};
 
 use crate::errors::error_chain;
 use crate::storage::{Io, Log, LogConfig, Offset};
@@ -249,12 +251,25 @@ impl Broker {
         for (name, topic) in topics {
             for p in &topic.partitions {
                 p.wake_all();
+                if let Some(replica) = &p.replica {
+                    replica.stop();
+                }
             }
             let results: Vec<(u32, crate::storage::Result<()>)> = match Arc::try_unwrap(topic) {
                 Ok(topic) => topic
                     .partitions
                     .into_iter()
-                    .map(|p| (p.id, p.log.close()))
+                    .map(|p| {
+                        let topic::Partition {
+                            id, log, replica, ..
+                        } = p;
+                        // The replica's Raft storage holds the log too: gone once it stopped.
+                        drop(replica);
+                        match Arc::try_unwrap(log) {
+                            Ok(log) => (id, log.close()),
+                            Err(log) => (id, log.flush()),
+                        }
+                    })
                     .collect(),
                 // Still held by a reader that has not finished: make its data durable at least.
                 Err(topic) => topic
@@ -277,6 +292,24 @@ impl Broker {
         }
         tracing::info!("broker closed");
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops the Raft groups of every replicated partition (their logs stay open until
+    /// [`Broker::close`]). Call it while the runtime in the cluster settings still runs, and
+    /// not from it: `strata serve` does once it stops serving.
+    pub fn stop_replication(&self) {
+        for topic in self.all_topics() {
+            for p in &topic.partitions {
+                if let Some(replica) = &p.replica {
+                    replica.stop();
+                }
+            }
+        }
+    }
+
+    /// This broker's node id (0 without cluster settings).
+    pub fn node_id(&self) -> u64 {
+        self.config.cluster.as_ref().map_or(0, |c| c.node_id)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -319,7 +352,93 @@ impl Broker {
         partitions: u32,
         update: &TopicConfigUpdate,
     ) -> Result<TopicInfo> {
+        self.create_replicated_topic(name, partitions, update, 1)
+    }
+
+    /// Creates a topic whose partitions each have `replication_factor` replicas: 1 (or 0), a
+    /// topic on this broker only; more, a replicated topic whose partitions are Raft groups
+    /// over the cluster's brokers (this broker's replicas are created here; the caller creates
+    /// the others with [`Broker::create_replicas`] and [`Broker::topic_file`]).
+    pub fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        update: &TopicConfigUpdate,
+        replication_factor: u32,
+    ) -> Result<TopicInfo> {
         validate_topic_name(name)?;
+        self.check_partition_count(partitions)?;
+        let config = self.config.topic_defaults.updated(update);
+        config.validate(&self.config)?;
+        let mut file = TopicFile::new(name, partitions, config);
+        if replication_factor > 1 {
+            let Some(cluster) = &self.config.cluster else {
+                return Err(BrokerError::NotInCluster {
+                    reason: format!(
+                        "replication factor {replication_factor} needs a cluster: this broker was \
+                         started without --node-id and --peers"
+                    ),
+                });
+            };
+            let nodes: Vec<u64> = cluster.peers.keys().copied().collect();
+            if replication_factor as usize != nodes.len() {
+                return Err(BrokerError::invalid(
+                    "replication_factor",
+                    format!(
+                        "{replication_factor}: a replicated topic has a replica on every broker \
+                         of the cluster ({} brokers) until replicas can be placed on some only",
+                        nodes.len()
+                    ),
+                ));
+            }
+            file.replicas = cluster::place(&nodes, partitions, nodes.len());
+        }
+        self.create_from_file(&file)
+    }
+
+    /// Creates this broker's replicas of a replicated topic that another broker created, from
+    /// the topic file it sent ([`Broker::topic_file`]). Creating one that is already here, the
+    /// same, is a success (the creating broker retries).
+    pub fn create_replicas(&self, topic_file: &[u8]) -> Result<TopicInfo> {
+        let file = TopicFile::from_json(topic_file)?;
+        validate_topic_name(&file.name)?;
+        self.check_partition_count(file.partitions)?;
+        file.config.validate(&self.config)?;
+        let Some(cluster) = &self.config.cluster else {
+            return Err(BrokerError::NotInCluster {
+                reason: "asked to hold replicas, but this broker was started without cluster \
+                         settings"
+                    .into(),
+            });
+        };
+        if !file.replicas.iter().any(|r| r.contains(&cluster.node_id)) {
+            return Err(BrokerError::NotInCluster {
+                reason: format!(
+                    "topic '{}' has no replica on this broker (node {})",
+                    file.name, cluster.node_id
+                ),
+            });
+        }
+        if let Ok(existing) = self.topic(&file.name) {
+            let same = existing.file();
+            if same.partitions == file.partitions && same.replicas == file.replicas {
+                return Ok(existing.info());
+            }
+        }
+        self.create_from_file(&file)
+    }
+
+    /// The topic's metadata file as JSON: what [`Broker::create_replicas`] takes.
+    pub fn topic_file(&self, name: &str) -> Result<Vec<u8>> {
+        self.topic(name)?.file().to_json()
+    }
+
+    /// Node ids of the replicas of each of the topic's partitions (empty: not replicated).
+    pub fn topic_replicas(&self, name: &str) -> Result<Vec<Vec<u64>>> {
+        Ok(self.topic(name)?.replicas())
+    }
+
+    fn check_partition_count(&self, partitions: u32) -> Result<()> {
         let max = self.config.max_partitions_per_topic;
         if partitions == 0 || partitions > max {
             return Err(BrokerError::invalid(
@@ -329,8 +448,13 @@ impl Broker {
                 ),
             ));
         }
-        let config = self.config.topic_defaults.updated(update);
-        config.validate(&self.config)?;
+        Ok(())
+    }
+
+    fn create_from_file(&self, file: &TopicFile) -> Result<TopicInfo> {
+        let name = file.name.clone();
+        let name = name.as_str();
+        let partitions = file.partitions;
         let _admin = self
             .admin
             .lock()
@@ -345,7 +469,7 @@ impl Broker {
             return Err(self.missing(name));
         }
         let dir = self.topics_dir.join(name);
-        let opened = create_topic_files(&self.io, &dir, name, partitions, &config, &self.config);
+        let opened = create_topic_files(&self.io, &dir, file, &self.config);
         let topic = match opened {
             Ok(topic) => topic,
             Err(e) => {
@@ -376,6 +500,11 @@ impl Broker {
             return self.delete_damaged_topic(name);
         };
         topic.mark_deleted();
+        for p in &topic.partitions {
+            if let Some(replica) = &p.replica {
+                replica.stop();
+            }
+        }
         let trash = self.move_to_trash(name)?;
         drop(topic);
         self.empty_trash(&trash);
@@ -435,6 +564,7 @@ impl Broker {
             .map(|p| PartitionInfo {
                 partition: p.id,
                 stats: p.stats(),
+                replication: p.replica_info(),
             })
             .collect();
         Ok((topic.info(), partitions))
@@ -449,12 +579,16 @@ impl Broker {
         let topic = self.topic(name)?;
         let config = topic.config().updated(update);
         config.validate(&self.config)?;
-        TopicFile::new(name, topic.partitions.len() as u32, config.clone())
-            .write(&self.io, &topic.dir)?;
+        TopicFile {
+            config: config.clone(),
+            ..topic.file()
+        }
+        .write(&self.io, &topic.dir)?;
         *write_lock(&topic.config) = config.clone();
         let now = now_ms();
         for p in &topic.partitions {
-            p.log.set_config(self.config.log_config(&config));
+            p.log
+                .set_config(self.config.log_config(&config, p.replica.is_some()));
             p.log
                 .apply_retention(now)
                 .map_err(topic.storage_error(p.id))?;
@@ -767,27 +901,56 @@ fn lock_data_dir(io: &Io, data_dir: &Path) -> Result<File> {
 fn create_topic_files(
     io: &Io,
     dir: &Path,
-    name: &str,
-    partitions: u32,
-    config: &TopicConfig,
+    file: &TopicFile,
     broker: &BrokerConfig,
 ) -> Result<Topic> {
     io.create_dir_durable(dir).map_err(BrokerError::file)?;
     // The metadata file is the commit point: once it is there, a restart opens (and so creates)
     // every partition's log.
-    TopicFile::new(name, partitions, config.clone()).write(io, dir)?;
-    let mut parts = Vec::with_capacity(partitions as usize);
-    for id in 0..partitions {
-        let log = open_log(dir, name, id, broker.log_config(config))?;
-        parts.push(topic::Partition::new(id, log));
+    file.write(io, dir)?;
+    let replicated = !file.replicas.is_empty();
+    let mut parts = Vec::with_capacity(file.partitions as usize);
+    for id in 0..file.partitions {
+        let log = open_log(
+            dir,
+            &file.name,
+            id,
+            broker.log_config(&file.config, replicated),
+        )?;
+        parts.push(partition(broker, file, id, log)?);
     }
     Ok(Topic {
-        name: name.to_owned(),
+        name: file.name.clone(),
         dir: dir.to_path_buf(),
-        config: RwLock::new(config.clone()),
+        config: RwLock::new(file.config.clone()),
         partitions: parts,
         round_robin: AtomicU64::new(0),
         deleted: AtomicBool::new(false),
+    })
+}
+
+/// Partition `id` of the topic `file` describes over its opened `log`: with its replica if the
+/// topic is replicated.
+fn partition(
+    broker: &BrokerConfig,
+    file: &TopicFile,
+    id: u32,
+    log: Log,
+) -> Result<topic::Partition> {
+    let Some(nodes) = file.replicas.get(id as usize) else {
+        return Ok(topic::Partition::new(id, log));
+    };
+    let Some(cluster) = &broker.cluster else {
+        return Err(BrokerError::NotInCluster {
+            reason: format!(
+                "topic '{}' is replicated over nodes {nodes:?}; start the broker with its \
+                 --node-id and --peers",
+                file.name
+            ),
+        });
+    };
+    topic::Partition::replicated(id, log, |log, high_watermark| {
+        cluster::Replica::open(cluster, &file.name, id, log, nodes, high_watermark)
     })
 }
 
@@ -918,7 +1081,12 @@ fn open_topics(
                     let i = next_job.fetch_add(1, Ordering::Relaxed);
                     let Some(&(t, p)) = jobs.get(i) else { break };
                     let (dir, file) = &files[t];
-                    let log = open_log(dir, &file.name, p, broker.log_config(&file.config));
+                    let log = open_log(
+                        dir,
+                        &file.name,
+                        p,
+                        broker.log_config(&file.config, !file.replicas.is_empty()),
+                    );
                     opened
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(log);
@@ -936,7 +1104,14 @@ fn open_topics(
         let mut failed = None;
         for id in 0..file.partitions {
             match logs.next() {
-                Some(Some(Ok(log))) => parts.push(topic::Partition::new(id, log)),
+                Some(Some(Ok(log))) => match partition(broker, &file, id, log) {
+                    Ok(p) => parts.push(p),
+                    Err(e) => {
+                        failed.get_or_insert_with(|| {
+                            format!("partition {id} cannot be opened ({})", error_chain(&e))
+                        });
+                    }
+                },
                 Some(Some(Err(e))) if is_environmental(&e) => return Err(e),
                 Some(Some(Err(e))) => {
                     failed.get_or_insert_with(|| {

@@ -92,23 +92,36 @@ fn bad_batch(topic: &Topic, source: FormatError) -> BrokerError {
 fn append(
     topic: &Topic,
     partition: u32,
-    bytes: &[u8],
+    bytes: &Bytes,
     max_record_bytes: usize,
 ) -> Result<Vec<Produced>> {
     let batches = validate_batch(bytes, max_record_bytes).map_err(|e| bad_batch(topic, e))?;
-    // The log moves the partition's high watermark (and wakes readers) as the batches become
-    // readable: at once, or under `fsync always` once the group-commit fsync covers them.
-    let appended = topic
-        .partition(partition)?
-        .log
-        .append_batches(&batches)
-        .map_err(topic.storage_error(partition))?;
+    let part = topic.partition(partition)?;
+    let base_offsets: Vec<Offset> = match &part.replica {
+        // Through the partition's Raft group: each batch (a slice of the request's bytes, not a
+        // copy) is one entry; the group's commit moves the high watermark.
+        Some(replica) => replica.append(
+            &topic.name,
+            partition,
+            batches.iter().map(|b| bytes.slice_ref(b.bytes())).collect(),
+        )?,
+        // The log moves the partition's high watermark (and wakes readers) as the batches
+        // become readable: at once, or under `fsync always` once the group-commit fsync
+        // covers them.
+        None => part
+            .log
+            .append_batches(&batches)
+            .map_err(topic.storage_error(partition))?
+            .iter()
+            .map(|a| a.base_offset)
+            .collect(),
+    };
     Ok(batches
         .iter()
-        .zip(&appended)
-        .map(|(batch, a)| Produced {
+        .zip(base_offsets)
+        .map(|(batch, base_offset)| Produced {
             partition,
-            base_offset: a.base_offset,
+            base_offset,
             record_count: batch.record_count(),
         })
         .collect())
@@ -161,7 +174,7 @@ fn produce_records(
     }
     let mut out = Vec::with_capacity(builders.len());
     for (p, builder) in builders {
-        let bytes = builder.finish(0);
+        let bytes = Bytes::from(builder.finish(0));
         out.extend(append(topic, p, &bytes, max_record_bytes)?);
     }
     Ok(out)

@@ -1,7 +1,7 @@
 //! A topic: its metadata file, its partitions (one [`Log`] each) and the signal that wakes readers
 //! waiting for new data in a partition.
 
-use super::{BrokerError, TopicConfig};
+use super::{BrokerError, TopicConfig, cluster::Replica};
 use crate::storage::{Io, Log, LogEndListener, LogStats, Offset, ReadChunk};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -24,6 +24,10 @@ pub(crate) struct TopicFile {
     pub name: String,
     pub partitions: u32,
     pub config: TopicConfig,
+    /// Per partition, the node ids of the brokers holding its replicas; empty for a topic that
+    /// is not replicated (absent in files written before replication).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<u64>>,
 }
 
 impl TopicFile {
@@ -33,15 +37,49 @@ impl TopicFile {
             name: name.to_owned(),
             partitions,
             config,
+            replicas: Vec::new(),
         }
+    }
+
+    pub(crate) fn to_json(&self) -> Result<Vec<u8>, BrokerError> {
+        serde_json::to_vec_pretty(self).map_err(|e| BrokerError::BadStateFile {
+            path: PathBuf::from(TOPIC_FILE),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A topic file as another broker sent it (`CreateReplicas`), checked as one read from disk.
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<TopicFile, BrokerError> {
+        let file: TopicFile =
+            serde_json::from_slice(bytes).map_err(|e| BrokerError::BadStateFile {
+                path: PathBuf::from(TOPIC_FILE),
+                reason: e.to_string(),
+            })?;
+        file.check(Path::new(TOPIC_FILE))?;
+        Ok(file)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), BrokerError> {
+        let bad = |reason: String| BrokerError::BadStateFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.version != TOPIC_FILE_VERSION {
+            return Err(bad(format!("unknown version {}", self.version)));
+        }
+        if !self.replicas.is_empty() && self.replicas.len() != self.partitions as usize {
+            return Err(bad(format!(
+                "lists replicas of {} partitions, not of its {}",
+                self.replicas.len(),
+                self.partitions
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn write(&self, io: &Io, topic_dir: &Path) -> Result<(), BrokerError> {
         let path = topic_dir.join(TOPIC_FILE);
-        let json = serde_json::to_vec_pretty(self).map_err(|e| BrokerError::BadStateFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let json = self.to_json()?;
         io.write_atomic(&path, &json).map_err(BrokerError::file)
     }
 
@@ -53,12 +91,7 @@ impl TopicFile {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        if file.version != TOPIC_FILE_VERSION {
-            return Err(BrokerError::BadStateFile {
-                path,
-                reason: format!("unknown version {}", file.version),
-            });
-        }
+        file.check(&path)?;
         Ok(file)
     }
 }
@@ -72,15 +105,32 @@ pub struct TopicInfo {
     pub partitions: u32,
     /// Effective config.
     pub config: TopicConfig,
+    /// Copies of each partition (1: not replicated).
+    pub replication_factor: u32,
 }
 
 /// The state of one partition's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
     /// Partition number.
     pub partition: u32,
     /// Offsets, bytes, segments.
     pub stats: LogStats,
+    /// Its replication, if it is replicated.
+    pub replication: Option<ReplicaInfo>,
+}
+
+/// A replicated partition as this broker's replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    /// Node ids of the brokers holding its replicas.
+    pub replicas: Vec<u64>,
+    /// The leader this replica knows of.
+    pub leader: Option<u64>,
+    /// The highest Raft term it has seen.
+    pub term: u64,
+    /// The end of its log (the high watermark is in the stats).
+    pub log_end_offset: Offset,
 }
 
 /// A partition's high watermark: readers see only offsets below it, and wait on it for more.
@@ -88,7 +138,7 @@ pub struct PartitionInfo {
 /// records readable (an append, a group-commit fsync, a roll, a checkpoint, a tick) moves it,
 /// and waiters wake here and nowhere else. Today it is the log's end (the locally durable
 /// offset under `fsync always`); replicated, it becomes the offset a quorum holds.
-struct HighWatermark(watch::Sender<Offset>);
+pub(crate) struct HighWatermark(watch::Sender<Offset>);
 
 impl LogEndListener for HighWatermark {
     fn log_end_moved(&self, end: Offset) {
@@ -100,12 +150,16 @@ impl LogEndListener for HighWatermark {
     }
 }
 
-/// One partition: its log and its high watermark, which it owns.
+/// One partition: its log and its high watermark, which it owns, and, if the partition is
+/// replicated, its replica in the partition's Raft group.
 pub struct Partition {
     pub(crate) id: u32,
-    pub(crate) log: Log,
+    pub(crate) log: Arc<Log>,
     /// Waiters hold receivers; a move (or a `send_modify` on delete) wakes them all.
     high_watermark: Arc<HighWatermark>,
+    /// Set for a replicated partition: appends go through its Raft group, and the high
+    /// watermark follows the group's commit position rather than the log's end.
+    pub(crate) replica: Option<Replica>,
 }
 
 impl Partition {
@@ -117,9 +171,38 @@ impl Partition {
         high_watermark.log_end_moved(log.next_offset());
         Partition {
             id,
+            log: Arc::new(log),
+            high_watermark,
+            replica: None,
+        }
+    }
+
+    /// A replicated partition: `open` opens its replica given the log and the high watermark
+    /// to feed (which starts at 0: the commit position is learned again after a restart).
+    pub(crate) fn replicated(
+        id: u32,
+        log: Log,
+        open: impl FnOnce(Arc<Log>, Arc<HighWatermark>) -> Result<Replica, BrokerError>,
+    ) -> Result<Self, BrokerError> {
+        let log = Arc::new(log);
+        let high_watermark = Arc::new(HighWatermark(watch::Sender::new(0)));
+        let replica = open(log.clone(), high_watermark.clone())?;
+        Ok(Partition {
+            id,
             log,
             high_watermark,
-        }
+            replica: Some(replica),
+        })
+    }
+
+    /// Its replication, if it is replicated.
+    pub(crate) fn replica_info(&self) -> Option<ReplicaInfo> {
+        self.replica.as_ref().map(|r| ReplicaInfo {
+            replicas: r.nodes.clone(),
+            leader: r.leader(),
+            term: r.term(),
+            log_end_offset: self.log.next_offset(),
+        })
     }
 
     /// Every offset below this is readable.
@@ -169,6 +252,23 @@ impl Topic {
             name: self.name.clone(),
             partitions: self.partitions.len() as u32,
             config: self.config(),
+            replication_factor: self.replicas().first().map_or(1, |r| r.len() as u32),
+        }
+    }
+
+    /// Per partition, the node ids of its replicas; empty if the topic is not replicated.
+    pub(crate) fn replicas(&self) -> Vec<Vec<u64>> {
+        self.partitions
+            .iter()
+            .filter_map(|p| p.replica.as_ref().map(|r| r.nodes.clone()))
+            .collect()
+    }
+
+    /// The topic's metadata file as it stands.
+    pub(crate) fn file(&self) -> TopicFile {
+        TopicFile {
+            replicas: self.replicas(),
+            ..TopicFile::new(&self.name, self.partitions.len() as u32, self.config())
         }
     }
 

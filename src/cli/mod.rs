@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+mod cluster;
 mod common;
 mod consume;
 mod group;
@@ -59,6 +60,8 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// List consumer groups and show their lag.
     Group(GroupArgs),
+    /// Show a cluster's brokers and each partition's leader, replicas and their lag.
+    Cluster(cluster::ClusterArgs),
     /// Load-test a running broker: produce, consume (replay) or end-to-end latency.
     Bench(BenchArgs),
     /// Manage the principals file of `strata serve --auth-file`: tokens and allow rules.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => common::run(produce::run(args)),
         Command::Consume(args) => common::run(consume::run(args)),
         Command::Group(args) => common::run(group::run(args)),
+        Command::Cluster(args) => common::run(cluster::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Auth(args) => auth::run(args),
         Command::Completions { shell } => completions(shell),

@@ -1,6 +1,6 @@
 //! `strata serve`: open the broker, serve gRPC, shut down cleanly on SIGINT or SIGTERM.
 
-use crate::broker::{Broker, BrokerConfig, GroupTimings};
+use crate::broker::{Broker, BrokerConfig, ClusterConfig, GroupTimings, RaftTimings};
 use crate::errors::error_chain;
 use crate::server::{self, ServerConfig};
 use crate::storage::DEFAULT_CACHED_TAIL_BYTES;
@@ -90,10 +90,58 @@ pub struct ServeArgs {
     /// Without it, RUST_LOG decides, else `info`.
     #[arg(long, env = "STRATA_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// This broker's node id in a cluster (with --peers). Without it the broker is a cluster
+    /// of one and its topics are not replicated.
+    #[arg(long, env = "STRATA_NODE_ID", requires = "peers")]
+    pub node_id: Option<u64>,
+    /// Every broker of the cluster, this one included, as ID=HOST:PORT of its Raft port,
+    /// comma-separated: `1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`. The Raft port is
+    /// the brokers' own (no TLS or tokens yet): bind it where only the brokers reach it.
+    #[arg(
+        long,
+        env = "STRATA_PEERS",
+        value_delimiter = ',',
+        value_parser = parse_peer,
+        requires = "node_id"
+    )]
+    pub peers: Vec<(u64, String)>,
+    /// Where to serve the brokers' Raft port (default: this broker's entry in --peers).
+    #[arg(long, env = "STRATA_RAFT_LISTEN", value_name = "ADDR")]
+    pub raft_listen: Option<String>,
+    /// The address clients are told to reach this broker at, in leader hints and metadata
+    /// (default: the bound --listen address).
+    #[arg(long, env = "STRATA_ADVERTISE", value_name = "ADDR")]
+    pub advertise: Option<String>,
+    /// How often a partition's Raft leader heartbeats its followers.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub raft_heartbeat_interval: Duration,
+    /// A follower that hears nothing from its leader for this long (up to twice it, at
+    /// random) stands for election.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub raft_election_timeout: Duration,
     /// A TOML file with any of these settings (keys as the flags: `data-dir = "..."`); flags
     /// and environment variables win over it.
     #[arg(long, value_name = "FILE", env = "STRATA_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// One `--peers` entry: `ID=HOST:PORT`.
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ID=HOST:PORT"))?;
+    let id = id
+        .trim()
+        .parse::<u64>()
+        .map_err(|e| format!("{s:?}: node id {id:?}: {e}"))?;
+    let addr = addr.trim();
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err(format!("{s:?}: {addr:?} is not HOST:PORT"));
+    }
+    Ok((id, addr.to_owned()))
 }
 
 /// The settings a `--config` file may hold: the flags' names, kebab- or snake-case.
@@ -285,6 +333,8 @@ impl ServeArgs {
         config.handshake_timeout = self.handshake_timeout;
         config.auth_file.clone_from(&self.auth_file);
         config.metrics_listen.clone_from(&self.metrics_listen);
+        config.raft_listen.clone_from(&self.raft_listen);
+        config.advertise.clone_from(&self.advertise);
         config.tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(server::TlsFiles {
                 cert: cert.clone(),
@@ -359,6 +409,14 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         tracing::error!(error = %error_chain(&e), "cannot serve TLS");
         return ExitCode::FAILURE;
     }
+    let mut config = config;
+    match cluster_config(args, runtime.handle()) {
+        Ok(cluster) => config.cluster = cluster,
+        Err(reason) => {
+            tracing::error!("{reason}");
+            return ExitCode::FAILURE;
+        }
+    }
     let broker = match Broker::open(config) {
         Ok(b) => b,
         Err(e) => {
@@ -399,6 +457,8 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             }
         }
     });
+    // The partitions' Raft groups run on the runtime: stop them while it still runs.
+    broker.stop_replication();
     // Blocking tasks still finishing (a long fsync) get a moment; the logs are closed after.
     runtime.shutdown_timeout(Duration::from_secs(10));
     let closed = match broker.close() {
@@ -413,6 +473,41 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The cluster settings of --node-id and --peers, if given.
+fn cluster_config(
+    args: &ServeArgs,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<ClusterConfig>, String> {
+    let Some(node_id) = args.node_id else {
+        return Ok(None);
+    };
+    let mut peers = std::collections::BTreeMap::new();
+    for (id, addr) in &args.peers {
+        if peers.insert(*id, addr.clone()).is_some() {
+            return Err(format!("--peers names node {id} twice"));
+        }
+    }
+    if !peers.contains_key(&node_id) {
+        return Err(format!(
+            "--node-id {node_id} is not among --peers ({:?}): list every broker, this one too",
+            peers.keys().collect::<Vec<_>>()
+        ));
+    }
+    if args.raft_election_timeout <= args.raft_heartbeat_interval {
+        return Err(format!(
+            "--raft-election-timeout ({:?}) must be longer than --raft-heartbeat-interval ({:?})",
+            args.raft_election_timeout, args.raft_heartbeat_interval
+        ));
+    }
+    let mut cluster = ClusterConfig::new(node_id, peers, runtime.clone());
+    cluster.timings = RaftTimings {
+        heartbeat: args.raft_heartbeat_interval,
+        election_min: args.raft_election_timeout,
+        election_max: args.raft_election_timeout * 2,
+    };
+    Ok(Some(cluster))
 }
 
 /// Without a principals file, only loopback listen addresses (unless --allow-anonymous).
@@ -513,7 +608,30 @@ mod tests {
             metrics_listen: Some("127.0.0.1:9464".into()),
             log_format: LogFormat::Json,
             log_level: None,
+            node_id: None,
+            peers: Vec::new(),
+            raft_listen: None,
+            advertise: None,
+            raft_heartbeat_interval: Duration::from_millis(250),
+            raft_election_timeout: Duration::from_secs(1),
             config: None,
+        }
+    }
+
+    #[test]
+    fn peers_are_id_equals_host_port() {
+        assert_eq!(
+            parse_peer("2=127.0.0.1:7002"),
+            Ok((2, "127.0.0.1:7002".to_owned()))
+        );
+        for bad in [
+            "127.0.0.1:7002",
+            "x=127.0.0.1:7002",
+            "2=127.0.0.1",
+            "2=:7002",
+            "2=h:port",
+        ] {
+            assert!(parse_peer(bad).is_err(), "{bad}");
         }
     }
 

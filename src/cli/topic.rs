@@ -70,6 +70,9 @@ pub struct CreateArgs {
     /// Number of partitions.
     #[arg(short, long, default_value_t = 1)]
     pub partitions: u32,
+    /// Copies of each partition, on as many brokers of a cluster (1: not replicated).
+    #[arg(short, long, default_value_t = 1)]
+    pub replication_factor: u32,
     /// Delete sealed segments whose newest record is older than this (ms, or 30s, 7d; -1: forever).
     #[arg(long, value_name = "MS", allow_hyphen_values = true)]
     pub retention_ms: Option<String>,
@@ -103,16 +106,26 @@ pub(crate) async fn run(args: TopicArgs) -> Result<(), Failure> {
                 }
             }
             let topic = admin
-                .create_topic(&create.name, create.partitions, &settings)
+                .create_replicated_topic(
+                    &create.name,
+                    create.partitions,
+                    create.replication_factor,
+                    &settings,
+                )
                 .await
                 .map_err(|e| client.fail(&e, Some(&create.name)))?;
             match out.output {
                 Output::Json => out.json(&topic)?,
                 Output::Text => out.line(&format!(
-                    "created topic '{}' with {} partition{}",
+                    "created topic '{}' with {} partition{}{}",
                     topic.name,
                     topic.partitions,
-                    plural(topic.partitions)
+                    plural(topic.partitions),
+                    if topic.replication_factor > 1 {
+                        format!(", {} replicas each", topic.replication_factor)
+                    } else {
+                        String::new()
+                    }
                 ))?,
             }
         }

@@ -92,6 +92,8 @@ pub struct TopicInfo {
     pub partitions: u32,
     /// The effective settings, every field set.
     pub config: TopicSettings,
+    /// Copies of each partition (1: not replicated).
+    pub replication_factor: u32,
 }
 
 impl From<proto::TopicInfo> for TopicInfo {
@@ -100,6 +102,111 @@ impl From<proto::TopicInfo> for TopicInfo {
             name: t.name,
             partitions: t.partitions,
             config: TopicSettings::from_proto(t.config),
+            replication_factor: t.replication_factor.max(1),
+        }
+    }
+}
+
+/// The cluster as one broker sees it ([`Admin::metadata`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterMetadata {
+    /// The node id of the broker that answered (0: a broker without cluster settings).
+    pub node_id: u64,
+    /// Every broker of the cluster.
+    pub brokers: Vec<BrokerInfo>,
+    /// The topics asked for, sorted by name.
+    pub topics: Vec<TopicMetadata>,
+}
+
+impl ClusterMetadata {
+    /// The client address of broker `node_id`, if the answering broker knows it.
+    pub fn address_of(&self, node_id: u64) -> Option<&str> {
+        self.brokers
+            .iter()
+            .find(|b| b.node_id == node_id && !b.address.is_empty())
+            .map(|b| b.address.as_str())
+    }
+
+    /// Partition `partition` of `topic`, if listed.
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionMetadata> {
+        self.topics
+            .iter()
+            .find(|t| t.name == topic)?
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+    }
+}
+
+/// A broker of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokerInfo {
+    /// Its node id.
+    pub node_id: u64,
+    /// Where clients reach it; empty while the answering broker has not learned it.
+    pub address: String,
+    /// Its Raft port; empty without cluster settings.
+    pub raft_address: String,
+}
+
+/// A topic's partitions as one broker sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicMetadata {
+    /// The topic.
+    pub name: String,
+    /// Its partitions, in order.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// One partition's replicas and state on the answering broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionMetadata {
+    /// The partition.
+    pub partition: u32,
+    /// Node ids of its replicas; empty when not replicated.
+    pub replicas: Vec<u64>,
+    /// The leader as the answering broker knows it.
+    pub leader: Option<u64>,
+    /// The highest Raft term the answering replica has seen.
+    pub term: u64,
+    /// Records below it are committed and served.
+    pub high_watermark: u64,
+    /// The end of the answering replica's log.
+    pub log_end_offset: u64,
+}
+
+impl From<proto::MetadataResponse> for ClusterMetadata {
+    fn from(m: proto::MetadataResponse) -> Self {
+        ClusterMetadata {
+            node_id: m.node_id,
+            brokers: m
+                .brokers
+                .into_iter()
+                .map(|b| BrokerInfo {
+                    node_id: b.node_id,
+                    address: b.address,
+                    raft_address: b.raft_address,
+                })
+                .collect(),
+            topics: m
+                .topics
+                .into_iter()
+                .map(|t| TopicMetadata {
+                    name: t.name,
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|p| PartitionMetadata {
+                            partition: p.partition,
+                            replicas: p.replicas,
+                            leader: p.leader,
+                            term: p.term,
+                            high_watermark: p.high_watermark,
+                            log_end_offset: p.log_end_offset,
+                        })
+                        .collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -216,6 +323,19 @@ impl Admin {
         partitions: u32,
         settings: &TopicSettings,
     ) -> Result<TopicInfo, ClientError> {
+        self.create_replicated_topic(name, partitions, 1, settings)
+            .await
+    }
+
+    /// Creates a topic whose partitions have `replication_factor` replicas each (on a cluster:
+    /// the broker's cluster settings decide where; 1: not replicated).
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        settings: &TopicSettings,
+    ) -> Result<TopicInfo, ClientError> {
         let resp = self
             .client
             .clone()
@@ -223,10 +343,25 @@ impl Admin {
                 name: name.to_string(),
                 partitions,
                 config: Some(settings.to_proto()),
+                replication_factor,
             })
             .await?
             .into_inner();
         Ok(topic_or_name(resp.topic, name))
+    }
+
+    /// The cluster as the connected broker sees it: brokers and, for `topics` (empty: every
+    /// topic), each partition's replicas, leader and offsets.
+    pub async fn metadata(&self, topics: &[&str]) -> Result<ClusterMetadata, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .metadata(proto::MetadataRequest {
+                topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            })
+            .await?
+            .into_inner();
+        Ok(resp.into())
     }
 
     /// Deletes a topic and its data. NOT_FOUND if there is no such topic.
@@ -453,6 +588,7 @@ fn topic_or_name(topic: Option<proto::TopicInfo>, name: &str) -> TopicInfo {
             name: name.to_string(),
             partitions: 0,
             config: TopicSettings::default(),
+            replication_factor: 1,
         },
         TopicInfo::from,
     )

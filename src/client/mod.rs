@@ -33,8 +33,9 @@ mod member;
 mod producer;
 
 pub use admin::{
-    Admin, FsyncPolicy, GroupDescription, GroupLag, GroupMember, PartitionInfo, PartitionOffsets,
-    TopicDescription, TopicInfo, TopicSettings,
+    Admin, BrokerInfo, ClusterMetadata, FsyncPolicy, GroupDescription, GroupLag, GroupMember,
+    PartitionInfo, PartitionMetadata, PartitionOffsets, TopicDescription, TopicInfo, TopicMetadata,
+    TopicSettings,
 };
 pub use batches::{BatchSubscription, PushedBatches};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};

@@ -365,12 +365,13 @@ impl RaftRpc for RaftService {
     }
 }
 
-/// Serves the brokers' Raft service for `groups` on `listener` until `shutdown` resolves. Every
-/// accepted connection has `TCP_NODELAY`: AppendEntries replies are small, and Nagle's
-/// algorithm against the peer's delayed ACK would hold each one for tens of milliseconds.
+/// Serves `routes` (the brokers' Raft service, `RaftService::new(groups)`, and whatever else
+/// shares its port) on `listener` until `shutdown` resolves. Every accepted connection has
+/// `TCP_NODELAY`: AppendEntries replies are small, and Nagle's algorithm against the peer's
+/// delayed ACK would hold each one for tens of milliseconds.
 pub async fn serve_raft(
     listener: tokio::net::TcpListener,
-    groups: PartitionGroups,
+    routes: tonic::service::Routes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     use tokio_stream::StreamExt as _;
@@ -382,7 +383,7 @@ pub async fn serve_raft(
         })
     });
     tonic::transport::Server::builder()
-        .add_service(RaftService::new(groups))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(accepted, shutdown)
         .await
 }

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     record::{MAX_BATCH_BYTES, validate_batch},
-    storage::{FsyncPolicy, Log},
+    storage::{FsyncPolicy, Log, LogEndListener},
 };
 use bytes::Bytes;
 use openraft::{
@@ -159,6 +159,13 @@ impl ReplicatedPartition {
         self.machine.committed_next_offset()
     }
 
+    /// Tells `listener` the commit position (the offset after the last committed producer
+    /// batch applied here) now and every time it moves: what feeds the partition's high
+    /// watermark.
+    pub fn on_commit(&self, listener: Arc<dyn LogEndListener>) {
+        self.machine.on_commit(listener);
+    }
+
     /// The leader this replica knows of, if any.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
@@ -180,7 +187,7 @@ impl ReplicatedPartition {
     }
 
     /// Stops the replica's Raft node and unregisters it; the log stays open until dropped.
-    pub async fn shutdown(self) -> Result<(), ReplicationError> {
+    pub async fn shutdown(&self) -> Result<(), ReplicationError> {
         self.groups.remove(&self.group);
         self.raft
             .shutdown()

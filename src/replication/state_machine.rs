@@ -9,7 +9,10 @@ use super::{
     state_file::{PartitionSnapshot, RaftStateFile},
     types::{AppliedBatch, LogId, PartitionRaft, SnapshotMeta, StoredMembership},
 };
-use crate::{record::BatchHeader, storage::Log};
+use crate::{
+    record::BatchHeader,
+    storage::{Log, LogEndListener},
+};
 use futures_util::{Stream, TryStreamExt};
 use openraft::{
     EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot,
@@ -44,6 +47,8 @@ pub struct PartitionMachine {
     state: Arc<RaftStateFile>,
     applied: Arc<Mutex<Applied>>,
     committed_next: Arc<AtomicU64>,
+    /// Told every time the commit position moves (the partition's high watermark).
+    listener: Arc<Mutex<Option<Arc<dyn LogEndListener>>>>,
 }
 
 impl PartitionMachine {
@@ -65,6 +70,21 @@ impl PartitionMachine {
             state,
             applied: Arc::new(Mutex::new(applied)),
             committed_next: Arc::new(AtomicU64::new(next)),
+            listener: Arc::default(),
+        }
+    }
+
+    /// Tells `listener` the commit position now and every time it moves.
+    pub fn on_commit(&self, listener: Arc<dyn LogEndListener>) {
+        let mut slot = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
+        listener.log_end_moved(self.committed_next_offset());
+        *slot = Some(listener);
+    }
+
+    fn committed_moved(&self) {
+        let slot = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = slot.as_ref() {
+            l.log_end_moved(self.committed_next_offset());
         }
     }
 
@@ -139,8 +159,12 @@ impl RaftStateMachine<PartitionRaft> for PartitionMachine {
                         base_offset: header.base_offset,
                         next_offset: header.next_offset(),
                     };
-                    self.committed_next
+                    let before = self
+                        .committed_next
                         .fetch_max(applied.next_offset, Ordering::AcqRel);
+                    if applied.next_offset > before {
+                        self.committed_moved();
+                    }
                     applied
                 }
                 EntryPayload::Blank => AppliedBatch {
@@ -193,6 +217,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionMachine {
         }
         self.committed_next
             .store(snapshot.next_offset, Ordering::Release);
+        self.committed_moved();
         Ok(())
     }
 

@@ -57,6 +57,13 @@ pub struct ServerConfig {
     pub metrics_listen: Option<String>,
     /// The most per-partition and per-group series one scrape carries (see `server/metrics.rs`).
     pub metrics_max_series: usize,
+    /// Where to serve the brokers' internal port (Raft traffic and the `Cluster` service,
+    /// `host:port`) when the broker has cluster settings; `None`: the broker's own entry in
+    /// its peers.
+    pub raft_listen: Option<String>,
+    /// The address clients are told to reach this broker at (leader hints, metadata); `None`:
+    /// the bound listen address.
+    pub advertise: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +81,8 @@ impl Default for ServerConfig {
             auth_file: None,
             metrics_listen: None,
             metrics_max_series: 10_000,
+            raft_listen: None,
+            advertise: None,
         }
     }
 }

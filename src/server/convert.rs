@@ -84,6 +84,28 @@ pub(super) fn topic_info(t: &TopicInfo) -> proto::TopicInfo {
         name: t.name.clone(),
         partitions: t.partitions,
         config: Some(config(&t.config)),
+        replication_factor: t.replication_factor,
+    }
+}
+
+/// A topic's partitions as the Metadata rpc shows them.
+pub(super) fn topic_metadata(t: &TopicInfo, partitions: &[PartitionInfo]) -> proto::TopicMetadata {
+    proto::TopicMetadata {
+        name: t.name.clone(),
+        partitions: partitions
+            .iter()
+            .map(|p| {
+                let r = p.replication.as_ref();
+                proto::PartitionMetadata {
+                    partition: p.partition,
+                    replicas: r.map(|r| r.replicas.clone()).unwrap_or_default(),
+                    leader: r.and_then(|r| r.leader),
+                    term: r.map_or(0, |r| r.term),
+                    high_watermark: p.stats.next_offset,
+                    log_end_offset: r.map_or(p.stats.next_offset, |r| r.log_end_offset),
+                }
+            })
+            .collect(),
     }
 }
 

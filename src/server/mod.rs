@@ -9,6 +9,7 @@
 pub mod auth;
 mod authenticate;
 mod budget;
+mod cluster;
 mod config;
 mod connections;
 mod convert;
@@ -83,6 +84,21 @@ pub enum ServeError {
     /// The metrics could not be set up.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    /// The brokers' internal port could not be bound.
+    #[error("could not listen for the brokers' Raft traffic on {addr}")]
+    RaftListen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker's node id has no entry in its peers and no Raft listen address was given.
+    #[error("node {node_id} is not among the peers and no Raft listen address was given")]
+    NoRaftAddress {
+        /// The node id.
+        node_id: u64,
+    },
 }
 
 /// TLS handshakes of the accepted connections, each in its own task (a slow client delays no
@@ -249,7 +265,44 @@ pub async fn serve(
             Some(metrics)
         }
     };
+    let address = match &config.advertise {
+        Some(a) => a.clone(),
+        None => listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    };
+    if let Some(cluster) = broker.config().cluster.clone() {
+        let raft_listen =
+            match &config.raft_listen {
+                Some(a) => a.clone(),
+                None => cluster.peers.get(&cluster.node_id).cloned().ok_or(
+                    ServeError::NoRaftAddress {
+                        node_id: cluster.node_id,
+                    },
+                )?,
+            };
+        let raft_listener =
+            TcpListener::bind(&raft_listen)
+                .await
+                .map_err(|source| ServeError::RaftListen {
+                    addr: raft_listen.clone(),
+                    source,
+                })?;
+        tracing::info!(addr = %raft_listen, node_id = cluster.node_id, "serving the brokers' Raft port");
+        let mut stopping = shutdown_rx.clone();
+        cluster::start(
+            raft_listener,
+            broker.clone(),
+            &cluster,
+            address.clone(),
+            async move {
+                let _ = stopping.wait_for(|&s| s).await;
+            },
+        );
+    }
     let strata = StrataServer::new(service::Service {
+        address,
         broker,
         auth: auth.clone(),
         config: Arc::new(config),

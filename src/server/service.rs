@@ -4,7 +4,7 @@
 use super::{
     ConnInfo, RequestError, ServerConfig, Shutdown,
     auth::{Auth, Operation, Principal, Resource},
-    blocking, convert,
+    blocking, cluster, convert,
     metrics::Metrics,
     subscribe,
     tail::Tail,
@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status};
 /// The service implementation, cloned per connection.
 #[derive(Clone)]
 pub(super) struct Service {
+    /// Where clients reach this broker.
+    pub address: String,
     pub broker: Arc<Broker>,
     /// Who may do what.
     pub auth: Arc<Auth>,
@@ -112,8 +114,23 @@ impl Strata for Service {
         self.check(&who, Operation::Create, &Resource::topic(&req.name))?;
         let update = convert::config_update(req.config)?;
         let broker = self.broker.clone();
-        let info =
-            blocking(move || broker.create_topic(&req.name, req.partitions, &update)).await?;
+        let name = req.name.clone();
+        let info = blocking(move || {
+            broker.create_replicated_topic(
+                &req.name,
+                req.partitions,
+                &update,
+                req.replication_factor,
+            )
+        })
+        .await?;
+        if info.replication_factor > 1
+            && let Some(cluster) = &self.broker.config().cluster
+        {
+            let broker = self.broker.clone();
+            let file = blocking(move || broker.topic_file(&name)).await?;
+            cluster::on_peers(cluster, &info.name, Some(file)).await?;
+        }
         Ok(Response::new(proto::CreateTopicResponse {
             topic: Some(convert::topic_info(&info)),
         }))
@@ -127,7 +144,17 @@ impl Strata for Service {
         let req = request.into_inner();
         self.check(&who, Operation::Delete, &Resource::topic(&req.name))?;
         let broker = self.broker.clone();
-        blocking(move || broker.delete_topic(&req.name)).await?;
+        let name = req.name.clone();
+        let replicated = blocking(move || {
+            let replicated = broker
+                .topic_replicas(&req.name)
+                .is_ok_and(|r| !r.is_empty());
+            broker.delete_topic(&req.name).map(|()| replicated)
+        })
+        .await?;
+        if replicated && let Some(cluster) = &self.broker.config().cluster {
+            cluster::on_peers(cluster, &name, None).await?;
+        }
         Ok(Response::new(proto::DeleteTopicResponse {}))
     }
 
@@ -439,6 +466,60 @@ impl Strata for Service {
         let broker = self.broker.clone();
         blocking(move || broker.delete_group(&req.group)).await?;
         Ok(Response::new(proto::DeleteGroupResponse {}))
+    }
+
+    async fn metadata(
+        &self,
+        request: Request<proto::MetadataRequest>,
+    ) -> Result<Response<proto::MetadataResponse>, Status> {
+        // Any authenticated principal sees the brokers; topics only where it may describe them.
+        let who = self.who(&request)?;
+        let req = request.into_inner();
+        let broker = self.broker.clone();
+        let described = blocking(move || {
+            let names: Vec<String> = if req.topics.is_empty() {
+                broker.list_topics()?.into_iter().map(|t| t.name).collect()
+            } else {
+                req.topics
+            };
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                match broker.describe_topic(&name) {
+                    Ok(d) => out.push(d),
+                    Err(BrokerError::TopicNotFound { .. } | BrokerError::InvalidName { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, BrokerError>(out)
+        })
+        .await?;
+        let mut topics: Vec<proto::TopicMetadata> = described
+            .iter()
+            .filter(|(info, _)| self.describes_topic(&who, &info.name))
+            .map(|(info, partitions)| convert::topic_metadata(info, partitions))
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let brokers = match &self.broker.config().cluster {
+            Some(c) => c
+                .peers
+                .iter()
+                .map(|(&node_id, raft)| proto::BrokerInfo {
+                    node_id,
+                    address: c.directory.get(node_id).unwrap_or_default(),
+                    raft_address: raft.clone(),
+                })
+                .collect(),
+            None => vec![proto::BrokerInfo {
+                node_id: 0,
+                address: self.address.clone(),
+                raft_address: String::new(),
+            }],
+        };
+        Ok(Response::new(proto::MetadataResponse {
+            node_id: self.broker.node_id(),
+            brokers,
+            topics,
+        }))
     }
 
     async fn init_producer(

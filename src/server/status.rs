@@ -9,9 +9,29 @@ use crate::record::FormatError;
 use crate::storage::{SequenceError, StorageError};
 use tonic::{Code, Status};
 
+/// Metadata keys of a NOT-the-leader refusal (FAILED_PRECONDITION): the leader's node id and
+/// client address, for clients that follow leaders.
+pub const LEADER_ID_KEY: &str = "strata-leader-id";
+/// See [`LEADER_ID_KEY`].
+pub const LEADER_ADDRESS_KEY: &str = "strata-leader-address";
+
 /// The gRPC status for a broker error.
 pub fn to_status(err: &BrokerError) -> Status {
-    logged(broker_code(err), error_chain(err))
+    let mut status = logged(broker_code(err), error_chain(err));
+    if let BrokerError::NotLeader {
+        leader: Some(leader),
+        ..
+    } = err
+    {
+        let metadata = status.metadata_mut();
+        if let Ok(v) = leader.node_id.to_string().parse() {
+            metadata.insert(LEADER_ID_KEY, v);
+        }
+        if let Some(Ok(v)) = leader.address.as_deref().map(str::parse) {
+            metadata.insert(LEADER_ADDRESS_KEY, v);
+        }
+    }
+    status
 }
 
 /// The gRPC status for a request the server refused or failed.
@@ -92,10 +112,15 @@ pub fn broker_code(err: &BrokerError) -> Code {
         BrokerError::BadStateFile { .. }
         | BrokerError::TopicDamaged { .. }
         | BrokerError::GroupDamaged { .. } => Code::DataLoss,
-        BrokerError::GroupPoisoned { .. } | BrokerError::Membership { .. } => {
-            Code::FailedPrecondition
-        }
-        BrokerError::DataDirLocked { .. } | BrokerError::ShuttingDown => Code::Unavailable,
+        // NotLeader as Kafka's NOT_LEADER_OR_FOLLOWER: go to the leader (named in the metadata).
+        BrokerError::GroupPoisoned { .. }
+        | BrokerError::Membership { .. }
+        | BrokerError::NotLeader { .. }
+        | BrokerError::NotInCluster { .. } => Code::FailedPrecondition,
+        BrokerError::DataDirLocked { .. }
+        | BrokerError::ShuttingDown
+        | BrokerError::Replication { .. }
+        | BrokerError::PeerUnavailable { .. } => Code::Unavailable,
     }
 }
 

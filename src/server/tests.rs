@@ -63,6 +63,7 @@ pub(super) async fn create_topic(client: &mut StrataClient<Channel>, name: &str)
             name: name.into(),
             partitions: 1,
             config: None,
+            replication_factor: 0,
         })
         .await
         .unwrap();

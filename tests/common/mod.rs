@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod cli;
+pub mod cluster;
 pub mod faults;
 pub mod files;
 pub mod history;
@@ -171,8 +172,9 @@ pub struct Rec {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// Decodes whole batches, keeping records at or after `from`. Panics on anything but whole,
-/// CRC-valid batches: the broker must never send anything else.
+/// Decodes whole batches, keeping records at or after `from`, skipping control batches (a
+/// replicated partition's Raft entries) as clients do. Panics on anything but whole, CRC-valid
+/// batches: the broker must never send anything else.
 pub fn decode(batches: &[u8], from: u64) -> Vec<Rec> {
     let mut out = Vec::new();
     let mut rest = batches;
@@ -183,7 +185,7 @@ pub fn decode(batches: &[u8], from: u64) -> Vec<Rec> {
                 decode_frame(rest)
             );
         };
-        for rec in view.records() {
+        for rec in view.records().filter(|_| !view.header().is_control()) {
             let rec = rec.expect("a valid record");
             if rec.offset >= from {
                 out.push(Rec {
@@ -238,6 +240,7 @@ async fn create(
             name: name.into(),
             partitions,
             config,
+            replication_factor: 0,
         })
         .await
         .expect("create topic");

@@ -14,8 +14,8 @@ use std::{
 use strata::{
     record::{BatchBuilder, Frame, decode_frame},
     replication::{
-        AppliedBatch, LinkFaults, PartitionGroups, ProduceError, RaftClients, ReplicatedPartition,
-        serve_raft,
+        AppliedBatch, LinkFaults, PartitionGroups, ProduceError, RaftClients, RaftService,
+        ReplicatedPartition, serve_raft,
     },
     storage::{Log, LogConfig, Offset},
 };
@@ -110,7 +110,8 @@ impl Node {
         let listener = bind_again(self.addr).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            serve_raft(listener, groups, async {
+            let routes = tonic::service::Routes::new(RaftService::new(groups));
+            serve_raft(listener, routes, async {
                 let _ = stopped.await;
             })
             .await

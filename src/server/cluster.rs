@@ -1,0 +1,203 @@
+//! The server's side of a cluster (issue 16, phase 2): the brokers' internal port, which carries
+//! the partitions' Raft traffic and the `Cluster` service (who a broker is; create and delete a
+//! replicated topic's replicas), and what this broker asks of the others through it.
+//!
+//! Until a controller group owns the topics (phase 3), the broker that takes a `CreateTopic` with
+//! a replication factor creates its own replicas and then asks every other broker to create
+//! theirs; a broker it cannot reach fails the request with UNAVAILABLE (creating again, once it
+//! is back, completes the topic: the others answer an identical topic with success).
+
+use super::{blocking, status::to_status};
+use crate::broker::{Broker, BrokerError, ClusterConfig};
+use crate::proto::raft::{
+    DescribeReply, DescribeRequest, ReplicasReply, ReplicasRequest,
+    cluster_client::ClusterClient,
+    cluster_server::{Cluster, ClusterServer},
+};
+use crate::replication::{RaftService, serve_raft};
+use std::{sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, transport::Channel};
+
+/// How long one internal request to another broker may take.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an unknown broker's client address is asked for.
+const LEARN_INTERVAL: Duration = Duration::from_millis(500);
+/// How often known addresses are asked for again (a broker restarted on another port).
+const RELEARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Serves the brokers' internal port on `listener`: the Raft groups of `broker`'s replicas and
+/// the `Cluster` service, until `shutdown` resolves. `address` is where clients reach this
+/// broker. Also starts learning the other brokers' client addresses.
+pub(super) fn start(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    cluster: &ClusterConfig,
+    address: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    cluster.directory.set(cluster.node_id, address.clone());
+    let service = ClusterServer::new(ClusterService {
+        broker,
+        node_id: cluster.node_id,
+        address,
+    });
+    let routes =
+        tonic::service::Routes::new(RaftService::new(cluster.groups.clone())).add_service(service);
+    tokio::spawn(async move {
+        if let Err(e) = serve_raft(listener, routes, shutdown).await {
+            tracing::error!(error = %e, "the Raft port failed");
+        }
+    });
+    tokio::spawn(learn_addresses(cluster.clone()));
+}
+
+/// Asks every other broker for its client address until each is known, then again now and
+/// then.
+async fn learn_addresses(cluster: ClusterConfig) {
+    loop {
+        let mut all_known = true;
+        for (&node, addr) in cluster.peers.iter().filter(|(n, _)| **n != cluster.node_id) {
+            let known = cluster.directory.get(node).is_some();
+            match describe(addr).await {
+                Ok(reply) if reply.node_id == node => {
+                    cluster.directory.set(node, reply.address);
+                }
+                Ok(reply) => {
+                    tracing::error!(expected = node, answered = reply.node_id, %addr, "a peer's Raft address answers with another node id; check --peers");
+                    all_known &= known;
+                }
+                Err(e) => {
+                    tracing::debug!(node, %addr, error = %e, "peer not reachable yet");
+                    all_known &= known;
+                }
+            }
+        }
+        tokio::time::sleep(if all_known {
+            RELEARN_INTERVAL
+        } else {
+            LEARN_INTERVAL
+        })
+        .await;
+    }
+}
+
+async fn connect(addr: &str) -> Result<ClusterClient<Channel>, String> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(PEER_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ClusterClient::new(channel))
+}
+
+async fn describe(addr: &str) -> Result<DescribeReply, String> {
+    let mut client = connect(addr).await?;
+    client
+        .describe(DescribeRequest {})
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| s.message().to_owned())
+}
+
+/// Asks every other broker of the cluster to create (`create`: true) or delete its replicas of
+/// `topic`; the first broker that fails the request fails the whole (after two more tries).
+pub(super) async fn on_peers(
+    cluster: &ClusterConfig,
+    topic: &str,
+    topic_file: Option<Vec<u8>>,
+) -> Result<(), BrokerError> {
+    let request = ReplicasRequest {
+        topic: topic.to_owned(),
+        topic_file: topic_file.clone().unwrap_or_default().into(),
+    };
+    for (&node_id, addr) in cluster.peers.iter().filter(|(n, _)| **n != cluster.node_id) {
+        let mut last = String::new();
+        let mut done = false;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut client = match connect(addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let answer = if topic_file.is_some() {
+                client.create_replicas(request.clone()).await
+            } else {
+                client.delete_replicas(request.clone()).await
+            };
+            match answer {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                // A refusal (not a broken link) will not change on a retry.
+                Err(s) if s.code() != tonic::Code::Unavailable => {
+                    s.message().clone_into(&mut last);
+                    break;
+                }
+                Err(s) => s.message().clone_into(&mut last),
+            }
+        }
+        if !done {
+            return Err(BrokerError::PeerUnavailable {
+                node_id,
+                address: addr.clone(),
+                reason: last,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The `strata.raft.v1.Cluster` service.
+struct ClusterService {
+    broker: Arc<Broker>,
+    node_id: u64,
+    address: String,
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn describe(
+        &self,
+        _request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeReply>, Status> {
+        Ok(Response::new(DescribeReply {
+            node_id: self.node_id,
+            address: self.address.clone(),
+        }))
+    }
+
+    async fn create_replicas(
+        &self,
+        request: Request<ReplicasRequest>,
+    ) -> Result<Response<ReplicasReply>, Status> {
+        let request = request.into_inner();
+        let broker = self.broker.clone();
+        blocking(move || broker.create_replicas(&request.topic_file)).await?;
+        Ok(Response::new(ReplicasReply {}))
+    }
+
+    async fn delete_replicas(
+        &self,
+        request: Request<ReplicasRequest>,
+    ) -> Result<Response<ReplicasReply>, Status> {
+        let request = request.into_inner();
+        let broker = self.broker.clone();
+        match blocking(move || broker.delete_topic(&request.topic)).await {
+            Ok(()) => Ok(Response::new(ReplicasReply {})),
+            Err(super::RequestError::Broker(BrokerError::TopicNotFound { .. })) => {
+                Ok(Response::new(ReplicasReply {}))
+            }
+            Err(super::RequestError::Broker(e)) => Err(to_status(&e)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
