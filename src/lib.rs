@@ -42,6 +42,18 @@ pub mod proto {
     /// The encoded file descriptor set, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");
 
+    /// Status metadata keys the broker sets and clients read: part of the wire contract as the
+    /// messages are.
+    pub mod keys {
+        /// On a refusal by a replica that does not lead the partition (FAILED_PRECONDITION; any
+        /// value), with [`LEADER_ID`] and [`LEADER_ADDRESS`] when it knows the leader.
+        pub const NOT_LEADER: &str = "strata-not-leader";
+        /// The partition leader's node id.
+        pub const LEADER_ID: &str = "strata-leader-id";
+        /// The partition leader's client address (`host:port`).
+        pub const LEADER_ADDRESS: &str = "strata-leader-address";
+    }
+
     /// Generated types and stubs for `proto/strata/raft/v1/raft.proto`: the brokers' internal
     /// Raft service.
     #[allow(missing_docs, clippy::pedantic)]

@@ -19,7 +19,7 @@ fn acked(base: u64, vals: Vec<Vec<u8>>) -> Acked {
 }
 use std::time::{Duration, Instant};
 use strata::proto::CreateTopicRequest;
-use strata::server::status::{LEADER_ADDRESS_KEY, LEADER_ID_KEY};
+use strata::proto::keys::{LEADER_ADDRESS, LEADER_ID, NOT_LEADER};
 use tonic::Code;
 
 const TOPIC: &str = "orders";
@@ -85,10 +85,11 @@ async fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() {
         refused.message().contains("not the partition's leader"),
         "{refused:?}"
     );
+    assert!(refused.metadata().get(NOT_LEADER).is_some(), "{refused:?}");
     assert_eq!(
         refused
             .metadata()
-            .get(LEADER_ID_KEY)
+            .get(LEADER_ID)
             .and_then(|v| v.to_str().ok()),
         Some(leader.to_string().as_str()),
         "{refused:?}"
@@ -96,7 +97,7 @@ async fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() {
     // The follower learns the others' client addresses from their Raft ports.
     let hinted = refused
         .metadata()
-        .get(LEADER_ADDRESS_KEY)
+        .get(LEADER_ADDRESS)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     assert_eq!(

@@ -16,9 +16,9 @@ use crate::replication::{
 use crate::storage::{Log, LogEndListener};
 use bytes::Bytes;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
-        Arc, PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -163,9 +163,18 @@ pub(crate) fn place(nodes: &[u64], partitions: u32, factor: usize) -> Vec<Vec<u6
         .collect()
 }
 
+/// A producer batch's stamp: producer id, epoch, base sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct InFlight(u64, u16, u32);
+
+/// How long a resent batch's answer waits for its earlier copy to be committed.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
 /// The broker's side of one partition replica: openraft's replica and the runtime it runs on.
 pub(crate) struct Replica {
     raft: Arc<ReplicatedPartition>,
+    /// Stamps of producer batches on their way through the group from this replica.
+    inflight: Mutex<HashSet<InFlight>>,
     /// Set once its Raft node is stopped (or being stopped).
     stopped: AtomicBool,
     runtime: tokio::runtime::Handle,
@@ -228,6 +237,7 @@ impl Replica {
         }
         Ok(Replica {
             raft: Arc::new(replica),
+            inflight: Mutex::default(),
             stopped: AtomicBool::new(false),
             runtime: cluster.runtime.clone(),
             node_id: cluster.node_id,
@@ -238,38 +248,187 @@ impl Replica {
 
     /// Appends producer batches (each already validated) through the group, in order; returns
     /// each one's base offset once it is committed.
+    ///
+    /// Idempotent producers: every replica's log keeps the producer table from the batches it
+    /// stores, so the leader asks it first, as an unreplicated log does under its lock. A batch
+    /// stored before is answered with its offsets once they are committed, not stored again; a
+    /// sequence gap or an old epoch is refused; a batch whose sequence is still on its way
+    /// through the group (a resend racing its first send) is refused as unavailable, so the
+    /// producer asks again and then finds it stored.
     pub(crate) fn append(
         &self,
         topic: &str,
         partition: u32,
         batches: Vec<Bytes>,
     ) -> Result<Vec<u64>> {
-        let writes = batches.into_iter().map(|b| self.raft.produce(b));
+        let failed = |reason: String| BrokerError::Replication {
+            topic: topic.to_owned(),
+            partition,
+            reason,
+        };
+        let (answers, claimed, committed_by) = self.check_producers(topic, partition, &batches)?;
+        let release = || {
+            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            for key in &claimed {
+                inflight.remove(key);
+            }
+        };
+        let writes = batches
+            .into_iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(b, _)| self.raft.produce(b));
         let results = self
             .runtime
             .block_on(futures_util::future::join_all(writes));
-        results
-            .into_iter()
-            .map(|r| match r {
-                Ok(applied) => Ok(applied.base_offset),
-                Err(ProduceError::NotLeader { leader }) => Err(BrokerError::NotLeader {
-                    topic: topic.to_owned(),
-                    partition,
-                    node_id: self.node_id,
-                    leader: leader.map(|(node_id, _raft_addr)| LeaderHint {
-                        node_id,
-                        address: self.directory.get(node_id),
-                    }),
-                }),
-                Err(ProduceError::Invalid(reason) | ProduceError::Failed(reason)) => {
-                    Err(BrokerError::Replication {
+        release();
+        let mut written = results.into_iter();
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let base = match answer {
+                Some(base) => base,
+                None => match written.next() {
+                    Some(Ok(applied)) => applied.base_offset,
+                    Some(Err(e)) => return Err(self.produce_error(topic, partition, e)),
+                    None => return Err(failed("a write went unanswered".into())),
+                },
+            };
+            out.push(base);
+        }
+        if committed_by > 0 {
+            self.wait_committed(committed_by).map_err(failed)?;
+        }
+        Ok(out)
+    }
+
+    /// The producer-table check of [`Replica::append`]: per batch, its base offset if it was
+    /// stored before; the stamps claimed as in flight; the offset the earlier copies end at.
+    #[allow(clippy::type_complexity)]
+    fn check_producers(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: &[Bytes],
+    ) -> Result<(Vec<Option<u64>>, Vec<InFlight>, u64)> {
+        let mut answers = vec![None; batches.len()];
+        let mut claimed = Vec::new();
+        let mut committed_by = 0;
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        // A producer's later batches in one request follow its earlier ones, which the table
+        // has not seen yet.
+        let mut next_in_request: HashMap<(u64, u16), u32> = HashMap::new();
+        let refuse = |inflight: &mut HashSet<InFlight>, claimed: &[InFlight], e: BrokerError| {
+            for key in claimed {
+                inflight.remove(key);
+            }
+            Err(e)
+        };
+        for (i, bytes) in batches.iter().enumerate() {
+            let Some(header) = crate::record::BatchHeader::parse(bytes) else {
+                continue;
+            };
+            let Some(stamp) = header.producer else {
+                continue;
+            };
+            let key = InFlight(stamp.producer_id, stamp.epoch, stamp.base_sequence);
+            if inflight.contains(&key) {
+                return refuse(
+                    &mut inflight,
+                    &claimed,
+                    BrokerError::Replication {
                         topic: topic.to_owned(),
                         partition,
-                        reason,
-                    })
+                        reason: format!(
+                            "producer {} epoch {} sequence {} is still being replicated; retry",
+                            stamp.producer_id, stamp.epoch, stamp.base_sequence
+                        ),
+                    },
+                );
+            }
+            let follows = next_in_request.get(&(stamp.producer_id, stamp.epoch))
+                == Some(&stamp.base_sequence);
+            let check = if follows {
+                Ok(None)
+            } else {
+                self.raft.log().check_producer(&stamp, header.record_count)
+            };
+            match check {
+                Ok(Some(earlier)) => {
+                    answers[i] = Some(earlier.base_offset);
+                    committed_by = committed_by.max(earlier.next_offset);
                 }
-            })
-            .collect()
+                Ok(None) => {
+                    next_in_request.insert(
+                        (stamp.producer_id, stamp.epoch),
+                        stamp.base_sequence.wrapping_add(header.record_count),
+                    );
+                    inflight.insert(key);
+                    claimed.push(key);
+                }
+                Err(source) => {
+                    return refuse(
+                        &mut inflight,
+                        &claimed,
+                        BrokerError::Storage {
+                            topic: topic.to_owned(),
+                            partition,
+                            source,
+                        },
+                    );
+                }
+            }
+        }
+        // An earlier copy is answered only by the leader (a follower's may not be committed,
+        // and the producer must learn where to send).
+        if committed_by > 0 && self.leader() != Some(self.node_id) {
+            let e = self.not_leader(topic, partition, self.leader());
+            return refuse(&mut inflight, &claimed, e);
+        }
+        Ok((answers, claimed, committed_by))
+    }
+
+    /// Waits until this replica's commit position reaches `offset`.
+    fn wait_committed(&self, offset: u64) -> std::result::Result<(), String> {
+        let deadline = std::time::Instant::now() + COMMIT_WAIT;
+        while self.raft.committed_next_offset() < offset {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the earlier copy of a resent batch (up to offset {offset}) is not committed \
+                     after {COMMIT_WAIT:?}; retry"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    fn not_leader(&self, topic: &str, partition: u32, leader: Option<u64>) -> BrokerError {
+        BrokerError::NotLeader {
+            topic: topic.to_owned(),
+            partition,
+            node_id: self.node_id,
+            leader: leader.map(|node_id| LeaderHint {
+                node_id,
+                address: self.directory.get(node_id),
+            }),
+        }
+    }
+
+    fn produce_error(&self, topic: &str, partition: u32, e: ProduceError) -> BrokerError {
+        match e {
+            ProduceError::NotLeader { leader } => self.not_leader(
+                topic,
+                partition,
+                leader.map(|(node_id, _raft_addr)| node_id),
+            ),
+            ProduceError::Invalid(reason) | ProduceError::Failed(reason) => {
+                BrokerError::Replication {
+                    topic: topic.to_owned(),
+                    partition,
+                    reason,
+                }
+            }
+        }
     }
 
     /// The leader this replica knows of.

@@ -66,18 +66,32 @@ impl Broker {
     }
 }
 
+/// Where a cluster broker's node id sits in the producer ids it gives (the top 8 bits).
+const PRODUCER_ID_NODE_SHIFT: u32 = 56;
+
 impl Broker {
     /// A new idempotent producer's id at epoch 0; or, given an id this broker gave out and its
     /// epoch, the next epoch (which starts its sequences at 0 again), or a new id once the epoch
     /// is exhausted.
+    ///
+    /// In a cluster, an id carries the node id of the broker that gave it in its top 8 bits, so
+    /// that ids given by different brokers never meet in a replicated partition's table.
     pub fn init_producer(&self, current: Option<(u64, u16)>) -> Result<(u64, u16)> {
+        let tag = (self.node_id() & 0xFF) << PRODUCER_ID_NODE_SHIFT;
+        let ours = |id: u64| {
+            id & !(0xFF << PRODUCER_ID_NODE_SHIFT) != 0
+                && id >> PRODUCER_ID_NODE_SHIFT == tag >> PRODUCER_ID_NODE_SHIFT
+                && self
+                    .producer_ids
+                    .was_given(id & !(0xFF << PRODUCER_ID_NODE_SHIFT))
+        };
         match current {
-            Some((id, epoch)) if !self.producer_ids.was_given(id) => Err(BrokerError::invalid(
+            Some((id, epoch)) if !ours(id) => Err(BrokerError::invalid(
                 "producer_id",
                 format!("producer id {id} was never given out by this broker (epoch {epoch})"),
             )),
             Some((id, epoch)) if epoch < u16::MAX => Ok((id, epoch + 1)),
-            _ => Ok((self.producer_ids.allocate(&self.io)?, 0)),
+            _ => Ok((self.producer_ids.allocate(&self.io)? | tag, 0)),
         }
     }
 }

@@ -87,6 +87,7 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<(), Failure> {
     let config = ProducerConfig {
         idempotent: !args.no_idempotence,
         delivery_timeout: args.delivery_timeout,
+        connect: client.connect_options(),
         ..ProducerConfig::default()
     };
     let producer = Producer::new(channel, &args.topic, config)

@@ -90,9 +90,14 @@ pub struct ServeArgs {
     /// Without it, RUST_LOG decides, else `info`.
     #[arg(long, env = "STRATA_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// This broker's node id in a cluster (with --peers). Without it the broker is a cluster
-    /// of one and its topics are not replicated.
-    #[arg(long, env = "STRATA_NODE_ID", requires = "peers")]
+    /// This broker's node id in a cluster (with --peers), 1 to 255. Without it the broker is
+    /// a cluster of one and its topics are not replicated.
+    #[arg(
+        long,
+        env = "STRATA_NODE_ID",
+        requires = "peers",
+        value_parser = clap::value_parser!(u64).range(1..=255)
+    )]
     pub node_id: Option<u64>,
     /// Every broker of the cluster, this one included, as ID=HOST:PORT of its Raft port,
     /// comma-separated: `1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`. The Raft port is
@@ -485,6 +490,9 @@ fn cluster_config(
     };
     let mut peers = std::collections::BTreeMap::new();
     for (id, addr) in &args.peers {
+        if !(1..=255).contains(id) {
+            return Err(format!("--peers: node id {id} is outside 1..=255"));
+        }
         if peers.insert(*id, addr.clone()).is_some() {
             return Err(format!("--peers names node {id} twice"));
         }

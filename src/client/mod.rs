@@ -29,6 +29,7 @@ mod admin;
 mod batches;
 mod consumer;
 mod error;
+mod leaders;
 mod member;
 mod producer;
 

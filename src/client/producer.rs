@@ -16,7 +16,11 @@
 //! a request fails for good, the partition's epoch moves on (its sequences start at 0 again), so
 //! that the batches after it are not refused for the gap.
 
-use super::{Channel, ClientError, raw};
+use super::{
+    Channel, ClientError, ConnectOptions,
+    leaders::{Leaders, Resend},
+    raw,
+};
 use crate::proto::{self, strata_client::StrataClient};
 use crate::record::{
     BATCH_HEADER_BYTES, BatchBuilder, BatchHeader, ProducerStamp, RECORD_OVERHEAD_BYTES,
@@ -62,6 +66,9 @@ pub struct ProducerConfig {
     /// The most times a request is sent again (Kafka's `retries`); the delivery timeout ends
     /// the retries first unless this is lower. 0: never again.
     pub max_retries: u32,
+    /// How to reach the other brokers of a cluster (TLS material, token), when a partition's
+    /// leader is another broker than the one the producer was given.
+    pub connect: ConnectOptions,
 }
 
 /// The longest wait between two retries of a request.
@@ -78,6 +85,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             max_retries: u32::MAX,
+            connect: ConnectOptions::default(),
         }
     }
 }
@@ -216,6 +224,8 @@ pub struct Producer {
 #[derive(Debug)]
 struct Inner {
     client: StrataClient<Channel>,
+    /// Where each partition's requests go: the given broker, or the partition's leader.
+    leaders: Leaders,
     topic: String,
     partitions: u32,
     config: ProducerConfig,
@@ -335,9 +345,12 @@ impl Producer {
         } else {
             None
         };
+        let leaders = Leaders::new(topic, client.clone(), config.connect.clone());
+        leaders.learn().await;
         Ok(Producer {
             inner: Arc::new(Inner {
                 client,
+                leaders,
                 topic: topic.to_string(),
                 partitions,
                 config,
@@ -660,9 +673,7 @@ impl Inner {
                 let (body, stamped) = encode_request(&mut taken, &mut q.identity);
                 (taken, body, stamped)
             };
-            let result = self
-                .send_with_retries(&mut client, partition, body, stamped)
-                .await;
+            let result = self.send_with_retries(partition, body, stamped).await;
             match result {
                 Ok(results) => {
                     for (i, batch) in batches.iter().enumerate() {
@@ -694,7 +705,6 @@ impl Inner {
     /// until the delivery timeout.
     async fn send_with_retries(
         &self,
-        client: &mut StrataClient<Channel>,
         partition: u32,
         body: Bytes,
         stamped: bool,
@@ -712,7 +722,8 @@ impl Inner {
             // Each attempt ends by the deadline too: a connection that went silent (a half-open
             // socket) must not hold the partition past it.
             let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, client.produce(request)).await {
+            let mut routed = self.leaders.client(partition);
+            let err = match tokio::time::timeout(left, routed.produce(request)).await {
                 Ok(Ok(resp)) => return Ok(resp.into_inner().results),
                 Ok(Err(status)) => ClientError::Status(status),
                 Err(_) => ClientError::Status(tonic::Status::deadline_exceeded(format!(
@@ -721,6 +732,23 @@ impl Inner {
                 ))),
             };
             attempt += 1;
+            // A replica that does not lead the partition stored nothing: go to the leader,
+            // stamped or not. A broker gone: find who leads now, then retry as below.
+            let resend = match &err {
+                ClientError::Status(status) => self.leaders.redirect(partition, status).await,
+                _ => Resend::IfSafe,
+            };
+            if resend != Resend::IfSafe
+                && attempt <= self.config.max_retries
+                && Instant::now() + backoff < deadline
+            {
+                tracing::debug!(partition, attempt, error = %err, "not the leader; sending to the leader");
+                if resend == Resend::AfterBackoff {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+                }
+                continue;
+            }
             if !stamped
                 || !err.is_transient()
                 || attempt > self.config.max_retries

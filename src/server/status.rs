@@ -9,26 +9,24 @@ use crate::record::FormatError;
 use crate::storage::{SequenceError, StorageError};
 use tonic::{Code, Status};
 
-/// Metadata keys of a NOT-the-leader refusal (FAILED_PRECONDITION): the leader's node id and
-/// client address, for clients that follow leaders.
-pub const LEADER_ID_KEY: &str = "strata-leader-id";
-/// See [`LEADER_ID_KEY`].
-pub const LEADER_ADDRESS_KEY: &str = "strata-leader-address";
-
 /// The gRPC status for a broker error.
 pub fn to_status(err: &BrokerError) -> Status {
     let mut status = logged(broker_code(err), error_chain(err));
-    if let BrokerError::NotLeader {
-        leader: Some(leader),
-        ..
-    } = err
-    {
+    // A refusal for leadership says so, and names the leader, in metadata clients read.
+    if let BrokerError::NotLeader { leader, .. } = err {
+        use crate::proto::keys;
         let metadata = status.metadata_mut();
-        if let Ok(v) = leader.node_id.to_string().parse() {
-            metadata.insert(LEADER_ID_KEY, v);
-        }
-        if let Some(Ok(v)) = leader.address.as_deref().map(str::parse) {
-            metadata.insert(LEADER_ADDRESS_KEY, v);
+        metadata.insert(
+            keys::NOT_LEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        if let Some(leader) = leader {
+            if let Ok(v) = leader.node_id.to_string().parse() {
+                metadata.insert(keys::LEADER_ID, v);
+            }
+            if let Some(Ok(v)) = leader.address.as_deref().map(str::parse) {
+                metadata.insert(keys::LEADER_ADDRESS, v);
+            }
         }
     }
     status

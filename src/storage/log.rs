@@ -378,6 +378,28 @@ impl Log {
         self.append_with(Stamp::Entries(ids), batches, wait)
     }
 
+    /// What the partition's idempotent-producer table says of a batch stamped `stamp` with
+    /// `record_count` records, for a path that appends it without the table's check (a
+    /// replicated partition's leader asks before its Raft group appends): `None`, append it;
+    /// `Some`, it was stored before at these offsets; or the sequence error
+    /// ([`StorageError::Sequence`]) the append would have failed with.
+    pub fn check_producer(
+        &self,
+        stamp: &crate::record::ProducerStamp,
+        record_count: u32,
+    ) -> Result<Option<Appended>> {
+        match lock(&self.writer).producers.check(stamp, record_count)? {
+            SequenceCheck::Append => Ok(None),
+            SequenceCheck::Duplicate {
+                base_offset,
+                next_offset,
+            } => Ok(Some(Appended {
+                base_offset,
+                next_offset,
+            })),
+        }
+    }
+
     /// The term and Raft index of the last batch written, readable or not (0 and 0 in an empty
     /// log).
     pub fn last_entry(&self) -> EntryId {
