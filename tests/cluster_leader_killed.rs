@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::cluster::{Cluster, is_failover, try_produce};
+use common::cluster::{Cluster, is_failover};
+use common::try_produce_values as try_produce;
 use common::{stored, values};
 
 /// What one partition should hold: (offset, value), as acknowledged.
@@ -18,7 +19,6 @@ fn acked(base: u64, vals: Vec<Vec<u8>>) -> Acked {
     (base..).zip(vals).collect()
 }
 use std::time::{Duration, Instant};
-use strata::proto::CreateTopicRequest;
 use strata::proto::keys::{LEADER_ADDRESS, LEADER_ID, NOT_LEADER};
 use tonic::Code;
 
@@ -43,23 +43,26 @@ async fn produce_to_leader(cluster: &Cluster, partition: u32, vals: &[Vec<u8>]) 
     }
 }
 
+/// Waits until every broker serves each partition up to its last acknowledged record, then checks
+/// that it serves exactly the acknowledged records.
+async fn all_serve(cluster: &Cluster, expected: &[Acked], when: &str) {
+    for node in 1..=3 {
+        for (p, acked) in (0u32..).zip(expected) {
+            let end = acked.last().map_or(0, |(o, _)| o + 1);
+            cluster
+                .wait_for_high_watermark(node, TOPIC, p, end, WITHIN)
+                .await;
+            let got = stored(&mut cluster.client(node).await, TOPIC, p).await;
+            assert_eq!(&got, acked, "node {node}, partition {p}, {when}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() {
     let mut cluster = Cluster::start(3);
 
-    let created = cluster
-        .client(1)
-        .await
-        .create_topic(CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: PARTITIONS,
-            config: None,
-            replication_factor: 3,
-        })
-        .await
-        .expect("create a replicated topic")
-        .into_inner();
-    assert_eq!(created.topic.expect("topic").replication_factor, 3);
+    cluster.create_topic(1, TOPIC, PARTITIONS, 3).await;
 
     // Every broker has the topic, every partition a leader.
     let mut expected: Vec<Acked> = vec![Vec::new(); PARTITIONS as usize];
@@ -107,16 +110,7 @@ async fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() {
     );
 
     // Every broker serves what was acknowledged, followers too.
-    for node in 1..=3 {
-        for p in 0..PARTITIONS {
-            let end = expected[p as usize].last().map_or(0, |(o, _)| o + 1);
-            cluster
-                .wait_for_high_watermark(node, TOPIC, p, end, WITHIN)
-                .await;
-            let got = stored(&mut cluster.client(node).await, TOPIC, p).await;
-            assert_eq!(got, expected[p as usize], "node {node}, partition {p}");
-        }
-    }
+    all_serve(&cluster, &expected, "before the kill").await;
 
     // Kill partition 0's leader: another broker leads it and takes produces.
     let killed = cluster.leader(TOPIC, 0, WITHIN).await;
@@ -142,17 +136,10 @@ async fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() {
 
     // The killed broker comes back and catches up; all three hold the same records.
     cluster.restart(killed);
-    for node in 1..=3 {
-        for p in 0..PARTITIONS {
-            let end = expected[p as usize].last().map_or(0, |(o, _)| o + 1);
-            cluster
-                .wait_for_high_watermark(node, TOPIC, p, end, WITHIN)
-                .await;
-            let got = stored(&mut cluster.client(node).await, TOPIC, p).await;
-            assert_eq!(
-                got, expected[p as usize],
-                "node {node}, partition {p}, after the restart of node {killed}"
-            );
-        }
-    }
+    all_serve(
+        &cluster,
+        &expected,
+        &format!("after the restart of node {killed}"),
+    )
+    .await;
 }

@@ -13,7 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 use strata::client::{self, Producer, ProducerConfig, ProducerRecord};
-use strata::proto::CreateTopicRequest;
 
 const TOPIC: &str = "events";
 const PARTITIONS: u32 = 3;
@@ -51,17 +50,7 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_producer_follows_leaders_through_a_kill_and_stores_nothing_twice() {
     let mut cluster = Cluster::start(3);
-    cluster
-        .client(1)
-        .await
-        .create_topic(CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: PARTITIONS,
-            config: None,
-            replication_factor: 3,
-        })
-        .await
-        .expect("create a replicated topic");
+    cluster.create_topic(1, TOPIC, PARTITIONS, 3).await;
     for p in 0..PARTITIONS {
         cluster.leader(TOPIC, p, WITHIN).await;
     }

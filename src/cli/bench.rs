@@ -91,6 +91,10 @@ pub struct LoadArgs {
     /// Partitions of the topic the bench creates.
     #[arg(long, default_value_t = 4)]
     pub partitions: u32,
+    /// Replicas of each partition of the topic the bench creates (on a cluster: its broker
+    /// count).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: u32,
     /// Concurrent producers, each on its own connection.
     #[arg(long, default_value_t = 1)]
     pub producers: u32,
@@ -245,7 +249,7 @@ async fn prepare_topic(
         ..TopicSettings::default()
     };
     admin
-        .create_topic(&name, args.partitions, &settings)
+        .create_replicated_topic(&name, args.partitions, args.replication_factor, &settings)
         .await
         .map_err(|e| args.client.fail(&e, Some(&name)))?;
     Ok((name, true))
@@ -285,6 +289,7 @@ async fn produce_load(
         // says when --batch-size and --record-size ask too much.
         let config = ProducerConfig {
             max_request_bytes: 64 << 20,
+            connect: args.client.connect_options(),
             ..ProducerConfig::default()
         };
         let producer = Producer::new(channel, topic, config)

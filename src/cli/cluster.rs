@@ -84,7 +84,12 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<(), Failure> {
                 Some(Ok(view)) => view.partition(&topic.name, p.partition).cloned(),
                 _ => None,
             };
-            let leader = p.leader;
+            // A partition that is not replicated is led by the one broker that has it.
+            let leader = if p.replicas.is_empty() {
+                Some(first.node_id)
+            } else {
+                p.leader
+            };
             let leader_end = leader.and_then(own).map(|l| l.log_end_offset);
             for node in nodes {
                 let mine = own(node);
@@ -92,7 +97,7 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<(), Failure> {
                     topic: topic.name.clone(),
                     partition: p.partition,
                     node_id: node,
-                    leader: mine.as_ref().map_or(leader, |m| m.leader),
+                    leader: mine.as_ref().and_then(|m| m.leader).or(leader),
                     term: mine.as_ref().map_or(0, |m| m.term),
                     high_watermark: mine.as_ref().map_or(0, |m| m.high_watermark),
                     log_end_offset: mine.as_ref().map_or(0, |m| m.log_end_offset),

@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod common;
 mod consume;
+mod dev;
 mod group;
 mod produce;
 mod serve;
@@ -62,6 +63,8 @@ pub enum Command {
     Group(GroupArgs),
     /// Show a cluster's brokers and each partition's leader, replicas and their lag.
     Cluster(cluster::ClusterArgs),
+    /// Start local brokers as one cluster, for trying replication out.
+    Dev(dev::DevArgs),
     /// Load-test a running broker: produce, consume (replay) or end-to-end latency.
     Bench(BenchArgs),
     /// Manage the principals file of `strata serve --auth-file`: tokens and allow rules.
@@ -100,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => common::run(consume::run(args)),
         Command::Group(args) => common::run(group::run(args)),
         Command::Cluster(args) => common::run(cluster::run(args)),
+        Command::Dev(args) => dev::run(&args),
         Command::Bench(args) => bench::run(args),
         Command::Auth(args) => auth::run(args),
         Command::Completions { shell } => completions(shell),

@@ -548,7 +548,7 @@ fn anonymous_only_on_loopback(args: &ServeArgs) -> Result<(), String> {
 /// Completes on the first SIGINT or SIGTERM. The handlers are installed when this is called
 /// (inside the runtime), not when the future is first polled: a signal sent as soon as
 /// `listening on` is printed must already stop the broker cleanly.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
         Ok(s) => Some(s),

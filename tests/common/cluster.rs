@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     time::{Duration, Instant},
 };
-use strata::proto::{self, MetadataRequest, ProduceRequest};
+use strata::proto::{self, CreateTopicRequest, MetadataRequest};
 use tempfile::TempDir;
 use tonic::Code;
 
@@ -67,6 +67,26 @@ impl Cluster {
         ];
         args.extend(RAFT_ARGS);
         self.brokers[i] = Some(Server::start_with(self.dirs[i].path(), &args));
+    }
+
+    /// Creates `topic` through broker `node` with `partitions` partitions of `replicas` each.
+    pub async fn create_topic(&self, node: u64, topic: &str, partitions: u32, replicas: u32) {
+        let created = self
+            .client(node)
+            .await
+            .create_topic(CreateTopicRequest {
+                name: topic.into(),
+                partitions,
+                config: None,
+                replication_factor: replicas,
+            })
+            .await
+            .expect("create a replicated topic")
+            .into_inner();
+        assert_eq!(
+            created.topic.expect("the topic").replication_factor,
+            replicas
+        );
     }
 
     /// SIGKILLs broker `node`.
@@ -164,31 +184,6 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// Produces plain records with these values to one partition through broker `client`.
-pub async fn try_produce(
-    client: &mut Client,
-    topic: &str,
-    partition: u32,
-    values: &[Vec<u8>],
-) -> Result<u64, tonic::Status> {
-    let resp = client
-        .produce(ProduceRequest {
-            topic: topic.into(),
-            partition: Some(partition),
-            records: values
-                .iter()
-                .map(|v| proto::Record {
-                    value: bytes::Bytes::from(v.clone()),
-                    ..proto::Record::default()
-                })
-                .collect(),
-            batch: bytes::Bytes::new(),
-        })
-        .await?
-        .into_inner();
-    Ok(resp.results.first().map_or(0, |r| r.base_offset))
 }
 
 /// Whether a produce failure is one a client rides out by going to the (new) leader: not the

@@ -253,6 +253,18 @@ pub async fn produce_values(
     partition: u32,
     values: &[Vec<u8>],
 ) -> u64 {
+    try_produce_values(client, topic, partition, values)
+        .await
+        .expect("produce")
+}
+
+/// [`produce_values`], returning the refusal instead of panicking.
+pub async fn try_produce_values(
+    client: &mut Client,
+    topic: &str,
+    partition: u32,
+    values: &[Vec<u8>],
+) -> Result<u64, tonic::Status> {
     let resp = client
         .produce(ProduceRequest {
             topic: topic.into(),
@@ -266,11 +278,10 @@ pub async fn produce_values(
                 .collect(),
             batch: Bytes::new(),
         })
-        .await
-        .expect("produce")
+        .await?
         .into_inner();
     assert_eq!(resp.results.len(), 1);
-    resp.results[0].base_offset
+    Ok(resp.results[0].base_offset)
 }
 
 /// A start position at an offset (as the request field wants it).

@@ -1,0 +1,140 @@
+//! Replicated topics are created and deleted on every broker of a cluster, and what cannot be
+//! done is refused with a clear status: a replication factor on a broker without cluster
+//! settings (FAILED_PRECONDITION), one other than the cluster's size (INVALID_ARGUMENT), a
+//! create while a broker is down (UNAVAILABLE, naming it); `strata cluster status` shows every
+//! replica.
+
+mod common;
+
+use common::Server;
+use common::cluster::Cluster;
+use std::time::Duration;
+use strata::proto::{
+    CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, MetadataRequest,
+};
+use tonic::Code;
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn create(name: &str, partitions: u32, replication_factor: u32) -> CreateTopicRequest {
+    CreateTopicRequest {
+        name: name.into(),
+        partitions,
+        config: None,
+        replication_factor,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_topics_are_made_and_removed_on_every_broker() {
+    // A broker without cluster settings: a cluster of one, node 0, no replication.
+    let dir = tempfile::tempdir().unwrap();
+    let single = Server::start(dir.path());
+    let refused = single
+        .client()
+        .await
+        .create_topic(create("orders", 1, 3))
+        .await
+        .expect_err("no cluster");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("--node-id"), "{refused:?}");
+    let m = single
+        .client()
+        .await
+        .metadata(MetadataRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.node_id, 0);
+    assert_eq!(m.brokers.len(), 1);
+    assert_eq!(m.brokers[0].address, single.addr.to_string());
+    drop(single);
+
+    let mut cluster = Cluster::start(3);
+    let mut c1 = cluster.client(1).await;
+    let refused = c1
+        .create_topic(create("orders", 2, 2))
+        .await
+        .expect_err("2 of 3");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("replication_factor"),
+        "{refused:?}"
+    );
+
+    // Created through broker 2, the topic is on all three, each partition with a leader.
+    cluster
+        .client(2)
+        .await
+        .create_topic(create("orders", 2, 3))
+        .await
+        .expect("create");
+    for node in 1..=3 {
+        let d = cluster
+            .client(node)
+            .await
+            .describe_topic(DescribeTopicRequest {
+                name: "orders".into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("node {node}: {e:?}"))
+            .into_inner();
+        assert_eq!(d.topic.unwrap().replication_factor, 3, "node {node}");
+    }
+    for p in 0..2 {
+        cluster.leader("orders", p, WITHIN).await;
+    }
+    let m = cluster.metadata(3, "orders").await.expect("metadata");
+    assert_eq!(m.node_id, 3);
+    let ids: Vec<u64> = m.brokers.iter().map(|b| b.node_id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let partitions = &m.topics[0].partitions;
+    assert_eq!(partitions.len(), 2);
+    // Placement rotates: each partition's first replica differs.
+    assert_eq!(partitions[0].replicas, vec![1, 2, 3]);
+    assert_eq!(partitions[1].replicas, vec![2, 3, 1]);
+
+    // `strata cluster status` lists every replica of every partition, with its role.
+    let status = common::cli::run(
+        Some(&format!("http://{}", cluster.addr(1))),
+        &["cluster", "status", "--output", "json"],
+        b"",
+    );
+    let report = &status.json_lines()[0];
+    let replicas = report["replicas"].as_array().expect("replicas");
+    assert_eq!(replicas.len(), 6, "{report}");
+    for r in replicas {
+        assert_eq!(r["topic"], "orders", "{r}");
+        assert!(r["leader"].as_u64().is_some(), "{r}");
+    }
+
+    // Deleted through broker 3, it is gone everywhere.
+    cluster
+        .client(3)
+        .await
+        .delete_topic(DeleteTopicRequest {
+            name: "orders".into(),
+        })
+        .await
+        .expect("delete");
+    for node in 1..=3 {
+        let gone = cluster
+            .client(node)
+            .await
+            .describe_topic(DescribeTopicRequest {
+                name: "orders".into(),
+            })
+            .await
+            .expect_err("deleted");
+        assert_eq!(gone.code(), Code::NotFound, "node {node}: {gone:?}");
+    }
+
+    // With a broker down, a create cannot make its replicas: UNAVAILABLE, naming it.
+    cluster.kill(3);
+    let refused = c1
+        .create_topic(create("payments", 1, 3))
+        .await
+        .expect_err("node 3 is down");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("node 3"), "{refused:?}");
+}
