@@ -37,6 +37,18 @@ pub enum ReplicationError {
         /// The log's next offset.
         log_next: u64,
     },
+    /// A leader's entries contradicted entries this replica saw committed (lost by power cuts
+    /// on other replicas under a policy that does not fsync before acknowledging): the replica
+    /// dropped its log from `index` and started its Raft node again.
+    #[error(
+        "group {group}: dropped entries from index {index}, which the leader no longer has, and started again"
+    )]
+    Resynced {
+        /// The partition's Raft group.
+        group: String,
+        /// The first index dropped.
+        index: u64,
+    },
     /// The Raft settings do not hold together (openraft's validation).
     #[error("invalid Raft configuration: {0}")]
     Config(String),

@@ -1,7 +1,7 @@
 //! The Raft groups of one broker's partition replicas, by name: what its Raft service
 //! dispatches other brokers' requests to.
 
-use super::{state_machine::PartitionMachine, types::PartitionRaft};
+use super::{partition::Member, state_machine::PartitionMachine, types::PartitionRaft};
 use std::{
     collections::HashMap,
     sync::{Arc, PoisonError, RwLock},
@@ -14,12 +14,12 @@ pub type Raft = openraft::Raft<PartitionRaft, PartitionMachine>;
 /// service dispatches to.
 #[derive(Clone, Default)]
 pub struct PartitionGroups {
-    groups: Arc<RwLock<HashMap<String, Raft>>>,
+    groups: Arc<RwLock<HashMap<String, Arc<Member>>>>,
 }
 
 impl PartitionGroups {
     /// The group named `group`, if this broker has a replica in it.
-    pub fn get(&self, group: &str) -> Option<Raft> {
+    pub(crate) fn get(&self, group: &str) -> Option<Arc<Member>> {
         self.groups
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -27,11 +27,11 @@ impl PartitionGroups {
             .cloned()
     }
 
-    pub(crate) fn insert(&self, group: String, raft: Raft) {
+    pub(crate) fn insert(&self, group: String, member: Arc<Member>) {
         self.groups
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(group, raft);
+            .insert(group, member);
     }
 
     pub(crate) fn remove(&self, group: &str) {

@@ -5,7 +5,8 @@
 //! Durability is reported only when it is true: an append is written at once (readable, as
 //! openraft requires) and its callback fires after `sync_to` has made it durable when the log's
 //! fsync policy is `Always`; under `Interval` and `Never` it fires once written, as a single
-//! broker acknowledges under those policies. Callbacks fire in the order of the appends, and a
+//! broker acknowledges under those policies, except for a membership entry, which is synced
+//! under every policy (as the vote is). Callbacks fire in the order of the appends, and a
 //! truncation, a purge or a vote waits for the flushes before it.
 
 use super::{
@@ -21,7 +22,7 @@ use crate::{
     storage::{AppendWait, EntryId, FsyncPolicy, Log},
 };
 use openraft::{
-    LogState, OptionalSend, RaftLogReader,
+    EntryPayload, LogState, OptionalSend, RaftLogReader,
     storage::{IOFlushed, RaftLogStorage},
 };
 use std::{
@@ -243,6 +244,12 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        // A membership entry is made durable under every policy, as the vote is: replicas that
+        // all lost it to power cuts would no longer know their group, and none would lead it
+        // again.
+        let membership = entries
+            .iter()
+            .any(|e| matches!(e.payload, EntryPayload::Membership(_)));
         let log = self.reader.log.clone();
         let written = blocking(move || {
             let now = now_ms();
@@ -275,10 +282,10 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
             Ok(appended.last().map(|a| a.next_offset))
         })
         .await?;
-        let always = matches!(self.reader.log.config().fsync, FsyncPolicy::Always);
+        let sync = membership || matches!(self.reader.log.config().fsync, FsyncPolicy::Always);
         let previous = self.flushing.take();
         match written {
-            Some(next) if always => {
+            Some(next) if sync => {
                 let log = self.reader.log.clone();
                 self.flushing = Some(tokio::spawn(async move {
                     let synced = blocking(move || Ok(log.sync_to(next)?)).await;

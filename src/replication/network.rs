@@ -5,6 +5,7 @@
 
 use super::{
     groups::{PartitionGroups, Raft},
+    partition::Member,
     state_machine::SnapshotPosition,
     types::{PartitionRaft, SnapshotMeta, Vote},
 };
@@ -305,10 +306,14 @@ impl RaftService {
             .max_decoding_message_size(2 * crate::record::MAX_BATCH_BYTES)
     }
 
-    fn raft(&self, group: &str) -> Result<Raft, Status> {
+    fn member(&self, group: &str) -> Result<Arc<Member>, Status> {
         self.groups
             .get(group)
             .ok_or_else(|| Status::not_found(format!("no Raft group {group} on this broker")))
+    }
+
+    fn raft(&self, group: &str) -> Result<Raft, Status> {
+        self.member(group).map(|m| m.raft())
     }
 }
 
@@ -329,9 +334,12 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
-        let raft = self.raft(&request.group)?;
+        let member = self.member(&request.group)?;
         let rpc: AppendEntriesRequest<PartitionRaft> = body(&request)?;
-        reply(&raft.append_entries(rpc).await)
+        match member.append_entries(rpc).await {
+            Ok(answer) => reply(&answer),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -2,11 +2,12 @@
 
 use super::{
     ReplicationError,
+    error::blocking,
     groups::{PartitionGroups, Raft},
     network::RaftClients,
     open_partition,
     state_machine::PartitionMachine,
-    types::{AppliedBatch, EntryBatch},
+    types::{AppliedBatch, EntryBatch, PartitionRaft, stored_index},
 };
 use crate::{
     record::{MAX_BATCH_BYTES, validate_batch},
@@ -17,16 +18,42 @@ use openraft::{
     BasicNode,
     async_runtime::WatchReceiver,
     errors::{ClientWriteError, RaftError},
+    raft::{AppendEntriesRequest, AppendEntriesResponse},
 };
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 /// One replica of a partition.
 pub struct ReplicatedPartition {
+    member: Arc<Member>,
+}
+
+/// A replica as its broker's Raft service sees it: the Raft node that answers other replicas,
+/// which is started again (over the same log) when the replica has to drop entries it had seen
+/// committed (see [`Member::append_entries`]).
+pub(crate) struct Member {
+    node_id: u64,
     group: String,
+    log: Arc<Log>,
+    config: Arc<openraft::Config>,
+    network: RaftClients,
+    groups: PartitionGroups,
+    running: RwLock<Running>,
+    /// Held while the Raft node is started again or shut down, so one happens at a time; `true`
+    /// once it is shut down for good.
+    restarting: tokio::sync::Mutex<bool>,
+}
+
+/// The Raft node a replica runs now.
+#[derive(Clone)]
+struct Running {
     raft: Raft,
     machine: PartitionMachine,
-    log: Arc<Log>,
-    groups: PartitionGroups,
+    /// How many times the node was started again: a conflict found on one node is not acted on
+    /// by the next.
+    generation: u64,
 }
 
 /// Why a produce to a replicated partition failed.
@@ -87,17 +114,31 @@ impl ReplicatedPartition {
         let group = group.into();
         let config = replica_config(&config, log.config().fsync)?;
         let (store, machine) = open_partition(log.clone())?;
-        let raft = Raft::new(node_id, config, network, store, machine.clone())
-            .await
-            .map_err(|e| ReplicationError::Task(e.to_string()))?;
-        groups.insert(group.clone(), raft.clone());
-        Ok(ReplicatedPartition {
-            group,
-            raft,
-            machine,
+        let raft = Raft::new(
+            node_id,
+            config.clone(),
+            network.clone(),
+            store,
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| ReplicationError::Task(e.to_string()))?;
+        let member = Arc::new(Member {
+            node_id,
+            group: group.clone(),
             log,
-            groups,
-        })
+            config,
+            network,
+            groups: groups.clone(),
+            running: RwLock::new(Running {
+                raft,
+                machine,
+                generation: 0,
+            }),
+            restarting: tokio::sync::Mutex::new(false),
+        });
+        groups.insert(group, member.clone());
+        Ok(ReplicatedPartition { member })
     }
 
     /// Makes a new group of `members` (node id to Raft service address). Call it on one member
@@ -107,13 +148,13 @@ impl ReplicatedPartition {
             .into_iter()
             .map(|(id, addr)| (id, BasicNode::new(addr)))
             .collect();
-        match self.raft.initialize(members).await {
+        let raft = self.raft();
+        match raft.initialize(members).await {
             Ok(()) => Ok(()),
             // Made before (a restart): fine if it has members. Not made, but not empty (a log
             // written before replication): an error, or the group would wait for members forever.
             Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(e))) => {
-                let made = self
-                    .raft
+                let made = raft
                     .metrics()
                     .borrow_watched()
                     .membership_config
@@ -142,7 +183,7 @@ impl ReplicatedPartition {
             Ok(v) => return Err(ProduceError::Invalid(format!("{} batches", v.len()))),
             Err(e) => return Err(ProduceError::Invalid(e.to_string())),
         }
-        match self.raft.client_write(EntryBatch(batch)).await {
+        match self.raft().client_write(EntryBatch(batch)).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProduceError::NotLeader {
@@ -156,42 +197,194 @@ impl ReplicatedPartition {
     /// The offset after the last committed producer batch this replica applied: what it may
     /// serve to consumers.
     pub fn committed_next_offset(&self) -> u64 {
-        self.machine.committed_next_offset()
+        self.member.running().machine.committed_next_offset()
     }
 
     /// Tells `listener` the commit position (the offset after the last committed producer
     /// batch applied here) now and every time it moves: what feeds the partition's high
-    /// watermark.
+    /// watermark. It stays told across a restart of the Raft node.
     pub fn on_commit(&self, listener: Arc<dyn LogEndListener>) {
-        self.machine.on_commit(listener);
+        self.member.running().machine.on_commit(listener);
     }
 
     /// The leader this replica knows of, if any.
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.raft().metrics().borrow_watched().current_leader
     }
 
     /// The highest term this replica has seen.
     pub fn term(&self) -> u64 {
-        self.raft.metrics().borrow_watched().current_term
+        self.raft().metrics().borrow_watched().current_term
     }
 
-    /// openraft's handle (metrics, membership changes, waiting).
-    pub fn raft(&self) -> &Raft {
-        &self.raft
+    /// openraft's handle (metrics, membership changes, waiting) on the Raft node running now.
+    pub fn raft(&self) -> Raft {
+        self.member.running().raft
+    }
+
+    /// How many times this replica's Raft node was started again because the replica had to
+    /// drop entries it had seen committed (possible only when the log does not fsync before
+    /// acknowledging).
+    pub fn restarts(&self) -> u64 {
+        self.member.running().generation
     }
 
     /// The replica's log.
     pub fn log(&self) -> &Arc<Log> {
-        &self.log
+        &self.member.log
     }
 
     /// Stops the replica's Raft node and unregisters it; the log stays open until dropped.
     pub async fn shutdown(&self) -> Result<(), ReplicationError> {
-        self.groups.remove(&self.group);
-        self.raft
+        let mut stopped = self.member.restarting.lock().await;
+        *stopped = true;
+        self.member.groups.remove(&self.member.group);
+        self.raft()
             .shutdown()
             .await
             .map_err(|e| ReplicationError::Task(e.to_string()))
+    }
+}
+
+impl Member {
+    fn running(&self) -> Running {
+        self.running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// openraft's handle on the Raft node running now.
+    pub(crate) fn raft(&self) -> Raft {
+        self.running().raft
+    }
+
+    /// Hands a leader's AppendEntries to the Raft node, unless it contradicts what this replica
+    /// saw committed.
+    ///
+    /// Raft assumes a committed entry is never lost, which holds when the log fsyncs before it
+    /// acknowledges. Under `interval` and `never` two replicas can lose power and come back
+    /// without entries the third saw committed, elect a leader between them and write new
+    /// entries at those indexes. openraft cannot take back a commit (it would skip the leader's
+    /// entries below its commit position and keep its own, so the logs would differ for good),
+    /// so the replica drops its log from the first index in conflict, starts its Raft node
+    /// again over what is left (which then catches up from the leader, as after a restart), and
+    /// answers UNAVAILABLE: the leader sends again. Under `always` this never happens.
+    pub(crate) async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<PartitionRaft>,
+    ) -> Result<
+        Result<AppendEntriesResponse<PartitionRaft>, RaftError<PartitionRaft>>,
+        ReplicationError,
+    > {
+        let running = self.running();
+        if let Some(index) = self
+            .first_conflict_below_commit(&running.raft, &rpc)
+            .await?
+        {
+            self.restart_from(index, running.generation).await?;
+            return Err(ReplicationError::Resynced {
+                group: self.group.clone(),
+                index,
+            });
+        }
+        Ok(running.raft.append_entries(rpc).await)
+    }
+
+    /// The first index at or below this replica's commit position where `rpc` (its previous
+    /// entry and its entries) names another entry than the replica's log holds.
+    async fn first_conflict_below_commit(
+        &self,
+        raft: &Raft,
+        rpc: &AppendEntriesRequest<PartitionRaft>,
+    ) -> Result<Option<u64>, ReplicationError> {
+        let (committed, purged) = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            (m.local_committed, m.purged)
+        };
+        let Some(committed) = committed else {
+            return Ok(None);
+        };
+        let purged_next = purged.map_or(0, |p| p.index + 1);
+        let ids = rpc
+            .prev_log_id
+            .iter()
+            .copied()
+            .chain(rpc.entries.iter().map(|e| e.log_id));
+        for id in ids.filter(|id| (purged_next..=committed.index).contains(&id.index)) {
+            let term = id.leader_id.term;
+            // One leader per term: an entry of the committed entry's term at or below it is
+            // the replica's own; one of a later term cannot be.
+            if term == committed.leader_id.term {
+                continue;
+            }
+            if term > committed.leader_id.term || self.term_of(id.index).await? != Some(term) {
+                return Ok(Some(id.index));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The term of the entry at `index` in the replica's log, if the log holds it.
+    async fn term_of(&self, index: u64) -> Result<Option<u64>, ReplicationError> {
+        let log = self.log.clone();
+        blocking(move || {
+            let stored = stored_index(index);
+            match log.first_entry_from(stored)? {
+                Some((offset, found)) if found == stored => Ok(Some(log.header_at(offset)?.term)),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Stops the Raft node of `generation`, drops the log's entries from `index` on, and starts
+    /// a new node over the log (its commit position then comes from the leader again). Does
+    /// nothing if the node was started again or shut down since.
+    async fn restart_from(&self, index: u64, generation: u64) -> Result<(), ReplicationError> {
+        let stopped = self.restarting.lock().await;
+        let old = self.running();
+        if *stopped || old.generation != generation {
+            return Ok(());
+        }
+        tracing::warn!(
+            group = %self.group,
+            index,
+            "a leader's entries contradict entries this replica saw committed (lost by a power cut \
+             under a policy that does not fsync before acknowledging): dropping them and \
+             starting the replica again"
+        );
+        old.raft
+            .shutdown()
+            .await
+            .map_err(|e| ReplicationError::Task(e.to_string()))?;
+        // Its state machine worker may still be applying entries that the cut removes.
+        old.machine.retire();
+        let log = self.log.clone();
+        blocking(move || {
+            if let Some((offset, _)) = log.first_entry_from(stored_index(index))? {
+                log.truncate(offset)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let (store, machine) = open_partition(self.log.clone())?;
+        machine.take_listener(&old.machine);
+        let raft = Raft::new(
+            self.node_id,
+            self.config.clone(),
+            self.network.clone(),
+            store,
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| ReplicationError::Task(e.to_string()))?;
+        *self.running.write().unwrap_or_else(PoisonError::into_inner) = Running {
+            raft,
+            machine,
+            generation: generation + 1,
+        };
+        Ok(())
     }
 }

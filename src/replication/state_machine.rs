@@ -23,7 +23,7 @@ use std::{
     io,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -49,6 +49,9 @@ pub struct PartitionMachine {
     committed_next: Arc<AtomicU64>,
     /// Told every time the commit position moves (the partition's high watermark).
     listener: Arc<Mutex<Option<Arc<dyn LogEndListener>>>>,
+    /// Set once another machine replaced this one (its Raft node stopped, the log may be cut
+    /// back): an apply still under way fails rather than report entries it could not read.
+    retired: Arc<AtomicBool>,
 }
 
 impl PartitionMachine {
@@ -71,6 +74,7 @@ impl PartitionMachine {
             applied: Arc::new(Mutex::new(applied)),
             committed_next: Arc::new(AtomicU64::new(next)),
             listener: Arc::default(),
+            retired: Arc::default(),
         }
     }
 
@@ -79,6 +83,25 @@ impl PartitionMachine {
         let mut slot = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
         listener.log_end_moved(self.committed_next_offset());
         *slot = Some(listener);
+    }
+
+    /// Marks this machine replaced: its Raft node is stopped, and an apply still under way
+    /// fails from now on.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes over the listener `from` tells (a machine that replaces `from`) and tells it this
+    /// machine's commit position.
+    pub(crate) fn take_listener(&self, from: &PartitionMachine) {
+        let taken = from
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(l) = taken {
+            self.on_commit(l);
+        }
     }
 
     fn committed_moved(&self) {
@@ -183,6 +206,11 @@ impl RaftStateMachine<PartitionRaft> for PartitionMachine {
             if let Some(r) = responder {
                 r.send(response);
             }
+        }
+        if self.retired.load(Ordering::SeqCst) {
+            return Err(io::Error::other(ReplicationError::Task(
+                "the replica's Raft node was started again".into(),
+            )));
         }
         Ok(())
     }

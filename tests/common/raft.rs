@@ -170,12 +170,24 @@ async fn bind_again(addr: SocketAddr) -> TcpListener {
     panic!("{addr} stays taken");
 }
 
-/// Starts `nodes` and makes them one group.
+/// Starts `nodes` and makes them one group: returns once a leader has committed its first
+/// entry, so the membership is on a majority (a power cut of the first node before that could
+/// take the group's only copy of it).
 pub async fn start_group(nodes: &mut [Node]) {
     for n in nodes.iter_mut() {
         n.start().await;
     }
     nodes[0].replica().initialize(members(nodes)).await.unwrap();
+    let leader = find_leader(nodes, Duration::from_secs(30))
+        .await
+        .expect("the new group elects a leader in 30 s");
+    nodes[leader]
+        .replica()
+        .raft()
+        .wait(Some(Duration::from_secs(30)))
+        .applied_index_at_least(Some(1), "the leader's first entry")
+        .await
+        .unwrap();
 }
 
 /// A one-node group over `log` (no Raft service: it has no one to talk to), made and ready.
