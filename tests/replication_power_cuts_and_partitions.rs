@@ -75,6 +75,8 @@ struct Tally {
     unknown: usize,
     cuts: u32,
     isolations: u32,
+    /// Raft nodes started again because their replica dropped entries it saw committed.
+    restarts: u64,
 }
 
 async fn run(seed: u64, rounds: u64, fsync: FsyncPolicy) -> Tally {
@@ -146,6 +148,7 @@ async fn run(seed: u64, rounds: u64, fsync: FsyncPolicy) -> Tally {
             9 => net.delay_ms.store(rng.below(30), Ordering::SeqCst),
             _ => {
                 let i = rng.below(3) as usize;
+                tally.restarts += nodes[i].replica().restarts();
                 let mut cut_rng = rng.fork();
                 nodes[i].power_cut(&mut cut_rng).await;
                 tally.cuts += 1;
@@ -234,6 +237,7 @@ async fn run(seed: u64, rounds: u64, fsync: FsyncPolicy) -> Tally {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for n in &mut nodes {
+        tally.restarts += n.replica().restarts();
         n.stop().await;
     }
     tally
@@ -248,6 +252,11 @@ async fn nothing_acknowledged_is_lost_under_power_cuts_partitions_and_delays() {
         let tally = run(seed, rounds, FsyncPolicy::Always).await;
         eprintln!("seed {seed}: {tally:?}");
         assert!(tally.acked > 0, "seed {seed}: nothing was acknowledged");
+        // Under `always` a committed entry is on a majority's disks: no leader can contradict it.
+        assert_eq!(
+            tally.restarts, 0,
+            "seed {seed}: a replica dropped entries it saw committed"
+        );
     }
 }
 

@@ -298,14 +298,26 @@ impl Member {
         raft: &Raft,
         rpc: &AppendEntriesRequest<PartitionRaft>,
     ) -> Result<Option<u64>, ReplicationError> {
-        let (committed, purged) = {
+        let (committed, purged, vote) = {
             let m = raft.metrics();
             let m = m.borrow_watched();
-            (m.local_committed, m.purged)
+            (m.local_committed, m.purged, m.vote)
         };
         let Some(committed) = committed else {
             return Ok(None);
         };
+        // Only a leader that openraft will listen to counts: a deposed one (a request delayed,
+        // or a leader cut off that has not heard of the new term) may well name other entries,
+        // and openraft refuses its request by its vote. A leader of the committed entry's term
+        // or later has every committed entry (Raft's leader completeness), so a conflict from
+        // it means committed entries were lost.
+        let current = matches!(
+            rpc.vote.partial_cmp(&vote),
+            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+        );
+        if !current || rpc.vote.leader_id.term < committed.leader_id.term {
+            return Ok(None);
+        }
         let purged_next = purged.map_or(0, |p| p.index + 1);
         let ids = rpc
             .prev_log_id
