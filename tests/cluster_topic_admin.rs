@@ -69,6 +69,12 @@ async fn replicated_topics_are_made_and_removed_on_every_broker() {
         .create_topic(create("orders", 2, 3))
         .await
         .expect("create");
+    // CreateTopic answers once each partition's first leader committed its first entry: broker
+    // 2 knows every leader at once, without waiting for an election.
+    let m = cluster.metadata(2, "orders").await.expect("metadata");
+    for p in &m.topics[0].partitions {
+        assert!(p.leader.is_some(), "no leader when create answered: {p:?}");
+    }
     for node in 1..=3 {
         let d = cluster
             .client(node)

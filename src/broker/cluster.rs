@@ -431,6 +431,12 @@ impl Replica {
         }
     }
 
+    /// Waits at most `within` for the partition's group to have a leader that committed its
+    /// first entry (not from the runtime's own threads); `false` if it took longer.
+    pub(crate) fn wait_first_leader(&self, within: Duration) -> bool {
+        self.runtime.block_on(self.raft.wait_first_leader(within))
+    }
+
     /// The leader this replica knows of.
     pub(crate) fn leader(&self) -> Option<u64> {
         self.raft.leader()

@@ -50,6 +50,7 @@ use std::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 use topic::{TOPIC_FILE, Topic, TopicFile};
 
@@ -436,6 +437,21 @@ impl Broker {
     /// Node ids of the replicas of each of the topic's partitions (empty: not replicated).
     pub fn topic_replicas(&self, name: &str) -> Result<Vec<Vec<u64>>> {
         Ok(self.topic(name)?.replicas())
+    }
+
+    /// Waits, at most `within` in all, until every replicated partition of topic `name` on this
+    /// broker has a leader that committed its first entry (so it takes produces, and its
+    /// membership is on a majority). Returns how many partitions still had none. Blocks: not
+    /// from the runtime's own threads.
+    pub fn wait_for_leaders(&self, name: &str, within: Duration) -> Result<usize> {
+        let topic = self.topic(name)?;
+        let deadline = Instant::now() + within;
+        Ok(topic
+            .partitions
+            .iter()
+            .filter_map(|p| p.replica.as_ref())
+            .filter(|r| !r.wait_first_leader(deadline.saturating_duration_since(Instant::now())))
+            .count())
     }
 
     fn check_partition_count(&self, partitions: u32) -> Result<()> {

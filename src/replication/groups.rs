@@ -1,7 +1,11 @@
 //! The Raft groups of one broker's partition replicas, by name: what its Raft service
 //! dispatches other brokers' requests to.
 
-use super::{partition::Member, state_machine::PartitionMachine, types::PartitionRaft};
+use super::{ReplicationError, state_machine::PartitionMachine, types::PartitionRaft};
+use openraft::{
+    errors::RaftError,
+    raft::{AppendEntriesRequest, AppendEntriesResponse},
+};
 use std::{
     collections::HashMap,
     sync::{Arc, PoisonError, RwLock},
@@ -10,16 +14,34 @@ use std::{
 /// openraft's handle on a partition's Raft group.
 pub type Raft = openraft::Raft<PartitionRaft, PartitionMachine>;
 
+/// What openraft answers an AppendEntries with.
+pub(crate) type AppendAnswer =
+    Result<AppendEntriesResponse<PartitionRaft>, RaftError<PartitionRaft>>;
+
+/// A replica as the broker's Raft service sees it (`partition.rs` has the one kind).
+#[tonic::async_trait]
+pub(crate) trait GroupMember: Send + Sync {
+    /// openraft's handle on the replica's Raft node running now.
+    fn raft(&self) -> Raft;
+
+    /// Hands a leader's AppendEntries to the replica's Raft node, unless the replica must first
+    /// start it again (an error then: the leader sends again).
+    async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<PartitionRaft>,
+    ) -> Result<AppendAnswer, ReplicationError>;
+}
+
 /// The Raft groups of one broker's replicas, by group name ("topic/partition"): what its Raft
 /// service dispatches to.
 #[derive(Clone, Default)]
 pub struct PartitionGroups {
-    groups: Arc<RwLock<HashMap<String, Arc<Member>>>>,
+    groups: Arc<RwLock<HashMap<String, Arc<dyn GroupMember>>>>,
 }
 
 impl PartitionGroups {
     /// The group named `group`, if this broker has a replica in it.
-    pub(crate) fn get(&self, group: &str) -> Option<Arc<Member>> {
+    pub(crate) fn get(&self, group: &str) -> Option<Arc<dyn GroupMember>> {
         self.groups
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -27,7 +49,7 @@ impl PartitionGroups {
             .cloned()
     }
 
-    pub(crate) fn insert(&self, group: String, member: Arc<Member>) {
+    pub(crate) fn insert(&self, group: String, member: Arc<dyn GroupMember>) {
         self.groups
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -4,8 +4,7 @@
 //! openraft's messages in bincode (standard configuration, serde).
 
 use super::{
-    groups::{PartitionGroups, Raft},
-    partition::Member,
+    groups::{GroupMember, PartitionGroups, Raft},
     state_machine::SnapshotPosition,
     types::{PartitionRaft, SnapshotMeta, Vote},
 };
@@ -306,7 +305,7 @@ impl RaftService {
             .max_decoding_message_size(2 * crate::record::MAX_BATCH_BYTES)
     }
 
-    fn member(&self, group: &str) -> Result<Arc<Member>, Status> {
+    fn member(&self, group: &str) -> Result<Arc<dyn GroupMember>, Status> {
         self.groups
             .get(group)
             .ok_or_else(|| Status::not_found(format!("no Raft group {group} on this broker")))

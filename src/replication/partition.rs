@@ -3,7 +3,7 @@
 use super::{
     ReplicationError,
     error::blocking,
-    groups::{PartitionGroups, Raft},
+    groups::{AppendAnswer, GroupMember, PartitionGroups, Raft},
     network::RaftClients,
     open_partition,
     state_machine::PartitionMachine,
@@ -18,7 +18,7 @@ use openraft::{
     BasicNode,
     async_runtime::WatchReceiver,
     errors::{ClientWriteError, RaftError},
-    raft::{AppendEntriesRequest, AppendEntriesResponse},
+    raft::AppendEntriesRequest,
 };
 use std::{
     collections::BTreeMap,
@@ -33,7 +33,7 @@ pub struct ReplicatedPartition {
 /// A replica as its broker's Raft service sees it: the Raft node that answers other replicas,
 /// which is started again (over the same log) when the replica has to drop entries it had seen
 /// committed (see [`Member::append_entries`]).
-pub(crate) struct Member {
+struct Member {
     node_id: u64,
     group: String,
     log: Arc<Log>,
@@ -207,6 +207,17 @@ impl ReplicatedPartition {
         self.member.running().machine.on_commit(listener);
     }
 
+    /// Waits at most `within` for the group's first leader to have committed its first entry
+    /// and this replica to have applied it: the group then takes produces, and its membership
+    /// is on a majority (synced under every policy). `false` if that took longer.
+    pub async fn wait_first_leader(&self, within: std::time::Duration) -> bool {
+        self.raft()
+            .wait(Some(within))
+            .applied_index_at_least(Some(1), "the group's first leader's first entry")
+            .await
+            .is_ok()
+    }
+
     /// The leader this replica knows of, if any.
     pub fn leader(&self) -> Option<u64> {
         self.raft().metrics().borrow_watched().current_leader
@@ -252,43 +263,6 @@ impl Member {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    /// openraft's handle on the Raft node running now.
-    pub(crate) fn raft(&self) -> Raft {
-        self.running().raft
-    }
-
-    /// Hands a leader's AppendEntries to the Raft node, unless it contradicts what this replica
-    /// saw committed.
-    ///
-    /// Raft assumes a committed entry is never lost, which holds when the log fsyncs before it
-    /// acknowledges. Under `interval` and `never` two replicas can lose power and come back
-    /// without entries the third saw committed, elect a leader between them and write new
-    /// entries at those indexes. openraft cannot take back a commit (it would skip the leader's
-    /// entries below its commit position and keep its own, so the logs would differ for good),
-    /// so the replica drops its log from the first index in conflict, starts its Raft node
-    /// again over what is left (which then catches up from the leader, as after a restart), and
-    /// answers UNAVAILABLE: the leader sends again. Under `always` this never happens.
-    pub(crate) async fn append_entries(
-        &self,
-        rpc: AppendEntriesRequest<PartitionRaft>,
-    ) -> Result<
-        Result<AppendEntriesResponse<PartitionRaft>, RaftError<PartitionRaft>>,
-        ReplicationError,
-    > {
-        let running = self.running();
-        if let Some(index) = self
-            .first_conflict_below_commit(&running.raft, &rpc)
-            .await?
-        {
-            self.restart_from(index, running.generation).await?;
-            return Err(ReplicationError::Resynced {
-                group: self.group.clone(),
-                index,
-            });
-        }
-        Ok(running.raft.append_entries(rpc).await)
     }
 
     /// The first index at or below this replica's commit position where `rpc` (its previous
@@ -398,5 +372,42 @@ impl Member {
             generation: generation + 1,
         };
         Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl GroupMember for Member {
+    /// openraft's handle on the Raft node running now.
+    fn raft(&self) -> Raft {
+        self.running().raft
+    }
+
+    /// Hands a leader's AppendEntries to the Raft node, unless it contradicts what this replica
+    /// saw committed.
+    ///
+    /// Raft assumes a committed entry is never lost, which holds when the log fsyncs before it
+    /// acknowledges. Under `interval` and `never` two replicas can lose power and come back
+    /// without entries the third saw committed, elect a leader between them and write new
+    /// entries at those indexes. openraft cannot take back a commit (it would skip the leader's
+    /// entries below its commit position and keep its own, so the logs would differ for good),
+    /// so the replica drops its log from the first index in conflict, starts its Raft node
+    /// again over what is left (which then catches up from the leader, as after a restart), and
+    /// answers UNAVAILABLE: the leader sends again. Under `always` this never happens.
+    async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<PartitionRaft>,
+    ) -> Result<AppendAnswer, ReplicationError> {
+        let running = self.running();
+        if let Some(index) = self
+            .first_conflict_below_commit(&running.raft, &rpc)
+            .await?
+        {
+            self.restart_from(index, running.generation).await?;
+            return Err(ReplicationError::Resynced {
+                group: self.group.clone(),
+                index,
+            });
+        }
+        Ok(running.raft.append_entries(rpc).await)
     }
 }

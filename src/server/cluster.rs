@@ -21,6 +21,10 @@ use tonic::{Request, Response, Status, transport::Channel};
 
 /// How long one internal request to another broker may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long CreateTopic waits, after every broker has its replicas, for the partitions' first
+/// leaders.
+pub(super) const FIRST_LEADER_WAIT: Duration = Duration::from_secs(10);
 /// How often an unknown broker's client address is asked for.
 const LEARN_INTERVAL: Duration = Duration::from_millis(500);
 /// How often known addresses are asked for again (a broker restarted on another port).

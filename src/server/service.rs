@@ -130,6 +130,22 @@ impl Strata for Service {
             let broker = self.broker.clone();
             let file = blocking(move || broker.topic_file(&name)).await?;
             cluster::on_peers(cluster, &info.name, Some(file)).await?;
+            // Answer once the partitions take produces (as Kafka's leaders are elected when
+            // CreateTopics returns), which also puts each group's membership on a majority.
+            // The topic exists either way; a produce before its leader is elected is
+            // UNAVAILABLE and retried.
+            let broker = self.broker.clone();
+            let name = info.name.clone();
+            let leaderless =
+                blocking(move || broker.wait_for_leaders(&name, cluster::FIRST_LEADER_WAIT))
+                    .await?;
+            if leaderless > 0 {
+                tracing::warn!(
+                    topic = %info.name,
+                    leaderless,
+                    "created, but partitions have no leader yet"
+                );
+            }
         }
         Ok(Response::new(proto::CreateTopicResponse {
             topic: Some(convert::topic_info(&info)),
