@@ -1,8 +1,8 @@
 //! Replicated topics are created and deleted on every broker of a cluster, and what cannot be
 //! done is refused with a clear status: a replication factor on a broker without cluster
 //! settings (FAILED_PRECONDITION), one other than the cluster's size (INVALID_ARGUMENT), a
-//! create while a broker is down (UNAVAILABLE, naming it); `strata cluster status` shows every
-//! replica.
+//! create while a broker is down (UNAVAILABLE, naming it, and undone everywhere, so the same
+//! create succeeds once the broker is back); `strata cluster status` shows every replica.
 
 mod common;
 
@@ -143,4 +143,23 @@ async fn replicated_topics_are_made_and_removed_on_every_broker() {
         .expect_err("node 3 is down");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("node 3"), "{refused:?}");
+
+    // A create is all or nothing: the failed one left no topic behind, so once node 3 is back
+    // the same create succeeds, and every broker has the topic.
+    cluster.restart(3);
+    c1.create_topic(create("payments", 1, 3))
+        .await
+        .expect("the same create, with every broker up");
+    for node in 1..=3 {
+        let d = cluster
+            .client(node)
+            .await
+            .describe_topic(DescribeTopicRequest {
+                name: "payments".into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("node {node}: {e:?}"))
+            .into_inner();
+        assert_eq!(d.topic.unwrap().replication_factor, 3, "node {node}");
+    }
 }

@@ -106,58 +106,77 @@ async fn describe(addr: &str) -> Result<DescribeReply, String> {
         .map_err(|s| s.message().to_owned())
 }
 
-/// Asks every other broker of the cluster to create (`create`: true) or delete its replicas of
-/// `topic`; the first broker that fails the request fails the whole (after two more tries).
+/// Asks every other broker of the cluster to create (`topic_file` given) or delete its replicas
+/// of `topic`; the first broker that fails the request fails the whole (after two more tries).
 pub(super) async fn on_peers(
     cluster: &ClusterConfig,
     topic: &str,
     topic_file: Option<Vec<u8>>,
 ) -> Result<(), BrokerError> {
-    let request = ReplicasRequest {
-        topic: topic.to_owned(),
-        topic_file: topic_file.clone().unwrap_or_default().into(),
-    };
     for (&node_id, addr) in cluster.peers.iter().filter(|(n, _)| **n != cluster.node_id) {
-        let mut last = String::new();
-        let mut done = false;
-        for attempt in 0..3 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            let mut client = match connect(addr).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            let answer = if topic_file.is_some() {
-                client.create_replicas(request.clone()).await
-            } else {
-                client.delete_replicas(request.clone()).await
-            };
-            match answer {
-                Ok(_) => {
-                    done = true;
-                    break;
-                }
-                // A refusal (not a broken link) will not change on a retry.
-                Err(s) if s.code() != tonic::Code::Unavailable => {
-                    s.message().clone_into(&mut last);
-                    break;
-                }
-                Err(s) => s.message().clone_into(&mut last),
-            }
-        }
-        if !done {
-            return Err(BrokerError::PeerUnavailable {
-                node_id,
-                address: addr.clone(),
-                reason: last,
-            });
-        }
+        ask_peer(node_id, addr, topic, topic_file.as_deref()).await?;
     }
     Ok(())
+}
+
+/// Undoes a create that failed on some broker: deletes `topic` here and asks every other broker
+/// to delete its replicas, going on past the ones that fail (logged), so that the same create can
+/// be sent again once every broker is back.
+pub(super) async fn undo_create(broker: Arc<Broker>, cluster: &ClusterConfig, topic: &str) {
+    let name = topic.to_owned();
+    if let Err(e) = blocking(move || broker.delete_topic(&name)).await {
+        tracing::warn!(topic, error = %e, "undoing a failed create: not deleted here");
+    }
+    for (&node_id, addr) in cluster.peers.iter().filter(|(n, _)| **n != cluster.node_id) {
+        if let Err(e) = ask_peer(node_id, addr, topic, None).await {
+            tracing::warn!(topic, node_id, error = %e, "undoing a failed create: not deleted there");
+        }
+    }
+}
+
+/// Asks broker `node_id` at `addr` to create (`topic_file` given) or delete its replicas of
+/// `topic`, trying twice more after a broken link (a refusal will not change on a retry).
+async fn ask_peer(
+    node_id: u64,
+    addr: &str,
+    topic: &str,
+    topic_file: Option<&[u8]>,
+) -> Result<(), BrokerError> {
+    let request = ReplicasRequest {
+        topic: topic.to_owned(),
+        topic_file: topic_file.map(<[u8]>::to_vec).unwrap_or_default().into(),
+    };
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut client = match connect(addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let answer = if topic_file.is_some() {
+            client.create_replicas(request.clone()).await
+        } else {
+            client.delete_replicas(request.clone()).await
+        };
+        match answer {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() != tonic::Code::Unavailable => {
+                s.message().clone_into(&mut last);
+                break;
+            }
+            Err(s) => s.message().clone_into(&mut last),
+        }
+    }
+    Err(BrokerError::PeerUnavailable {
+        node_id,
+        address: addr.to_owned(),
+        reason: last,
+    })
 }
 
 /// The `strata.raft.v1.Cluster` service.

@@ -129,7 +129,12 @@ impl Strata for Service {
         {
             let broker = self.broker.clone();
             let file = blocking(move || broker.topic_file(&name)).await?;
-            cluster::on_peers(cluster, &info.name, Some(file)).await?;
+            // All or nothing: a create that some broker did not take is undone everywhere, so
+            // that the same create can be sent again once that broker is back.
+            if let Err(e) = cluster::on_peers(cluster, &info.name, Some(file)).await {
+                cluster::undo_create(self.broker.clone(), cluster, &info.name).await;
+                return Err(e.into());
+            }
             // Answer once the partitions take produces (as Kafka's leaders are elected when
             // CreateTopics returns), which also puts each group's membership on a majority.
             // The topic exists either way; a produce before its leader is elected is
