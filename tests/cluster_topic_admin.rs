@@ -16,6 +16,24 @@ use tonic::Code;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
+/// Checks that every broker of `cluster` has topic `name` with three replicas.
+async fn on_every_broker(cluster: &Cluster, name: &str) {
+    for node in 1..=3 {
+        let d = cluster
+            .client(node)
+            .await
+            .describe_topic(DescribeTopicRequest { name: name.into() })
+            .await
+            .unwrap_or_else(|e| panic!("node {node}: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            d.topic.expect("the topic").replication_factor,
+            3,
+            "node {node}"
+        );
+    }
+}
+
 fn create(name: &str, partitions: u32, replication_factor: u32) -> CreateTopicRequest {
     CreateTopicRequest {
         name: name.into(),
@@ -75,18 +93,7 @@ async fn replicated_topics_are_made_and_removed_on_every_broker() {
     for p in &m.topics[0].partitions {
         assert!(p.leader.is_some(), "no leader when create answered: {p:?}");
     }
-    for node in 1..=3 {
-        let d = cluster
-            .client(node)
-            .await
-            .describe_topic(DescribeTopicRequest {
-                name: "orders".into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("node {node}: {e:?}"))
-            .into_inner();
-        assert_eq!(d.topic.unwrap().replication_factor, 3, "node {node}");
-    }
+    on_every_broker(&cluster, "orders").await;
     for p in 0..2 {
         cluster.leader("orders", p, WITHIN).await;
     }
@@ -150,16 +157,5 @@ async fn replicated_topics_are_made_and_removed_on_every_broker() {
     c1.create_topic(create("payments", 1, 3))
         .await
         .expect("the same create, with every broker up");
-    for node in 1..=3 {
-        let d = cluster
-            .client(node)
-            .await
-            .describe_topic(DescribeTopicRequest {
-                name: "payments".into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("node {node}: {e:?}"))
-            .into_inner();
-        assert_eq!(d.topic.unwrap().replication_factor, 3, "node {node}");
-    }
+    on_every_broker(&cluster, "payments").await;
 }
