@@ -197,14 +197,15 @@ impl ReplicatedPartition {
     /// The offset after the last committed producer batch this replica applied: what it may
     /// serve to consumers.
     pub fn committed_next_offset(&self) -> u64 {
-        self.member.running().machine.committed_next_offset()
+        self.member
+            .with_running(|r| r.machine.committed_next_offset())
     }
 
     /// Tells `listener` the commit position (the offset after the last committed producer
     /// batch applied here) now and every time it moves: what feeds the partition's high
     /// watermark. It stays told across a restart of the Raft node.
     pub fn on_commit(&self, listener: Arc<dyn LogEndListener>) {
-        self.member.running().machine.on_commit(listener);
+        self.member.with_running(|r| r.machine.on_commit(listener));
     }
 
     /// Waits at most `within` for the group's first leader to have committed its first entry
@@ -230,14 +231,14 @@ impl ReplicatedPartition {
 
     /// openraft's handle (metrics, membership changes, waiting) on the Raft node running now.
     pub fn raft(&self) -> Raft {
-        self.member.running().raft
+        self.member.with_running(|r| r.raft.clone())
     }
 
     /// How many times this replica's Raft node was started again because the replica had to
     /// drop entries it had seen committed (possible only when the log does not fsync before
     /// acknowledging).
     pub fn restarts(&self) -> u64 {
-        self.member.running().generation
+        self.member.with_running(|r| r.generation)
     }
 
     /// The replica's log.
@@ -258,11 +259,13 @@ impl ReplicatedPartition {
 }
 
 impl Member {
+    /// Runs `f` on the Raft node running now, under the read lock (no handle cloned).
+    fn with_running<T>(&self, f: impl FnOnce(&Running) -> T) -> T {
+        f(&self.running.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     fn running(&self) -> Running {
-        self.running
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.with_running(Running::clone)
     }
 
     /// The first index at or below this replica's commit position where `rpc` (its previous
@@ -379,7 +382,7 @@ impl Member {
 impl GroupMember for Member {
     /// openraft's handle on the Raft node running now.
     fn raft(&self) -> Raft {
-        self.running().raft
+        self.with_running(|r| r.raft.clone())
     }
 
     /// Hands a leader's AppendEntries to the Raft node, unless it contradicts what this replica
