@@ -16,8 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // API's reflection does not list it.
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    std::fs::create_dir_all(out_dir.join("raft"))?;
     tonic_prost_build::configure()
         .bytes(".")
+        // Forwarded group requests carry the client API's messages: its generated types.
+        .extern_path(".strata.v1", "crate::proto")
+        // In a directory of its own: protoc hands it the imported client API too.
+        .out_dir(out_dir.join("raft"))
         .compile_with_config(config, &["proto/strata/raft/v1/raft.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

@@ -58,6 +58,6 @@ pub mod proto {
     /// Raft service.
     #[allow(missing_docs, clippy::pedantic)]
     pub mod raft {
-        tonic::include_proto!("strata.raft.v1");
+        include!(concat!(env!("OUT_DIR"), "/raft/strata.raft.v1.rs"));
     }
 }

@@ -431,6 +431,21 @@ impl Replica {
         }
     }
 
+    /// A linearizable read barrier on the partition's group (see
+    /// `ReplicatedPartition::read_barrier`): the commit position once this replica, still the
+    /// leader, has applied everything committed before the call. Blocks: not from the runtime's
+    /// own threads.
+    pub(crate) fn read_barrier(
+        &self,
+        topic: &str,
+        partition: u32,
+        within: Duration,
+    ) -> Result<u64> {
+        self.runtime
+            .block_on(self.raft.read_barrier(within))
+            .map_err(|e| self.produce_error(topic, partition, e))
+    }
+
     /// Waits at most `within` for the partition's group to have a leader that committed its
     /// first entry (not from the runtime's own threads); `false` if it took longer.
     pub(crate) fn wait_first_leader(&self, within: Duration) -> bool {

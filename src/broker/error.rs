@@ -220,6 +220,18 @@ pub enum BrokerError {
         /// What went wrong.
         reason: String,
     },
+    /// A consumer group request reached a broker that does not lead the controller group,
+    /// which coordinates every group (the server forwards it there when it can).
+    #[error("{}", match coordinator {
+        Some(c) => format!("broker node {node_id} does not coordinate consumer groups; node {c} does"),
+        None => format!("broker node {node_id} does not coordinate consumer groups and knows of no broker that does yet (an election is under way); retry"),
+    })]
+    NotCoordinator {
+        /// This broker's node id.
+        node_id: u64,
+        /// The broker that does, if this one knows.
+        coordinator: Option<u64>,
+    },
     /// The broker is shutting down and takes no more work.
     #[error("the broker is shutting down; retry against the restarted broker")]
     ShuttingDown,

@@ -15,6 +15,7 @@
 mod assignor;
 mod cluster;
 mod config;
+mod controller;
 mod error;
 mod groups;
 mod membership;
@@ -30,6 +31,7 @@ pub use cluster::{ClusterConfig, Directory, LeaderHint, RaftTimings};
 pub use config::{
     BrokerConfig, FsyncMode, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicConfig, TopicConfigUpdate,
 };
+pub use controller::Coordinator;
 pub use error::BrokerError;
 pub use groups::CommittedOffset;
 pub use membership::{
@@ -128,7 +130,10 @@ pub struct Broker {
     damaged: RwLock<BTreeMap<String, String>>,
     /// Serialises create, delete and alter, which touch files and the map together.
     admin: Mutex<()>,
-    groups: groups::GroupStore,
+    groups: Arc<groups::GroupStore>,
+    /// This broker's replica of the controller group, in a cluster: it coordinates every group
+    /// while it leads.
+    controller: Option<controller::Controller>,
     producer_ids: producer_ids::ProducerIds,
     /// Live group members and their assignments (in memory; see membership.rs).
     membership: Mutex<membership::Membership>,
@@ -175,6 +180,8 @@ impl Broker {
                 groups.forget_topic(&topic)?;
             }
         }
+        let groups = Arc::new(groups);
+        let controller = controller::Controller::open(&io, &data_dir, &config, groups.clone())?;
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
         let known_groups = groups.list();
         tracing::info!(
@@ -193,6 +200,7 @@ impl Broker {
             damaged: RwLock::new(damaged),
             admin: Mutex::new(()),
             groups,
+            controller,
             producer_ids,
             membership: Mutex::new(membership::Membership::new(
                 group_timings,
@@ -247,6 +255,9 @@ impl Broker {
             .admin
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = &self.controller {
+            c.stop();
+        }
         let topics = std::mem::take(&mut *write_lock(&self.topics));
         let mut first_error = None;
         for (name, topic) in topics {
@@ -299,6 +310,9 @@ impl Broker {
     /// [`Broker::close`]). Call it while the runtime in the cluster settings still runs, and
     /// not from it: `strata serve` does once it stops serving.
     pub fn stop_replication(&self) {
+        if let Some(c) = &self.controller {
+            c.stop();
+        }
         for topic in self.all_topics() {
             for p in &topic.partitions {
                 if let Some(replica) = &p.replica {
@@ -675,6 +689,7 @@ impl Broker {
     pub fn delete_group(&self, group: &str) -> Result<()> {
         validate_group_name(group)?;
         self.check_open()?;
+        self.group_read()?;
         let members = self
             .members()
             .describe(group, now_ms())
@@ -685,12 +700,40 @@ impl Broker {
                 refusal: membership::Refusal::HasMembers { members },
             });
         }
+        if let Some(c) = &self.controller {
+            self.groups
+                .all(group)?
+                .ok_or_else(|| BrokerError::GroupNotFound {
+                    group: group.to_owned(),
+                })?;
+            return c.propose(&controller::Command::DeleteGroup {
+                group: group.to_owned(),
+            });
+        }
         if !self.groups.delete(group)? {
             return Err(BrokerError::GroupNotFound {
                 group: group.to_owned(),
             });
         }
         Ok(())
+    }
+
+    /// Before serving a group request in a cluster: [`BrokerError::NotCoordinator`] unless this
+    /// broker coordinates groups, and there a read barrier (every commit acknowledged before is
+    /// applied here). Nothing on a single broker.
+    fn group_read(&self) -> Result<()> {
+        match &self.controller {
+            Some(c) => c.read_barrier(),
+            None => Ok(()),
+        }
+    }
+
+    /// Which broker coordinates consumer groups: this one without a cluster.
+    pub fn group_coordinator(&self) -> Coordinator {
+        match &self.controller {
+            Some(c) => c.coordinator(),
+            None => Coordinator::Here,
+        }
     }
 
     /// The offset `start` means in this partition, checked to lie in `[earliest, next]`
@@ -750,6 +793,9 @@ impl Broker {
                 "there is nothing to commit",
             ));
         }
+        if let Some(c) = &self.controller {
+            c.check_here()?;
+        }
         let now = now_ms();
         for c in &offsets {
             let topic = self.topic(&c.topic)?;
@@ -761,7 +807,11 @@ impl Broker {
                     refusal,
                 })?;
             let (earliest, next) = (p.log.earliest_offset(), p.high_watermark());
-            if c.offset < earliest || c.offset > next {
+            // A replicated partition's high watermark on the coordinator (a follower of it, as
+            // like as not) can trail its leader's, which the consumer read up to: only the
+            // lower bound is checked there, as Kafka checks neither.
+            let beyond = c.offset > next && p.replica.is_none();
+            if c.offset < earliest || beyond {
                 return Err(BrokerError::CommitOutOfRange {
                     topic: c.topic.clone(),
                     partition: c.partition,
@@ -771,7 +821,13 @@ impl Broker {
                 });
             }
         }
-        self.groups.commit(group, offsets)
+        match &self.controller {
+            Some(c) => c.propose(&controller::Command::Commit {
+                group: group.to_owned(),
+                offsets,
+            }),
+            None => self.groups.commit(group, offsets),
+        }
     }
 
     /// One heartbeat of a group member (see `membership.rs`): joins, leaves, or reports what the
@@ -784,6 +840,9 @@ impl Broker {
                 "topics",
                 "a member follows at least one topic",
             ));
+        }
+        if let Some(c) = &self.controller {
+            c.check_here()?;
         }
         for t in &heartbeat.topics {
             self.topic(t)?;
@@ -809,6 +868,7 @@ impl Broker {
     pub fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<CommittedOffset>> {
         validate_group_name(group)?;
         self.topic(topic)?;
+        self.group_read()?;
         Ok(self
             .groups
             .all(group)?
@@ -822,6 +882,7 @@ impl Broker {
     /// offsets file is damaged, sorted.
     pub fn list_groups(&self) -> Result<Vec<String>> {
         self.check_open()?;
+        self.group_read()?;
         let mut groups = self.groups.list();
         groups.extend(self.members().groups());
         groups.sort();
@@ -836,6 +897,7 @@ impl Broker {
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         validate_group_name(group)?;
         self.check_open()?;
+        self.group_read()?;
         let offsets = self.groups.all(group)?.unwrap_or_default();
         let members = self.members().describe(group, now_ms());
         if offsets.is_empty() && members.is_none() {

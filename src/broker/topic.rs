@@ -228,6 +228,11 @@ impl Partition {
             .read_below(offset, max_bytes, self.high_watermark())
     }
 
+    /// A receiver notified whenever the high watermark moves (or [`Partition::wake_all`]).
+    pub(crate) fn watch(&self) -> watch::Receiver<Offset> {
+        self.high_watermark.0.subscribe()
+    }
+
     /// Wakes every waiter without changing the high watermark (used on delete and shutdown).
     pub(crate) fn wake_all(&self) {
         self.high_watermark.0.send_modify(|_| {});
@@ -355,7 +360,7 @@ impl PartitionHandle {
     /// A receiver that is notified whenever the partition's high watermark moves, or the topic is
     /// deleted. Take it *before* reading so that no append can slip between the read and the wait.
     pub fn watch(&self) -> watch::Receiver<Offset> {
-        self.part().high_watermark.0.subscribe()
+        self.part().watch()
     }
 
     /// `TopicNotFound` once the topic has been deleted.

@@ -113,6 +113,7 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<(), Failure> {
         Output::Json => {
             out.json(&serde_json::json!({
                 "brokers": first.brokers,
+                "group_coordinator": first.group_coordinator,
                 "replicas": rows,
             }))?;
         }
@@ -138,6 +139,11 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<(), Failure> {
                 })
                 .collect();
             out.table(&["NODE", "ADDRESS", "RAFT", "STATE"], &brokers)?;
+            out.line("")?;
+            out.line(&match first.group_coordinator {
+                Some(n) => format!("group coordinator: node {n}"),
+                None => "group coordinator: none yet (an election is under way)".to_owned(),
+            })?;
             out.line("")?;
             let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
             let table: Vec<Vec<String>> = rows

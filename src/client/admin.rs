@@ -116,6 +116,9 @@ pub struct ClusterMetadata {
     pub brokers: Vec<BrokerInfo>,
     /// The topics asked for, sorted by name.
     pub topics: Vec<TopicMetadata>,
+    /// The broker that coordinates consumer groups, if the answering broker knows one (any
+    /// broker takes group requests and forwards them there).
+    pub group_coordinator: Option<u64>,
 }
 
 impl ClusterMetadata {
@@ -179,6 +182,7 @@ impl From<proto::MetadataResponse> for ClusterMetadata {
     fn from(m: proto::MetadataResponse) -> Self {
         ClusterMetadata {
             node_id: m.node_id,
+            group_coordinator: Some(m.group_coordinator).filter(|&n| n != 0 || m.node_id == 0),
             brokers: m
                 .brokers
                 .into_iter()

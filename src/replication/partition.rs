@@ -17,7 +17,7 @@ use bytes::Bytes;
 use openraft::{
     BasicNode,
     async_runtime::WatchReceiver,
-    errors::{ClientWriteError, RaftError},
+    errors::{ClientWriteError, LinearizableReadError, RaftError},
     raft::AppendEntriesRequest,
 };
 use std::{
@@ -191,6 +191,28 @@ impl ReplicatedPartition {
                 })
             }
             Err(e) => Err(ProduceError::Failed(e.to_string())),
+        }
+    }
+
+    /// A linearizable read barrier (openraft's read index): confirms with a majority that this
+    /// replica still leads, waits until it has applied everything committed when the barrier
+    /// was asked for, and returns its commit position then (the offset after the last
+    /// committed batch). A state read after it sees every write acknowledged before the call.
+    /// Fails with [`ProduceError::NotLeader`] on a follower, and after `within`.
+    pub async fn read_barrier(&self, within: std::time::Duration) -> Result<u64, ProduceError> {
+        let raft = self.raft();
+        let asked = raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex);
+        match tokio::time::timeout(within, asked).await {
+            Ok(Ok(_)) => Ok(self.committed_next_offset()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                Err(ProduceError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
+            Ok(Err(e)) => Err(ProduceError::Failed(e.to_string())),
+            Err(_) => Err(ProduceError::Failed(format!(
+                "no majority confirmed this replica's leadership within {within:?}"
+            ))),
         }
     }
 

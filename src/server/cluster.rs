@@ -7,15 +7,22 @@
 //! theirs; a broker it cannot reach fails the request with UNAVAILABLE (creating again, once it
 //! is back, completes the topic: the others answer an identical topic with success).
 
-use super::{blocking, status::to_status};
+use super::{blocking, groups, status::to_status};
 use crate::broker::{Broker, BrokerError, ClusterConfig};
-use crate::proto::raft::{
-    DescribeReply, DescribeRequest, ReplicasReply, ReplicasRequest,
-    cluster_client::ClusterClient,
-    cluster_server::{Cluster, ClusterServer},
+use crate::proto::{
+    self,
+    raft::{
+        DescribeReply, DescribeRequest, ForwardedHeartbeat, ReplicasReply, ReplicasRequest,
+        cluster_client::ClusterClient,
+        cluster_server::{Cluster, ClusterServer},
+    },
 };
 use crate::replication::{RaftService, serve_raft};
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -179,6 +186,42 @@ async fn ask_peer(
     })
 }
 
+/// Clients of the other brokers' internal ports, for group requests forwarded to the
+/// coordinator: one lazily connected channel per broker, kept.
+pub(super) struct Forwarder {
+    peers: BTreeMap<u64, String>,
+    channels: Mutex<HashMap<u64, Channel>>,
+}
+
+impl Forwarder {
+    pub(super) fn new(cluster: &ClusterConfig) -> Forwarder {
+        Forwarder {
+            peers: cluster.peers.clone(),
+            channels: Mutex::default(),
+        }
+    }
+
+    /// A client of broker `node`'s internal port (UNAVAILABLE for a node not among the peers).
+    pub(super) fn client(&self, node: u64) -> Result<ClusterClient<Channel>, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = channels.get(&node) {
+            return Ok(ClusterClient::new(c.clone()));
+        }
+        let addr = self.peers.get(&node).ok_or_else(|| {
+            Status::unavailable(format!(
+                "the group coordinator is node {node}, which is not among this broker's --peers"
+            ))
+        })?;
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("node {node}'s address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(PEER_TIMEOUT)
+            .connect_lazy();
+        channels.insert(node, channel.clone());
+        Ok(ClusterClient::new(channel))
+    }
+}
+
 /// The `strata.raft.v1.Cluster` service.
 struct ClusterService {
     broker: Arc<Broker>,
@@ -222,5 +265,59 @@ impl Cluster for ClusterService {
             Err(super::RequestError::Broker(e)) => Err(to_status(&e)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<proto::CommitOffsetsRequest>,
+    ) -> Result<Response<proto::CommitOffsetsResponse>, Status> {
+        let answer = groups::commit(self.broker.clone(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn fetch_committed_offsets(
+        &self,
+        request: Request<proto::FetchCommittedOffsetsRequest>,
+    ) -> Result<Response<proto::FetchCommittedOffsetsResponse>, Status> {
+        let answer = groups::fetch_committed(self.broker.clone(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<proto::ListGroupsRequest>,
+    ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        let answer = groups::list(self.broker.clone()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<proto::DescribeGroupRequest>,
+    ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
+        let answer = groups::describe(self.broker.clone(), request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn group_heartbeat(
+        &self,
+        request: Request<ForwardedHeartbeat>,
+    ) -> Result<Response<proto::GroupHeartbeatResponse>, Status> {
+        let ForwardedHeartbeat {
+            request,
+            client_host,
+        } = request.into_inner();
+        let request =
+            request.ok_or_else(|| Status::invalid_argument("a forwarded heartbeat without one"))?;
+        let answer = groups::heartbeat(self.broker.clone(), request, client_host).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<proto::DeleteGroupRequest>,
+    ) -> Result<Response<proto::DeleteGroupResponse>, Status> {
+        let answer = groups::delete(self.broker.clone(), request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 }

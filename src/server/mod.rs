@@ -14,6 +14,7 @@ mod config;
 mod connections;
 mod convert;
 mod error;
+mod groups;
 mod metrics;
 mod observe;
 mod service;
@@ -301,9 +302,15 @@ pub async fn serve(
             },
         );
     }
+    let forwarder = broker
+        .config()
+        .cluster
+        .as_ref()
+        .map(|c| Arc::new(cluster::Forwarder::new(c)));
     let strata = StrataServer::new(service::Service {
         address,
         broker,
+        forwarder,
         auth: auth.clone(),
         config: Arc::new(config),
         shutdown: shutdown_rx.clone(),

@@ -4,13 +4,13 @@
 use super::{
     ConnInfo, RequestError, ServerConfig, Shutdown,
     auth::{Auth, Operation, Principal, Resource},
-    blocking, cluster, convert,
+    blocking, cluster, convert, groups,
     metrics::Metrics,
     subscribe,
     tail::Tail,
 };
-use crate::broker::{Broker, BrokerError, CommittedOffset, ProduceInput, StartPosition};
-use crate::proto::{self, strata_server::Strata};
+use crate::broker::{Broker, BrokerError, Coordinator, ProduceInput, StartPosition};
+use crate::proto::{self, raft::ForwardedHeartbeat, strata_server::Strata};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,6 +22,8 @@ pub(super) struct Service {
     /// Where clients reach this broker.
     pub address: String,
     pub broker: Arc<Broker>,
+    /// In a cluster: how group requests reach the coordinator when it is another broker.
+    pub forwarder: Option<Arc<cluster::Forwarder>>,
     /// Who may do what.
     pub auth: Arc<Auth>,
     pub config: Arc<ServerConfig>,
@@ -371,24 +373,16 @@ impl Strata for Service {
         for o in &req.offsets {
             self.check(&who, Operation::Read, &Resource::topic(&o.topic))?;
         }
-        let offsets = req
-            .offsets
-            .into_iter()
-            .map(|o| CommittedOffset {
-                topic: o.topic,
-                partition: o.partition,
-                offset: o.offset,
-            })
-            .collect();
-        let broker = self.broker.clone();
-        blocking(move || {
-            let member = Some(req.member_id.as_str())
-                .filter(|id| !id.is_empty())
-                .map(|id| (id, req.member_epoch));
-            broker.commit_offsets(&req.group, member, offsets)
-        })
+        let answer = groups::on_coordinator(
+            self.forwarder.as_deref(),
+            || groups::commit(self.broker.clone(), req.clone()),
+            |mut c| {
+                let req = req.clone();
+                async move { c.commit_offsets(req).await }
+            },
+        )
         .await?;
-        Ok(Response::new(proto::CommitOffsetsResponse {}))
+        Ok(Response::new(answer))
     }
 
     async fn fetch_committed_offsets(
@@ -399,18 +393,16 @@ impl Strata for Service {
         let req = request.into_inner();
         self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
         self.check(&who, Operation::Describe, &Resource::topic(&req.topic))?;
-        let broker = self.broker.clone();
-        let offsets = blocking(move || broker.committed_offsets(&req.group, &req.topic)).await?;
-        Ok(Response::new(proto::FetchCommittedOffsetsResponse {
-            offsets: offsets
-                .into_iter()
-                .map(|c| proto::PartitionOffset {
-                    topic: c.topic,
-                    partition: c.partition,
-                    offset: c.offset,
-                })
-                .collect(),
-        }))
+        let answer = groups::on_coordinator(
+            self.forwarder.as_deref(),
+            || groups::fetch_committed(self.broker.clone(), req.clone()),
+            |mut c| {
+                let req = req.clone();
+                async move { c.fetch_committed_offsets(req).await }
+            },
+        )
+        .await?;
+        Ok(Response::new(answer))
     }
 
     async fn list_groups(
@@ -418,16 +410,18 @@ impl Strata for Service {
         request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
         let who = self.who(&request)?;
-        let broker = self.broker.clone();
-        let groups = blocking(move || broker.list_groups()).await?;
-        let groups = groups
-            .into_iter()
-            .filter(|g| {
-                self.auth
-                    .allows(&who, Operation::Describe, &Resource::group(g))
-            })
-            .collect();
-        Ok(Response::new(proto::ListGroupsResponse { groups }))
+        let req = request.into_inner();
+        let mut answer = groups::on_coordinator(
+            self.forwarder.as_deref(),
+            || groups::list(self.broker.clone()),
+            |mut c| async move { c.list_groups(req).await },
+        )
+        .await?;
+        answer.groups.retain(|g| {
+            self.auth
+                .allows(&who, Operation::Describe, &Resource::group(g))
+        });
+        Ok(Response::new(answer))
     }
 
     async fn describe_group(
@@ -437,14 +431,21 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
-        let broker = self.broker.clone();
-        let mut described = blocking(move || broker.describe_group(&req.group)).await?;
+        let mut described = groups::on_coordinator(
+            self.forwarder.as_deref(),
+            || groups::describe(self.broker.clone(), req.clone()),
+            |mut c| {
+                let req = req.clone();
+                async move { c.describe_group(req).await }
+            },
+        )
+        .await?;
         // Offsets and lag of a topic are the topic's to describe: a group reading topics the
         // caller may not see is described without them (its members and their assignments stay).
         described
             .partitions
             .retain(|l| self.describes_topic(&who, &l.topic));
-        Ok(Response::new(convert::group_out(described)))
+        Ok(Response::new(described))
     }
 
     async fn group_heartbeat(
@@ -463,18 +464,19 @@ impl Strata for Service {
         for t in &req.topics {
             self.check(&who, Operation::Read, &Resource::topic(t))?;
         }
-        let group = req.group.clone();
-        let heartbeat = convert::heartbeat_in(req, client_host)?;
-        let broker = self.broker.clone();
-        let answer = blocking(move || broker.heartbeat(&group, heartbeat)).await?;
-        Ok(Response::new(proto::GroupHeartbeatResponse {
-            member_id: answer.member_id,
-            member_epoch: answer.member_epoch,
-            heartbeat_interval_ms: u32::try_from(answer.heartbeat_interval.as_millis())
-                .unwrap_or(u32::MAX),
-            assignment: convert::assignment_out(&answer.assignment),
-            pending_partitions: u32::try_from(answer.pending).unwrap_or(u32::MAX),
-        }))
+        let answer = groups::on_coordinator(
+            self.forwarder.as_deref(),
+            || groups::heartbeat(self.broker.clone(), req.clone(), client_host.clone()),
+            |mut c| {
+                let forwarded = ForwardedHeartbeat {
+                    request: Some(req.clone()),
+                    client_host: client_host.clone(),
+                };
+                async move { c.group_heartbeat(forwarded).await }
+            },
+        )
+        .await?;
+        Ok(Response::new(answer))
     }
 
     async fn delete_group(
@@ -484,9 +486,16 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Delete, &Resource::group(&req.group))?;
-        let broker = self.broker.clone();
-        blocking(move || broker.delete_group(&req.group)).await?;
-        Ok(Response::new(proto::DeleteGroupResponse {}))
+        let answer = groups::on_coordinator(
+            self.forwarder.as_deref(),
+            || groups::delete(self.broker.clone(), req.clone()),
+            |mut c| {
+                let req = req.clone();
+                async move { c.delete_group(req).await }
+            },
+        )
+        .await?;
+        Ok(Response::new(answer))
     }
 
     async fn metadata(
@@ -536,10 +545,16 @@ impl Strata for Service {
                 raft_address: String::new(),
             }],
         };
+        let group_coordinator = match self.broker.group_coordinator() {
+            Coordinator::Here => self.broker.node_id(),
+            Coordinator::At(node) => node,
+            Coordinator::Unknown => 0,
+        };
         Ok(Response::new(proto::MetadataResponse {
             node_id: self.broker.node_id(),
             brokers,
             topics,
+            group_coordinator,
         }))
     }
 

@@ -118,7 +118,8 @@ pub fn broker_code(err: &BrokerError) -> Code {
         BrokerError::DataDirLocked { .. }
         | BrokerError::ShuttingDown
         | BrokerError::Replication { .. }
-        | BrokerError::PeerUnavailable { .. } => Code::Unavailable,
+        | BrokerError::PeerUnavailable { .. }
+        | BrokerError::NotCoordinator { .. } => Code::Unavailable,
     }
 }
 
