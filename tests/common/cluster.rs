@@ -25,11 +25,18 @@ pub struct Cluster {
     peers: String,
     /// The running brokers, by node id - 1 (`None`: killed).
     pub brokers: Vec<Option<Server>>,
+    /// More `strata serve` arguments for every broker.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `n` brokers.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Starts `n` brokers, each with `extra` arguments too.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let peers = raft_ports
             .iter()
@@ -44,6 +51,7 @@ impl Cluster {
             client_ports: (0..n).map(|_| free_port()).collect(),
             peers,
             brokers: (0..n).map(|_| None).collect(),
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
         };
         for node in 1..=n as u64 {
             cluster.restart(node);
@@ -66,6 +74,7 @@ impl Cluster {
             self.peers.as_str(),
         ];
         args.extend(RAFT_ARGS);
+        args.extend(self.extra.iter().map(String::as_str));
         self.brokers[i] = Some(Server::start_with(self.dirs[i].path(), &args));
     }
 
