@@ -1,8 +1,9 @@
-//! Replicated topics are created and deleted on every broker of a cluster, and what cannot be
-//! done is refused with a clear status: a replication factor on a broker without cluster
-//! settings (FAILED_PRECONDITION), one other than the cluster's size (INVALID_ARGUMENT), a
-//! create while a broker is down (UNAVAILABLE, naming it, and undone everywhere, so the same
-//! create succeeds once the broker is back); `strata cluster status` shows every replica.
+//! Replicated topics are created and deleted on every broker of a cluster (through the
+//! controller group, whichever broker takes the request), and what cannot be done is refused
+//! with a clear status: a replication factor on a broker without cluster settings
+//! (FAILED_PRECONDITION), one other than the cluster's size (INVALID_ARGUMENT), a topic that
+//! exists (ALREADY_EXISTS). A create while a broker is down succeeds, every partition led, and
+//! that broker makes its replicas when it is back; `strata cluster status` shows every replica.
 
 mod common;
 
@@ -142,20 +143,37 @@ async fn replicated_topics_are_made_and_removed_on_every_broker() {
         assert_eq!(gone.code(), Code::NotFound, "node {node}: {gone:?}");
     }
 
-    // With a broker down, a create cannot make its replicas: UNAVAILABLE, naming it.
+    // With a broker down, a create goes on with the other two (the controller group has a
+    // majority): every partition has a leader when it answers, and the broker that was down
+    // creates its replicas when it is back and has caught up with the controller's log.
     cluster.kill(3);
-    let refused = c1
-        .create_topic(create("payments", 1, 3))
+    c1.create_topic(create("payments", 3, 3))
         .await
-        .expect_err("node 3 is down");
-    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    assert!(refused.message().contains("node 3"), "{refused:?}");
-
-    // A create is all or nothing: the failed one left no topic behind, so once node 3 is back
-    // the same create succeeds, and every broker has the topic.
+        .expect("a create with node 3 down");
+    let m = cluster.metadata(1, "payments").await.expect("metadata");
+    for p in &m.topics[0].partitions {
+        assert!(p.leader.is_some(), "no leader when create answered: {p:?}");
+    }
     cluster.restart(3);
-    c1.create_topic(create("payments", 1, 3))
+    let deadline = std::time::Instant::now() + WITHIN;
+    while cluster
+        .metadata(3, "payments")
         .await
-        .expect("the same create, with every broker up");
+        .is_none_or(|m| m.topics.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 never made its replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     on_every_broker(&cluster, "payments").await;
+    // A topic that exists cannot be created again, through any broker.
+    let again = cluster
+        .client(3)
+        .await
+        .create_topic(create("payments", 3, 3))
+        .await
+        .expect_err("exists");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
 }

@@ -187,7 +187,7 @@ pub(crate) struct Replica {
 impl Replica {
     /// Opens the replica of `topic`/`partition` whose log is `log`, its high watermark fed by the
     /// group's commit position; the partition's first replica makes the group (a group made
-    /// before keeps its members).
+    /// before keeps its members), another one after a while without a leader.
     pub(crate) fn open(
         cluster: &ClusterConfig,
         topic: &str,
@@ -229,14 +229,30 @@ impl Replica {
             ))
             .map_err(|e| failed(e.to_string()))?;
         replica.on_commit(high_watermark);
+        let replica = Arc::new(replica);
         if nodes.first() == Some(&cluster.node_id) {
             cluster
                 .runtime
                 .block_on(replica.initialize(members))
                 .map_err(|e| failed(e.to_string()))?;
+        } else {
+            // The first replica's broker may be down (the controller group creates topics
+            // with a majority up): a replica that has heard from no leader after a few election
+            // timeouts makes the group itself. With the same members as the first replica's,
+            // which openraft allows: the election decides who leads.
+            let weak = Arc::downgrade(&replica);
+            let wait = cluster.timings.election_max * 3;
+            cluster.runtime.spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Some(replica) = weak.upgrade()
+                    && let Err(e) = replica.initialize(members).await
+                {
+                    tracing::debug!(error = %e, "a replica could not make its group");
+                }
+            });
         }
         Ok(Replica {
-            raft: Arc::new(replica),
+            raft: replica,
             inflight: Mutex::default(),
             stopped: AtomicBool::new(false),
             runtime: cluster.runtime.clone(),

@@ -1,8 +1,9 @@
 //! The controller group (issue 16, phase 3, first part): a Raft group with a replica on every
-//! broker of the cluster whose log holds the cluster's shared state as commands. For now that
-//! state is the consumer groups' committed offsets; its leader is the coordinator of every
-//! group (members' heartbeats, commits, offset reads), as Kafka's group coordinator is the
-//! leader of a `__consumer_offsets` partition.
+//! broker of the cluster whose log holds the cluster's shared state as commands: replicated
+//! topics (every broker creates and deletes its replicas as it applies them) and the consumer
+//! groups' committed offsets. Its leader is the coordinator: it takes replicated topic creates
+//! and deletes, and coordinates every group (members' heartbeats, commits, offset reads), as
+//! Kafka's group coordinator is the leader of a `__consumer_offsets` partition.
 //!
 //! The log lives in `DATA/cluster/` (a topic directory of its own, outside `DATA/topics/`, so no
 //! client sees it as a topic; its Raft group is `@controller/0`, a name no topic can take). Its
@@ -10,10 +11,14 @@
 //! broker applies the committed commands, in order, to its own [`GroupStore`] (the same
 //! journals a single broker keeps), so whichever broker leads next already holds every group's
 //! offsets. `DATA/cluster/applied` keeps how far this broker has applied (written at most once a
-//! second, after the journals it covers are synced); at start the applier goes on from there,
-//! and applying a command again is harmless, since commands set values in log order.
+//! second, after the journals it covers are synced, and right after every topic command); at
+//! start the applier goes on from there. Applying a group command again is harmless, since they
+//! set values in log order; a topic command is never applied twice (a create applied again
+//! after a later delete would bring the topic back).
 
-use super::{BrokerConfig, BrokerError, Result, groups::CommittedOffset, groups::GroupStore};
+use super::{
+    Broker, BrokerConfig, BrokerError, Result, groups::CommittedOffset, groups::GroupStore,
+};
 use super::{TopicConfig, cluster::Replica, topic::Partition, topic::TOPIC_FILE, topic::TopicFile};
 use crate::record::{BatchBuilder, Frame, Record, decode_frame};
 use crate::storage::{Io, Offset};
@@ -21,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
     sync::{
-        Arc, Condvar, Mutex, PoisonError,
+        Arc, Condvar, Mutex, PoisonError, Weak,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
@@ -53,6 +58,16 @@ pub(crate) enum Command {
         /// The group.
         group: String,
     },
+    /// A replicated topic was created: every broker in its replica lists creates its replicas.
+    CreateTopic {
+        /// Its `topic.json`.
+        file: Vec<u8>,
+    },
+    /// A replicated topic was deleted: every broker deletes its replicas.
+    DeleteTopic {
+        /// The topic.
+        topic: String,
+    },
 }
 
 impl Command {
@@ -80,6 +95,10 @@ fn controller_error(reason: String) -> BrokerError {
 pub(crate) struct Controller {
     partition: Arc<Partition>,
     node_id: u64,
+    groups: Arc<GroupStore>,
+    io: Io,
+    applied_path: PathBuf,
+    runtime: tokio::runtime::Handle,
     /// The offset after the last command applied here, and its waiters.
     applied: Arc<(Mutex<Offset>, Condvar)>,
     stop: Arc<AtomicBool>,
@@ -99,8 +118,8 @@ pub enum Coordinator {
 
 impl Controller {
     /// Opens (making it the first time) this broker's controller replica under `data_dir`,
-    /// with a replica on every broker of the cluster, and starts applying its commands to
-    /// `groups`. `None` on a broker without cluster settings.
+    /// with a replica on every broker of the cluster; [`Controller::start`] then applies its
+    /// commands. `None` on a broker without cluster settings.
     pub(crate) fn open(
         io: &Io,
         data_dir: &Path,
@@ -140,28 +159,39 @@ impl Controller {
         let partition = Arc::new(partition);
         let applied_path = dir.join("applied");
         let start = read_applied(&applied_path)?;
-        let applied = Arc::new((Mutex::new(start), Condvar::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let applier = Applier {
-            partition: partition.clone(),
+        Ok(Some(Controller {
+            partition,
+            node_id: cluster.node_id,
             groups,
             io: io.clone(),
-            path: applied_path,
-            applied: applied.clone(),
-            stop: stop.clone(),
+            applied_path,
             runtime: cluster.runtime.clone(),
+            applied: Arc::new((Mutex::new(start), Condvar::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+            applier: Mutex::new(None),
+        }))
+    }
+
+    /// Starts applying the committed commands to `broker` (its groups and topics).
+    pub(crate) fn start(&self, broker: Weak<Broker>) -> Result<()> {
+        let applier = Applier {
+            partition: self.partition.clone(),
+            broker,
+            groups: self.groups.clone(),
+            io: self.io.clone(),
+            path: self.applied_path.clone(),
+            applied: self.applied.clone(),
+            stop: self.stop.clone(),
+            runtime: self.runtime.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("strata-controller".into())
             .spawn(move || applier.run())
-            .map_err(|e| BrokerError::io("start the controller's applier", &dir, e))?;
-        Ok(Some(Controller {
-            partition,
-            node_id: cluster.node_id,
-            applied,
-            stop,
-            applier: Mutex::new(Some(thread)),
-        }))
+            .map_err(|e| {
+                BrokerError::io("start the controller's applier", &self.applied_path, e)
+            })?;
+        *self.applier.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
+        Ok(())
     }
 
     fn replica(&self) -> Result<&Replica> {
@@ -314,6 +344,7 @@ fn read_applied(path: &Path) -> Result<Offset> {
 /// Applies the controller's committed commands to this broker's groups, in order.
 struct Applier {
     partition: Arc<Partition>,
+    broker: Weak<Broker>,
     groups: Arc<GroupStore>,
     io: Io,
     path: PathBuf,
@@ -354,11 +385,8 @@ impl Applier {
                 });
             }
             if next != saved && (saved_at.elapsed() >= SAVE_INTERVAL || next >= high_watermark) {
-                if let Err(e) = self.io.write_atomic(&self.path, &next.to_le_bytes()) {
-                    tracing::warn!(error = %e, "saving the controller's applied offset failed");
-                } else {
-                    saved = next;
-                }
+                self.save(next);
+                saved = next;
                 saved_at = Instant::now();
             }
         }
@@ -389,7 +417,18 @@ impl Applier {
                         continue;
                     }
                     match Command::decode(record.value) {
-                        Ok(command) => self.apply(command)?,
+                        Ok(command) => {
+                            let topical = matches!(
+                                command,
+                                Command::CreateTopic { .. } | Command::DeleteTopic { .. }
+                            );
+                            self.apply(command)?;
+                            if topical {
+                                // Applied once only: a create replayed after a delete would
+                                // bring the topic back (see the module's notes).
+                                self.save(record.offset + 1);
+                            }
+                        }
                         // A command this build does not know (a newer broker wrote it): skipped,
                         // loudly, rather than stopping every group on this broker.
                         Err(e) => {
@@ -407,6 +446,37 @@ impl Applier {
         match command {
             Command::Commit { group, offsets } => self.groups.commit(&group, offsets),
             Command::DeleteGroup { group } => self.groups.delete(&group).map(|_| ()),
+            // A topic command that fails here (a disk error, a topic of that name this broker
+            // made alone) is logged and passed over: the cluster goes on, this broker lacks
+            // the replicas until the topic is deleted and created again.
+            Command::CreateTopic { file } => {
+                let Some(broker) = self.broker.upgrade() else {
+                    return Ok(());
+                };
+                if let Err(e) = broker.create_replicas(&file) {
+                    tracing::error!(error = %crate::errors::error_chain(&e), "creating a topic's replicas as the controller said failed");
+                }
+                Ok(())
+            }
+            Command::DeleteTopic { topic } => {
+                let Some(broker) = self.broker.upgrade() else {
+                    return Ok(());
+                };
+                match broker.delete_topic(&topic) {
+                    Ok(()) | Err(BrokerError::TopicNotFound { .. }) => {}
+                    Err(e) => {
+                        tracing::error!(topic, error = %crate::errors::error_chain(&e), "deleting a topic's replicas as the controller said failed");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes where the applier goes on after a restart.
+    fn save(&self, next: Offset) {
+        if let Err(e) = self.io.write_atomic(&self.path, &next.to_le_bytes()) {
+            tracing::warn!(error = %e, "saving the controller's applied offset failed");
         }
     }
 }

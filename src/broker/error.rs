@@ -210,21 +210,12 @@ pub enum BrokerError {
         /// What is missing.
         reason: String,
     },
-    /// Another broker of the cluster could not be reached or refused an internal request.
-    #[error("broker node {node_id} ({address}): {reason}")]
-    PeerUnavailable {
-        /// Its node id.
-        node_id: u64,
-        /// Its Raft address.
-        address: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A consumer group request reached a broker that does not lead the controller group,
-    /// which coordinates every group (the server forwards it there when it can).
+    /// A request for the coordinator (a consumer group's, or creating or deleting a replicated
+    /// topic) reached a broker that does not lead the controller group (the server forwards it
+    /// there when it can).
     #[error("{}", match coordinator {
-        Some(c) => format!("broker node {node_id} does not coordinate consumer groups; node {c} does"),
-        None => format!("broker node {node_id} does not coordinate consumer groups and knows of no broker that does yet (an election is under way); retry"),
+        Some(c) => format!("broker node {node_id} is not the cluster's coordinator; node {c} is"),
+        None => format!("broker node {node_id} is not the cluster's coordinator and knows of none yet (an election is under way); retry"),
     })]
     NotCoordinator {
         /// This broker's node id.

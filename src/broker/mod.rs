@@ -211,6 +211,9 @@ impl Broker {
             ticker: Mutex::new(None),
             _lock: lock,
         });
+        if let Some(c) = &broker.controller {
+            c.start(Arc::downgrade(&broker))?;
+        }
         let ticker = ticker::Ticker::start(Arc::downgrade(&broker), tick_interval)?;
         *broker
             .ticker
@@ -372,8 +375,9 @@ impl Broker {
 
     /// Creates a topic whose partitions each have `replication_factor` replicas: 1 (or 0), a
     /// topic on this broker only; more, a replicated topic whose partitions are Raft groups
-    /// over the cluster's brokers (this broker's replicas are created here; the caller creates
-    /// the others with [`Broker::create_replicas`] and [`Broker::topic_file`]).
+    /// over the cluster's brokers, created through the controller group (on its leader;
+    /// [`BrokerError::NotCoordinator`] elsewhere): every broker creates its replicas as it
+    /// applies the command, this one before the call returns.
     pub fn create_replicated_topic(
         &self,
         name: &str,
@@ -407,13 +411,66 @@ impl Broker {
                 ));
             }
             file.replicas = cluster::place(&nodes, partitions, nodes.len());
+            if let Some(c) = &self.controller {
+                // Through the controller group: every broker creates its replicas as it applies
+                // the command, a broker that is down when it returns.
+                c.read_barrier()?;
+                if read_lock(&self.topics).contains_key(name)
+                    || read_lock(&self.damaged).contains_key(name)
+                {
+                    return Err(BrokerError::TopicExists {
+                        topic: name.to_owned(),
+                    });
+                }
+                c.propose(&controller::Command::CreateTopic {
+                    file: file.to_json()?,
+                })?;
+                return Ok(self.topic(name)?.info());
+            }
         }
         self.create_from_file(&file)
     }
 
-    /// Creates this broker's replicas of a replicated topic that another broker created, from
-    /// the topic file it sent ([`Broker::topic_file`]). Creating one that is already here, the
-    /// same, is a success (the creating broker retries).
+    /// Deletes topic `name` everywhere it is: a replicated topic through the controller group
+    /// (on its leader: [`BrokerError::NotCoordinator`] elsewhere), every broker deleting its
+    /// replicas as it applies the command; any other as [`Broker::delete_topic`].
+    pub fn delete_topic_everywhere(&self, name: &str) -> Result<()> {
+        validate_topic_name(name)?;
+        let Some(c) = &self.controller else {
+            return self.delete_topic(name);
+        };
+        let here = read_lock(&self.topics).get(name).cloned();
+        if let Some(topic) = here
+            && topic.replicas().is_empty()
+        {
+            return self.delete_topic(name);
+        }
+        c.read_barrier()?;
+        self.topic(name)?;
+        c.propose(&controller::Command::DeleteTopic {
+            topic: name.to_owned(),
+        })
+    }
+
+    /// Waits, at most `within`, until topic `name` is here (`present`) or gone (not): after a
+    /// create or delete that another broker ordered through the controller group, until this
+    /// broker applied it. Whether it got there. Blocks.
+    pub fn wait_for_topic(&self, name: &str, present: bool, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if read_lock(&self.topics).contains_key(name) == present {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Creates this broker's replicas of a replicated topic, from the topic file the controller
+    /// group's command holds. Creating one that is already here, the same, is a success (a
+    /// command applied again after a restart).
     pub fn create_replicas(&self, topic_file: &[u8]) -> Result<TopicInfo> {
         let file = TopicFile::from_json(topic_file)?;
         validate_topic_name(&file.name)?;
@@ -441,11 +498,6 @@ impl Broker {
             }
         }
         self.create_from_file(&file)
-    }
-
-    /// The topic's metadata file as JSON: what [`Broker::create_replicas`] takes.
-    pub fn topic_file(&self, name: &str) -> Result<Vec<u8>> {
-        self.topic(name)?.file().to_json()
     }
 
     /// Node ids of the replicas of each of the topic's partitions (empty: not replicated).

@@ -48,7 +48,7 @@ impl TopicFile {
         })
     }
 
-    /// A topic file as another broker sent it (`CreateReplicas`), checked as one read from disk.
+    /// A topic file as the controller group's command holds it, checked as one read from disk.
     pub(crate) fn from_json(bytes: &[u8]) -> Result<TopicFile, BrokerError> {
         let file: TopicFile =
             serde_json::from_slice(bytes).map_err(|e| BrokerError::BadStateFile {

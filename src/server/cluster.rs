@@ -1,18 +1,14 @@
-//! The server's side of a cluster (issue 16, phase 2): the brokers' internal port, which carries
-//! the partitions' Raft traffic and the `Cluster` service (who a broker is; create and delete a
-//! replicated topic's replicas), and what this broker asks of the others through it.
-//!
-//! Until a controller group owns the topics (phase 3), the broker that takes a `CreateTopic` with
-//! a replication factor creates its own replicas and then asks every other broker to create
-//! theirs; a broker it cannot reach fails the request with UNAVAILABLE (creating again, once it
-//! is back, completes the topic: the others answer an identical topic with success).
+//! The server's side of a cluster (issue 16): the brokers' internal port, which carries the Raft
+//! traffic of the partitions and of the controller group, and the `Cluster` service: who a
+//! broker is, and the requests other brokers forward to the coordinator (the controller group's
+//! leader: replicated topic creation and deletion, consumer groups; see `coordinated.rs`).
 
-use super::{blocking, groups, status::to_status};
-use crate::broker::{Broker, BrokerError, ClusterConfig};
+use super::coordinated;
+use crate::broker::{Broker, ClusterConfig};
 use crate::proto::{
     self,
     raft::{
-        DescribeReply, DescribeRequest, ForwardedHeartbeat, ReplicasReply, ReplicasRequest,
+        DescribeReply, DescribeRequest, ForwardedHeartbeat,
         cluster_client::ClusterClient,
         cluster_server::{Cluster, ClusterServer},
     },
@@ -29,9 +25,6 @@ use tonic::{Request, Response, Status, transport::Channel};
 /// How long one internal request to another broker may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long CreateTopic waits, after every broker has its replicas, for the partitions' first
-/// leaders.
-pub(super) const FIRST_LEADER_WAIT: Duration = Duration::from_secs(10);
 /// How often an unknown broker's client address is asked for.
 const LEARN_INTERVAL: Duration = Duration::from_millis(500);
 /// How often known addresses are asked for again (a broker restarted on another port).
@@ -113,79 +106,6 @@ async fn describe(addr: &str) -> Result<DescribeReply, String> {
         .map_err(|s| s.message().to_owned())
 }
 
-/// Asks every other broker of the cluster to create (`topic_file` given) or delete its replicas
-/// of `topic`; the first broker that fails the request fails the whole (after two more tries).
-pub(super) async fn on_peers(
-    cluster: &ClusterConfig,
-    topic: &str,
-    topic_file: Option<Vec<u8>>,
-) -> Result<(), BrokerError> {
-    for (&node_id, addr) in cluster.peers.iter().filter(|(n, _)| **n != cluster.node_id) {
-        ask_peer(node_id, addr, topic, topic_file.as_deref()).await?;
-    }
-    Ok(())
-}
-
-/// Undoes a create that failed on some broker: deletes `topic` here and asks every other broker
-/// to delete its replicas, going on past the ones that fail (logged), so that the same create can
-/// be sent again once every broker is back.
-pub(super) async fn undo_create(broker: Arc<Broker>, cluster: &ClusterConfig, topic: &str) {
-    let name = topic.to_owned();
-    if let Err(e) = blocking(move || broker.delete_topic(&name)).await {
-        tracing::warn!(topic, error = %e, "undoing a failed create: not deleted here");
-    }
-    for (&node_id, addr) in cluster.peers.iter().filter(|(n, _)| **n != cluster.node_id) {
-        if let Err(e) = ask_peer(node_id, addr, topic, None).await {
-            tracing::warn!(topic, node_id, error = %e, "undoing a failed create: not deleted there");
-        }
-    }
-}
-
-/// Asks broker `node_id` at `addr` to create (`topic_file` given) or delete its replicas of
-/// `topic`, trying twice more after a broken link (a refusal will not change on a retry).
-async fn ask_peer(
-    node_id: u64,
-    addr: &str,
-    topic: &str,
-    topic_file: Option<&[u8]>,
-) -> Result<(), BrokerError> {
-    let request = ReplicasRequest {
-        topic: topic.to_owned(),
-        topic_file: topic_file.map(<[u8]>::to_vec).unwrap_or_default().into(),
-    };
-    let mut last = String::new();
-    for attempt in 0..3 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let mut client = match connect(addr).await {
-            Ok(c) => c,
-            Err(e) => {
-                last = e;
-                continue;
-            }
-        };
-        let answer = if topic_file.is_some() {
-            client.create_replicas(request.clone()).await
-        } else {
-            client.delete_replicas(request.clone()).await
-        };
-        match answer {
-            Ok(_) => return Ok(()),
-            Err(s) if s.code() != tonic::Code::Unavailable => {
-                s.message().clone_into(&mut last);
-                break;
-            }
-            Err(s) => s.message().clone_into(&mut last),
-        }
-    }
-    Err(BrokerError::PeerUnavailable {
-        node_id,
-        address: addr.to_owned(),
-        reason: last,
-    })
-}
-
 /// Clients of the other brokers' internal ports, for group requests forwarded to the
 /// coordinator: one lazily connected channel per broker, kept.
 pub(super) struct Forwarder {
@@ -241,37 +161,27 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn create_replicas(
+    async fn create_topic(
         &self,
-        request: Request<ReplicasRequest>,
-    ) -> Result<Response<ReplicasReply>, Status> {
-        let request = request.into_inner();
-        let broker = self.broker.clone();
-        blocking(move || broker.create_replicas(&request.topic_file)).await?;
-        Ok(Response::new(ReplicasReply {}))
+        request: Request<proto::CreateTopicRequest>,
+    ) -> Result<Response<proto::CreateTopicResponse>, Status> {
+        let answer = coordinated::create_topic(self.broker.clone(), request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
-    async fn delete_replicas(
+    async fn delete_topic(
         &self,
-        request: Request<ReplicasRequest>,
-    ) -> Result<Response<ReplicasReply>, Status> {
-        let request = request.into_inner();
-        let broker = self.broker.clone();
-        match blocking(move || broker.delete_topic(&request.topic)).await {
-            Ok(()) => Ok(Response::new(ReplicasReply {})),
-            Err(super::RequestError::Broker(BrokerError::TopicNotFound { .. })) => {
-                Ok(Response::new(ReplicasReply {}))
-            }
-            Err(super::RequestError::Broker(e)) => Err(to_status(&e)),
-            Err(e) => Err(e.into()),
-        }
+        request: Request<proto::DeleteTopicRequest>,
+    ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
+        let answer = coordinated::delete_topic(self.broker.clone(), request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn commit_offsets(
         &self,
         request: Request<proto::CommitOffsetsRequest>,
     ) -> Result<Response<proto::CommitOffsetsResponse>, Status> {
-        let answer = groups::commit(self.broker.clone(), request.into_inner()).await?;
+        let answer = coordinated::commit_offsets(self.broker.clone(), request.into_inner()).await?;
         Ok(Response::new(answer))
     }
 
@@ -279,7 +189,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<proto::FetchCommittedOffsetsRequest>,
     ) -> Result<Response<proto::FetchCommittedOffsetsResponse>, Status> {
-        let answer = groups::fetch_committed(self.broker.clone(), request.into_inner()).await?;
+        let answer =
+            coordinated::fetch_committed_offsets(self.broker.clone(), request.into_inner()).await?;
         Ok(Response::new(answer))
     }
 
@@ -287,7 +198,7 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
-        let answer = groups::list(self.broker.clone()).await?;
+        let answer = coordinated::list_groups(self.broker.clone()).await?;
         Ok(Response::new(answer))
     }
 
@@ -295,7 +206,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<proto::DescribeGroupRequest>,
     ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
-        let answer = groups::describe(self.broker.clone(), request.into_inner()).await?;
+        let answer = coordinated::describe_group(self.broker.clone(), request.into_inner()).await?;
         Ok(Response::new(answer))
     }
 
@@ -309,7 +220,8 @@ impl Cluster for ClusterService {
         } = request.into_inner();
         let request =
             request.ok_or_else(|| Status::invalid_argument("a forwarded heartbeat without one"))?;
-        let answer = groups::heartbeat(self.broker.clone(), request, client_host).await?;
+        let answer =
+            coordinated::group_heartbeat(self.broker.clone(), request, client_host).await?;
         Ok(Response::new(answer))
     }
 
@@ -317,7 +229,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<proto::DeleteGroupRequest>,
     ) -> Result<Response<proto::DeleteGroupResponse>, Status> {
-        let answer = groups::delete(self.broker.clone(), request.into_inner()).await?;
+        let answer = coordinated::delete_group(self.broker.clone(), request.into_inner()).await?;
         Ok(Response::new(answer))
     }
 }

@@ -4,7 +4,7 @@
 use super::{
     ConnInfo, RequestError, ServerConfig, Shutdown,
     auth::{Auth, Operation, Principal, Resource},
-    blocking, cluster, convert, groups,
+    blocking, cluster, convert, coordinated,
     metrics::Metrics,
     subscribe,
     tail::Tail,
@@ -114,49 +114,28 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Create, &Resource::topic(&req.name))?;
-        let update = convert::config_update(req.config)?;
-        let broker = self.broker.clone();
         let name = req.name.clone();
-        let info = blocking(move || {
-            broker.create_replicated_topic(
-                &req.name,
-                req.partitions,
-                &update,
-                req.replication_factor,
-            )
-        })
+        let answer = coordinated::on_coordinator(
+            self.forwarder.as_deref(),
+            || coordinated::create_topic(self.broker.clone(), req.clone()),
+            |mut c| {
+                let req = req.clone();
+                async move { c.create_topic(req).await }
+            },
+        )
         .await?;
-        if info.replication_factor > 1
-            && let Some(cluster) = &self.broker.config().cluster
-        {
+        if self.forwarder.is_some() && req.replication_factor > 1 {
+            // Made by the coordinator: answer once this broker has it too (so that a produce
+            // sent here next finds it) and sees its leaders.
             let broker = self.broker.clone();
-            let file = blocking(move || broker.topic_file(&name)).await?;
-            // All or nothing: a create that some broker did not take is undone everywhere, so
-            // that the same create can be sent again once that broker is back.
-            if let Err(e) = cluster::on_peers(cluster, &info.name, Some(file)).await {
-                cluster::undo_create(self.broker.clone(), cluster, &info.name).await;
-                return Err(e.into());
-            }
-            // Answer once the partitions take produces (as Kafka's leaders are elected when
-            // CreateTopics returns), which also puts each group's membership on a majority.
-            // The topic exists either way; a produce before its leader is elected is
-            // UNAVAILABLE and retried.
-            let broker = self.broker.clone();
-            let name = info.name.clone();
-            let leaderless =
-                blocking(move || broker.wait_for_leaders(&name, cluster::FIRST_LEADER_WAIT))
-                    .await?;
-            if leaderless > 0 {
-                tracing::warn!(
-                    topic = %info.name,
-                    leaderless,
-                    "created, but partitions have no leader yet"
-                );
-            }
+            let topic = name.clone();
+            blocking(move || {
+                Ok::<_, BrokerError>(broker.wait_for_topic(&topic, true, coordinated::TOPIC_WAIT))
+            })
+            .await?;
+            coordinated::wait_for_leaders(self.broker.clone(), name).await?;
         }
-        Ok(Response::new(proto::CreateTopicResponse {
-            topic: Some(convert::topic_info(&info)),
-        }))
+        Ok(Response::new(answer))
     }
 
     async fn delete_topic(
@@ -166,19 +145,24 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Delete, &Resource::topic(&req.name))?;
-        let broker = self.broker.clone();
         let name = req.name.clone();
-        let replicated = blocking(move || {
-            let replicated = broker
-                .topic_replicas(&req.name)
-                .is_ok_and(|r| !r.is_empty());
-            broker.delete_topic(&req.name).map(|()| replicated)
-        })
+        let answer = coordinated::on_coordinator(
+            self.forwarder.as_deref(),
+            || coordinated::delete_topic(self.broker.clone(), req.clone()),
+            |mut c| {
+                let req = req.clone();
+                async move { c.delete_topic(req).await }
+            },
+        )
         .await?;
-        if replicated && let Some(cluster) = &self.broker.config().cluster {
-            cluster::on_peers(cluster, &name, None).await?;
+        if self.forwarder.is_some() {
+            let broker = self.broker.clone();
+            blocking(move || {
+                Ok::<_, BrokerError>(broker.wait_for_topic(&name, false, coordinated::TOPIC_WAIT))
+            })
+            .await?;
         }
-        Ok(Response::new(proto::DeleteTopicResponse {}))
+        Ok(Response::new(answer))
     }
 
     async fn list_topics(
@@ -373,9 +357,9 @@ impl Strata for Service {
         for o in &req.offsets {
             self.check(&who, Operation::Read, &Resource::topic(&o.topic))?;
         }
-        let answer = groups::on_coordinator(
+        let answer = coordinated::on_coordinator(
             self.forwarder.as_deref(),
-            || groups::commit(self.broker.clone(), req.clone()),
+            || coordinated::commit_offsets(self.broker.clone(), req.clone()),
             |mut c| {
                 let req = req.clone();
                 async move { c.commit_offsets(req).await }
@@ -393,9 +377,9 @@ impl Strata for Service {
         let req = request.into_inner();
         self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
         self.check(&who, Operation::Describe, &Resource::topic(&req.topic))?;
-        let answer = groups::on_coordinator(
+        let answer = coordinated::on_coordinator(
             self.forwarder.as_deref(),
-            || groups::fetch_committed(self.broker.clone(), req.clone()),
+            || coordinated::fetch_committed_offsets(self.broker.clone(), req.clone()),
             |mut c| {
                 let req = req.clone();
                 async move { c.fetch_committed_offsets(req).await }
@@ -411,9 +395,9 @@ impl Strata for Service {
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
         let who = self.who(&request)?;
         let req = request.into_inner();
-        let mut answer = groups::on_coordinator(
+        let mut answer = coordinated::on_coordinator(
             self.forwarder.as_deref(),
-            || groups::list(self.broker.clone()),
+            || coordinated::list_groups(self.broker.clone()),
             |mut c| async move { c.list_groups(req).await },
         )
         .await?;
@@ -431,9 +415,9 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
-        let mut described = groups::on_coordinator(
+        let mut described = coordinated::on_coordinator(
             self.forwarder.as_deref(),
-            || groups::describe(self.broker.clone(), req.clone()),
+            || coordinated::describe_group(self.broker.clone(), req.clone()),
             |mut c| {
                 let req = req.clone();
                 async move { c.describe_group(req).await }
@@ -464,9 +448,9 @@ impl Strata for Service {
         for t in &req.topics {
             self.check(&who, Operation::Read, &Resource::topic(t))?;
         }
-        let answer = groups::on_coordinator(
+        let answer = coordinated::on_coordinator(
             self.forwarder.as_deref(),
-            || groups::heartbeat(self.broker.clone(), req.clone(), client_host.clone()),
+            || coordinated::group_heartbeat(self.broker.clone(), req.clone(), client_host.clone()),
             |mut c| {
                 let forwarded = ForwardedHeartbeat {
                     request: Some(req.clone()),
@@ -486,9 +470,9 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Delete, &Resource::group(&req.group))?;
-        let answer = groups::on_coordinator(
+        let answer = coordinated::on_coordinator(
             self.forwarder.as_deref(),
-            || groups::delete(self.broker.clone(), req.clone()),
+            || coordinated::delete_group(self.broker.clone(), req.clone()),
             |mut c| {
                 let req = req.clone();
                 async move { c.delete_group(req).await }

@@ -118,7 +118,6 @@ pub fn broker_code(err: &BrokerError) -> Code {
         BrokerError::DataDirLocked { .. }
         | BrokerError::ShuttingDown
         | BrokerError::Replication { .. }
-        | BrokerError::PeerUnavailable { .. }
         | BrokerError::NotCoordinator { .. } => Code::Unavailable,
     }
 }

@@ -1,7 +1,8 @@
-//! Consumer group requests as the broker serves them once the caller's token and ACLs are
-//! checked: the public service calls these for its clients, and, in a cluster, the coordinator's
-//! internal `Cluster` service calls them for the requests other brokers forward to it
-//! ([`on_coordinator`]).
+//! Requests that, in a cluster, the controller group's leader (the coordinator) serves: consumer
+//! group requests and the creation and deletion of replicated topics, as the broker serves them
+//! once the caller's token and ACLs are checked. The public service calls these for its
+//! clients, and the coordinator's internal `Cluster` service for the requests other brokers
+//! forward to it ([`on_coordinator`]).
 
 use super::{RequestError, blocking, cluster::Forwarder, convert};
 use crate::broker::{Broker, BrokerError, CommittedOffset};
@@ -13,10 +14,10 @@ use std::{
 };
 use tonic::{Response, Status, transport::Channel};
 
-/// How long a group request waits for a coordinator while the controller group elects one.
+/// How long a request waits for a coordinator while the controller group elects one.
 const COORDINATOR_WAIT: Duration = Duration::from_secs(5);
 
-/// Runs a group request here (`local`) and, if another broker coordinates groups, forwards it
+/// Runs a request here (`local`) and, if another broker coordinates groups, forwards it
 /// there (`remote`, over the brokers' internal port) instead; while no broker is known to
 /// coordinate (an election), asks again for up to [`COORDINATOR_WAIT`]. A forwarded request is
 /// not forwarded again: a coordinator that moved on answers UNAVAILABLE and the client retries.
@@ -57,7 +58,7 @@ where
     }
 }
 
-pub(super) async fn commit(
+pub(super) async fn commit_offsets(
     broker: Arc<Broker>,
     req: proto::CommitOffsetsRequest,
 ) -> Result<proto::CommitOffsetsResponse, RequestError> {
@@ -80,7 +81,7 @@ pub(super) async fn commit(
     Ok(proto::CommitOffsetsResponse {})
 }
 
-pub(super) async fn fetch_committed(
+pub(super) async fn fetch_committed_offsets(
     broker: Arc<Broker>,
     req: proto::FetchCommittedOffsetsRequest,
 ) -> Result<proto::FetchCommittedOffsetsResponse, RequestError> {
@@ -98,13 +99,15 @@ pub(super) async fn fetch_committed(
 }
 
 /// Every group, unfiltered (the caller leaves out what its client may not describe).
-pub(super) async fn list(broker: Arc<Broker>) -> Result<proto::ListGroupsResponse, RequestError> {
+pub(super) async fn list_groups(
+    broker: Arc<Broker>,
+) -> Result<proto::ListGroupsResponse, RequestError> {
     let groups = blocking(move || broker.list_groups()).await?;
     Ok(proto::ListGroupsResponse { groups })
 }
 
 /// The group with every partition (the caller leaves out topics its client may not describe).
-pub(super) async fn describe(
+pub(super) async fn describe_group(
     broker: Arc<Broker>,
     req: proto::DescribeGroupRequest,
 ) -> Result<proto::DescribeGroupResponse, RequestError> {
@@ -112,7 +115,7 @@ pub(super) async fn describe(
     Ok(convert::group_out(described))
 }
 
-pub(super) async fn heartbeat(
+pub(super) async fn group_heartbeat(
     broker: Arc<Broker>,
     req: proto::GroupHeartbeatRequest,
     client_host: String,
@@ -130,10 +133,68 @@ pub(super) async fn heartbeat(
     })
 }
 
-pub(super) async fn delete(
+pub(super) async fn delete_group(
     broker: Arc<Broker>,
     req: proto::DeleteGroupRequest,
 ) -> Result<proto::DeleteGroupResponse, RequestError> {
     blocking(move || broker.delete_group(&req.group)).await?;
     Ok(proto::DeleteGroupResponse {})
+}
+
+/// How long CreateTopic waits for the partitions' first leaders, and a broker that forwarded a
+/// create or delete for applying it too.
+pub(super) const TOPIC_WAIT: Duration = Duration::from_secs(10);
+
+/// Creates a topic; a replicated one (through the controller group) is answered once every
+/// partition's Raft group has a leader that committed its first entry, as Kafka's leaders are
+/// elected when CreateTopics returns (the topic exists either way; a produce before its leader
+/// is elected is UNAVAILABLE and retried).
+pub(super) async fn create_topic(
+    broker: Arc<Broker>,
+    req: proto::CreateTopicRequest,
+) -> Result<proto::CreateTopicResponse, RequestError> {
+    let update = convert::config_update(req.config)?;
+    let info = {
+        let broker = broker.clone();
+        blocking(move || {
+            broker.create_replicated_topic(
+                &req.name,
+                req.partitions,
+                &update,
+                req.replication_factor,
+            )
+        })
+        .await?
+    };
+    if info.replication_factor > 1 {
+        wait_for_leaders(broker, info.name.clone()).await?;
+    }
+    Ok(proto::CreateTopicResponse {
+        topic: Some(convert::topic_info(&info)),
+    })
+}
+
+/// Waits up to [`TOPIC_WAIT`] for every partition of `topic` here to have a leader.
+pub(super) async fn wait_for_leaders(
+    broker: Arc<Broker>,
+    topic: String,
+) -> Result<(), RequestError> {
+    let name = topic.clone();
+    let leaderless = blocking(move || broker.wait_for_leaders(&name, TOPIC_WAIT)).await?;
+    if leaderless > 0 {
+        tracing::warn!(
+            topic,
+            leaderless,
+            "created, but partitions have no leader yet"
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn delete_topic(
+    broker: Arc<Broker>,
+    req: proto::DeleteTopicRequest,
+) -> Result<proto::DeleteTopicResponse, RequestError> {
+    blocking(move || broker.delete_topic_everywhere(&req.name)).await?;
+    Ok(proto::DeleteTopicResponse {})
 }
