@@ -313,7 +313,39 @@ fn good_once() -> OnceHistory {
             (1, vec![(0, v("b0")), (1, v("b1"))]),
         ]
         .into(),
+        gaps: false,
     }
+}
+
+/// [`good_once`] as a replicated partition stores it: `t/0` with a control batch at offset 1
+/// (a new leader's blank entry) that no reader sees, so its records sit at 0, 2 and 3.
+fn good_once_with_gaps() -> OnceHistory {
+    let mut h = good_once();
+    h.gaps = true;
+    let moved = |o: u64| if o == 0 { 0 } else { o + 1 };
+    h.stored
+        .insert(0, vec![(0, v("a0")), (2, v("a1")), (3, v("a2"))]);
+    for a in &mut h.acked {
+        if a.partition == 0 {
+            a.offset = moved(a.offset);
+        }
+    }
+    for e in &mut h.group {
+        match e {
+            GroupEvent::Seen {
+                partition: 0,
+                offset,
+                ..
+            }
+            | GroupEvent::Committed {
+                partition: 0,
+                offset,
+                ..
+            } => *offset = moved(*offset),
+            _ => {}
+        }
+    }
+    h
 }
 
 /// The violations of `h`; asserts one of them contains every one of `parts`.
@@ -330,6 +362,26 @@ fn exactly_once_passes_a_good_history_with_a_redelivery_in_the_uncommitted_windo
     let h = good_once();
     assert_eq!(h.check(), Vec::<String>::new());
     assert_eq!(redeliveries(&h), 1);
+}
+
+#[test]
+fn exactly_once_with_gaps_passes_offsets_that_skip_and_catches_one_that_repeats() {
+    let h = good_once_with_gaps();
+    assert_eq!(h.check(), Vec::<String>::new());
+    // Without `gaps` the skip is a violation.
+    let mut strict = good_once_with_gaps();
+    strict.gaps = false;
+    assert_caught_once(
+        &strict,
+        &["t/0: offset 2 at position 1", "a gap or a repeat"],
+    );
+    // With it, an offset that does not rise still is.
+    let mut repeat = good_once_with_gaps();
+    repeat.stored.get_mut(&0).unwrap()[2].0 = 2;
+    assert_caught_once(
+        &repeat,
+        &["t/0: offset 2 at position 2", "a gap or a repeat"],
+    );
 }
 
 #[test]

@@ -11,10 +11,10 @@
 //! broker applies the committed commands, in order, to its own [`GroupStore`] (the same
 //! journals a single broker keeps), so whichever broker leads next already holds every group's
 //! offsets. `DATA/cluster/applied` keeps how far this broker has applied (written at most once a
-//! second, after the journals it covers are synced, and right after every topic command); at
-//! start the applier goes on from there. Applying a group command again is harmless, since they
-//! set values in log order; a topic command is never applied twice (a create applied again
-//! after a later delete would bring the topic back).
+//! second and when it stops, after the journals it covers are synced, and right after every
+//! topic command); at start the applier goes on from there. Applying a group command again is
+//! harmless, since they set values in log order; a topic command is never applied twice (a
+//! create applied again after a later delete would bring the topic back).
 
 use super::{
     Broker, BrokerConfig, BrokerError, Result, groups::CommittedOffset, groups::GroupStore,
@@ -153,8 +153,9 @@ impl Controller {
             file.write(io, &dir)?;
         }
         let log = super::open_log(&dir, CONTROLLER, 0, config.log_config(&file.config, true))?;
+        let members = file.replicas.first().cloned().unwrap_or(nodes);
         let partition = Partition::replicated(0, log, |log, high_watermark| {
-            Replica::open(cluster, CONTROLLER, 0, log, &nodes, high_watermark)
+            Replica::open(cluster, CONTROLLER, 0, log, &members, high_watermark)
         })?;
         let partition = Arc::new(partition);
         let applied_path = dir.join("applied");
@@ -379,16 +380,20 @@ impl Applier {
                     }
                 }
             } else {
-                // Wait for the high watermark to move (or a stop), at most a while.
-                let _ = self.runtime.block_on(async {
-                    tokio::time::timeout(Duration::from_millis(200), watch.changed()).await
-                });
+                // Wait for the high watermark to move, or for `stop` to wake us. No timer: a
+                // timer on a runtime already shut down would panic here.
+                if self.runtime.block_on(watch.changed()).is_err() {
+                    break;
+                }
             }
-            if next != saved && (saved_at.elapsed() >= SAVE_INTERVAL || next >= high_watermark) {
+            if next != saved && saved_at.elapsed() >= SAVE_INTERVAL {
                 self.save(next);
                 saved = next;
                 saved_at = Instant::now();
             }
+        }
+        if next != saved {
+            self.save(next);
         }
     }
 

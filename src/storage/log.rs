@@ -1011,15 +1011,18 @@ impl Log {
         max_bytes: usize,
         high_watermark: Offset,
     ) -> Result<ReadChunk> {
-        let hw = self.end_offset.load(Ordering::Acquire).min(high_watermark);
+        let end = self.end_offset.load(Ordering::Acquire);
+        let hw = end.min(high_watermark);
         let (seg, seg_next, earliest) = {
             let segs = self.segments.read().unwrap_or_else(PoisonError::into_inner);
             let earliest = segs.first().map_or(hw, |s| s.base_offset);
-            if offset < earliest || offset > hw {
+            // Offsets up to the log's end are in range; those at or above `high_watermark`
+            // read as nothing yet (a replicated log's commit position can trail its end).
+            if offset < earliest || offset > end {
                 return Err(StorageError::OffsetOutOfRange {
                     requested: offset,
                     earliest,
-                    next: hw,
+                    next: end,
                 });
             }
             let i = segs
@@ -1034,7 +1037,7 @@ impl Log {
             high_watermark: hw,
             earliest_offset: earliest,
         };
-        if offset == hw {
+        if offset >= hw {
             return Ok(empty);
         }
         match seg.read(&self.io, offset, max_bytes, seg_next) {

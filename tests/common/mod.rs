@@ -3,6 +3,7 @@
 //! server in this process instead (with a fault injector): [`inproc::InProc`].
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod faults;
