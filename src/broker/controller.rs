@@ -211,6 +211,12 @@ impl Controller {
         }
     }
 
+    /// The highest term of the controller group this broker has seen: while it coordinates, the
+    /// term of its leadership.
+    pub(crate) fn term(&self) -> u64 {
+        self.replica().map_or(0, Replica::term)
+    }
+
     /// Fails with [`BrokerError::NotCoordinator`] unless this broker leads the controller group.
     pub(crate) fn check_here(&self) -> Result<()> {
         match self.coordinator() {

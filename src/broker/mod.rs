@@ -137,6 +137,9 @@ pub struct Broker {
     producer_ids: producer_ids::ProducerIds,
     /// Live group members and their assignments (in memory; see membership.rs).
     membership: Mutex<membership::Membership>,
+    /// In a cluster: the controller term in which this broker last coordinated; the membership
+    /// is started afresh when it coordinates in a new one (see [`Broker::members`]).
+    membership_term: AtomicU64,
     closed: AtomicBool,
     ticker: Mutex<Option<ticker::Ticker>>,
     /// Holds the data directory's lock for the broker's lifetime.
@@ -207,6 +210,7 @@ impl Broker {
                 now_ms(),
                 known_groups,
             )),
+            membership_term: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             ticker: Mutex::new(None),
             _lock: lock,
@@ -912,12 +916,32 @@ impl Broker {
             })
     }
 
+    /// The group membership. In a cluster, a broker that coordinates in a controller term it did
+    /// not coordinate in before starts it afresh, as a restarted broker does: what it knew from
+    /// an earlier term is stale (members may have moved on under another coordinator), and every
+    /// group with commits gets the restart grace, in which members join again claiming what
+    /// they hold before anything is handed to others.
     fn members(&self) -> std::sync::MutexGuard<'_, membership::Membership> {
         // Every change to the membership is one assignment of plain data: a panic cannot leave
         // it half-made.
-        self.membership
+        let mut members = self
+            .membership
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = &self.controller
+            && c.coordinator() == Coordinator::Here
+        {
+            let term = c.term();
+            if self.membership_term.swap(term, Ordering::SeqCst) != term {
+                *members = membership::Membership::new(
+                    self.config.group_timings,
+                    now_ms(),
+                    self.groups.list(),
+                );
+                tracing::info!(term, "coordinating the consumer groups from now on");
+            }
+        }
+        members
     }
 
     /// A group's committed offsets in a topic (partitions without a commit are left out).
