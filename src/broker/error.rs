@@ -129,6 +129,21 @@ pub enum BrokerError {
         /// The partition's next offset.
         next: Offset,
     },
+    /// A read past the end of a follower replica's log: the offset may well exist on the
+    /// leader, which this replica has not caught up with yet (Kafka's OFFSET_NOT_AVAILABLE).
+    #[error(
+        "topic '{topic}' partition {partition}: offset {offset} is past this replica's log          (it holds offsets up to {next}) and this broker does not lead the partition: it may be          catching up with the leader; retry, or read from the leader"
+    )]
+    ReplicaBehind {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: Offset,
+        /// The replica's log end.
+        next: Offset,
+    },
     /// A partition's log failed.
     #[error("topic '{topic}' partition {partition}")]
     Storage {

@@ -824,6 +824,17 @@ impl Broker {
         // between the two waits for the commit to reach it, as Kafka serves consumers.
         let (earliest, next) = (log.earliest_offset(), handle.next_offset());
         let next = next.max(log.next_offset());
+        if offset > next
+            && let Some(replica) = &handle.topic.partitions[handle.partition as usize].replica
+            && replica.leader() != Some(self.node_id())
+        {
+            return Err(BrokerError::ReplicaBehind {
+                topic: handle.topic.name.clone(),
+                partition: handle.partition,
+                offset,
+                next,
+            });
+        }
         if offset < earliest || offset > next {
             return Err(BrokerError::OffsetOutOfRange {
                 topic: handle.topic.name.clone(),

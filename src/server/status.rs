@@ -118,7 +118,8 @@ pub fn broker_code(err: &BrokerError) -> Code {
         BrokerError::DataDirLocked { .. }
         | BrokerError::ShuttingDown
         | BrokerError::Replication { .. }
-        | BrokerError::NotCoordinator { .. } => Code::Unavailable,
+        | BrokerError::NotCoordinator { .. }
+        | BrokerError::ReplicaBehind { .. } => Code::Unavailable,
     }
 }
 
