@@ -3,9 +3,10 @@
 //! always); one idempotent `Producer` connected to broker 1 sends 100,000 keyed records with up
 //! to 20,000 deliveries in flight, following leaders; a group of 3 member `Consumer`s, one
 //! connected to each broker, follows and commits (through the group coordinator, the controller
-//! group's leader). Twice, counted by answered deliveries, a broker is SIGKILLed and started
-//! again at once: first the leader of a random partition, then the group coordinator. After both
-//! kills a member crashes and a new one joins.
+//! group's leader). Three times, counted by answered deliveries, a broker is disrupted: the
+//! leader of a random partition is stopped with SIGSTOP for 3 s (longer than the election
+//! timeout) and let go on; the leader of a random partition is SIGKILLed and started again at
+//! once; then the group coordinator is. After that a member crashes and a new one joins.
 //!
 //! Afterwards every delivery must have ended Ok, all three brokers must serve the same records at
 //! the same offsets, and the history checker verifies that every record is stored exactly once
@@ -19,8 +20,14 @@ mod common;
 use common::chaos::{self, Brokers, DEADLINE, PARTITIONS, TOPIC};
 use common::cluster::Cluster;
 use common::rng::Rng;
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 use strata::proto::MetadataRequest;
+
+/// How long the first disruption stops a leader.
+const PAUSE: Duration = Duration::from_secs(3);
 
 struct ThreeBrokers {
     cluster: Cluster,
@@ -35,10 +42,22 @@ impl Brokers for ThreeBrokers {
         format!("http://{}", self.cluster.addr(i as u64 % 3 + 1))
     }
 
+    fn disruptions(&self) -> usize {
+        3
+    }
+
     async fn kill_and_restart(&mut self, kill: usize, rng: &mut Rng) -> String {
-        let (node, what) = if kill == 0 {
+        let (node, what) = if kill < 2 {
             let partition = rng.below(u64::from(PARTITIONS)) as u32;
             let leader = self.cluster.leader(TOPIC, partition, DEADLINE).await;
+            if kill == 0 {
+                // Longer than an election timeout (600-1200 ms here): the others elect another
+                // leader; the paused one, back, must step down and take nothing acknowledged.
+                self.cluster.pause(leader, PAUSE).await;
+                return format!(
+                    "node {leader}, leading {TOPIC}/{partition}, paused (SIGSTOP) for {PAUSE:?}"
+                );
+            }
             (
                 leader,
                 format!("node {leader}, leading {TOPIC}/{partition},"),
@@ -86,7 +105,7 @@ impl Brokers for ThreeBrokers {
                     .map(|v| v.values().map(Vec::len).sum::<usize>())
                     .collect::<Vec<_>>()
             );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -52,6 +52,11 @@ pub trait Brokers {
     fn read_back(&self) -> impl Future<Output = BTreeMap<u32, Vec<(u64, Vec<u8>)>>>;
     /// Whether offsets may skip (a replicated partition's control batches).
     fn gaps(&self) -> bool;
+    /// How many times [`Brokers::kill_and_restart`] is called: spread over answered deliveries
+    /// 15,000 to 65,000.
+    fn disruptions(&self) -> usize {
+        2
+    }
 }
 
 /// Sends the records, keyed, each value `key-KK/SSSSS/` and a random tail, without waiting for
@@ -321,10 +326,13 @@ pub async fn run<B: Brokers>(name: &str, brokers: &mut B) {
     println!("{name}: seed {seed} (replay: {SEED_ENV}={seed})");
     let started = Instant::now();
     let mut rng = Rng::new(seed);
-    let kill_at = [
-        rng.range(15_000, 25_000) as usize,
-        rng.range(55_000, 65_000) as usize,
-    ];
+    let disruptions = brokers.disruptions();
+    let kill_at: Vec<usize> = (0..disruptions)
+        .map(|i| {
+            let low = 15_000 + i as u64 * 40_000 / (disruptions as u64 - 1).max(1);
+            rng.range(low, low + 10_000) as usize
+        })
+        .collect();
     let crash_at = rng.range(70_000, 90_000) as usize;
     let crashing = rng.below(CONSUMERS as u64) as usize;
     let url = brokers.producer_url();

@@ -98,6 +98,25 @@ impl Cluster {
         );
     }
 
+    /// Stops broker `node` with SIGSTOP for `pause`, then lets it go on (SIGCONT).
+    pub async fn pause(&self, node: u64, pause: Duration) {
+        let pid = self.brokers[(node - 1) as usize]
+            .as_ref()
+            .expect("running")
+            .pid()
+            .to_string();
+        let signal = |sig: &str| {
+            let status = std::process::Command::new("kill")
+                .args([sig, pid.as_str()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {sig} {pid} failed");
+        };
+        signal("-STOP");
+        tokio::time::sleep(pause).await;
+        signal("-CONT");
+    }
+
     /// SIGKILLs broker `node`.
     pub fn kill(&mut self, node: u64) {
         self.brokers[(node - 1) as usize]
