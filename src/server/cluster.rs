@@ -14,11 +14,7 @@ use crate::proto::{
     },
 };
 use crate::replication::{RaftService, serve_raft};
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -104,42 +100,6 @@ async fn describe(addr: &str) -> Result<DescribeReply, String> {
         .await
         .map(Response::into_inner)
         .map_err(|s| s.message().to_owned())
-}
-
-/// Clients of the other brokers' internal ports, for group requests forwarded to the
-/// coordinator: one lazily connected channel per broker, kept.
-pub(super) struct Forwarder {
-    peers: BTreeMap<u64, String>,
-    channels: Mutex<HashMap<u64, Channel>>,
-}
-
-impl Forwarder {
-    pub(super) fn new(cluster: &ClusterConfig) -> Forwarder {
-        Forwarder {
-            peers: cluster.peers.clone(),
-            channels: Mutex::default(),
-        }
-    }
-
-    /// A client of broker `node`'s internal port (UNAVAILABLE for a node not among the peers).
-    pub(super) fn client(&self, node: u64) -> Result<ClusterClient<Channel>, Status> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = channels.get(&node) {
-            return Ok(ClusterClient::new(c.clone()));
-        }
-        let addr = self.peers.get(&node).ok_or_else(|| {
-            Status::unavailable(format!(
-                "the group coordinator is node {node}, which is not among this broker's --peers"
-            ))
-        })?;
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(format!("node {node}'s address {addr}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(PEER_TIMEOUT)
-            .connect_lazy();
-        channels.insert(node, channel.clone());
-        Ok(ClusterClient::new(channel))
-    }
 }
 
 /// The `strata.raft.v1.Cluster` service.

@@ -4,18 +4,58 @@
 //! clients, and the coordinator's internal `Cluster` service for the requests other brokers
 //! forward to it ([`on_coordinator`]).
 
-use super::{RequestError, blocking, cluster::Forwarder, convert};
-use crate::broker::{Broker, BrokerError, CommittedOffset};
+use super::{RequestError, blocking, convert};
+use crate::broker::{Broker, BrokerError, ClusterConfig, CommittedOffset};
 use crate::proto::{self, raft::cluster_client::ClusterClient};
 use std::{
+    collections::{BTreeMap, HashMap},
     future::Future,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 use tonic::{Response, Status, transport::Channel};
 
+/// How long one forwarded request may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a request waits for a coordinator while the controller group elects one.
 const COORDINATOR_WAIT: Duration = Duration::from_secs(5);
+
+/// Clients of the other brokers' internal ports, for group requests forwarded to the
+/// coordinator: one lazily connected channel per broker, kept.
+pub(super) struct Forwarder {
+    peers: BTreeMap<u64, String>,
+    channels: Mutex<HashMap<u64, Channel>>,
+}
+
+impl Forwarder {
+    pub(super) fn new(cluster: &ClusterConfig) -> Forwarder {
+        Forwarder {
+            peers: cluster.peers.clone(),
+            channels: Mutex::default(),
+        }
+    }
+
+    /// A client of broker `node`'s internal port (UNAVAILABLE for a node not among the peers).
+    pub(super) fn client(&self, node: u64) -> Result<ClusterClient<Channel>, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = channels.get(&node) {
+            return Ok(ClusterClient::new(c.clone()));
+        }
+        let addr = self.peers.get(&node).ok_or_else(|| {
+            Status::unavailable(format!(
+                "the group coordinator is node {node}, which is not among this broker's --peers"
+            ))
+        })?;
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("node {node}'s address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(FORWARD_TIMEOUT)
+            .connect_lazy();
+        channels.insert(node, channel.clone());
+        Ok(ClusterClient::new(channel))
+    }
+}
 
 /// Runs a request here (`local`) and, if another broker coordinates groups, forwards it
 /// there (`remote`, over the brokers' internal port) instead; while no broker is known to

@@ -306,7 +306,7 @@ pub async fn serve(
         .config()
         .cluster
         .as_ref()
-        .map(|c| Arc::new(cluster::Forwarder::new(c)));
+        .map(|c| Arc::new(coordinated::Forwarder::new(c)));
     let strata = StrataServer::new(service::Service {
         address,
         broker,

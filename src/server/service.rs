@@ -4,7 +4,7 @@
 use super::{
     ConnInfo, RequestError, ServerConfig, Shutdown,
     auth::{Auth, Operation, Principal, Resource},
-    blocking, cluster, convert, coordinated,
+    blocking, convert, coordinated,
     metrics::Metrics,
     subscribe,
     tail::Tail,
@@ -23,7 +23,7 @@ pub(super) struct Service {
     pub address: String,
     pub broker: Arc<Broker>,
     /// In a cluster: how group requests reach the coordinator when it is another broker.
-    pub forwarder: Option<Arc<cluster::Forwarder>>,
+    pub forwarder: Option<Arc<coordinated::Forwarder>>,
     /// Who may do what.
     pub auth: Arc<Auth>,
     pub config: Arc<ServerConfig>,
