@@ -9,8 +9,6 @@ mod common;
 use common::{Server, create_topic, produce_values, values};
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -21,55 +19,30 @@ const PARTITIONS: u32 = 12;
 type Seen = Arc<Mutex<BTreeMap<(u32, u64), Vec<usize>>>>;
 
 /// A `strata consume` member process whose printed records land in `seen`.
-struct Member {
-    child: Child,
-}
+struct Member(common::cli::Follower);
 
 impl Member {
     fn start(server: &Server, index: usize, seen: &Seen) -> Member {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args([
-                "consume", "orders", "-g", "shared", "-f", "--output", "json", "--broker",
-            ])
-            .arg(server.url())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start a consumer");
-        let stdout = child.stdout.take().expect("piped stdout");
         let seen = seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                let key = (
-                    v["partition"].as_u64().unwrap_or(u64::MAX) as u32,
-                    v["offset"].as_u64().unwrap_or(u64::MAX),
-                );
-                seen.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry(key)
-                    .or_default()
-                    .push(index);
-            }
-        });
-        Member { child }
+        let url = server.url();
+        let args = [
+            "orders", "-g", "shared", "-f", "--output", "json", "--broker", &url,
+        ];
+        Member(common::cli::Follower::start(&args, move |v| {
+            let key = (
+                v["partition"].as_u64().unwrap_or(u64::MAX) as u32,
+                v["offset"].as_u64().unwrap_or(u64::MAX),
+            );
+            seen.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(key)
+                .or_default()
+                .push(index);
+        }))
     }
 
     fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL a consumer");
-        self.child.wait().expect("reap it");
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
     }
 }
 

@@ -10,8 +10,6 @@ use common::cluster::{Cluster, is_failover};
 use common::{try_produce_values, values};
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -24,51 +22,24 @@ const WITHIN: Duration = Duration::from_secs(60);
 /// (partition, value) -> which members printed it.
 type Seen = Arc<Mutex<BTreeMap<(u32, String), Vec<u64>>>>;
 
-/// A `strata consume` member process connected to one broker.
-struct Member {
-    child: Child,
-}
-
-impl Member {
-    fn start(url: &str, node: u64, seen: &Seen) -> Member {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args([
-                "consume", TOPIC, "-g", "shared", "-f", "--output", "json", "--broker", url,
-            ])
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start a consumer");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                let key = (
-                    v["partition"].as_u64().unwrap_or(u64::MAX) as u32,
-                    v["value"].as_str().unwrap_or_default().to_owned(),
-                );
-                seen.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry(key)
-                    .or_default()
-                    .push(node);
-            }
-        });
-        Member { child }
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `strata consume` member process connected to one broker, whose printed records land in
+/// `seen`.
+fn member(url: &str, node: u64, seen: &Seen) -> common::cli::Follower {
+    let seen = seen.clone();
+    let args = [
+        TOPIC, "-g", "shared", "-f", "--output", "json", "--broker", url,
+    ];
+    common::cli::Follower::start(&args, move |v| {
+        let key = (
+            v["partition"].as_u64().unwrap_or(u64::MAX) as u32,
+            v["value"].as_str().unwrap_or_default().to_owned(),
+        );
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .push(node);
+    })
 }
 
 /// Produces `n` records numbered from `first` to every partition, each through its leader.
@@ -170,8 +141,8 @@ async fn members_on_different_brokers_form_one_group() {
     let urls: Vec<String> = (1..=3)
         .map(|n| format!("http://{}", cluster.addr(n)))
         .collect();
-    let _members: Vec<Member> = (1..=3)
-        .map(|n| Member::start(&urls[(n - 1) as usize], n, &seen))
+    let _members: Vec<common::cli::Follower> = (1..=3)
+        .map(|n| member(&urls[(n - 1) as usize], n, &seen))
         .collect();
     // One group of three, whichever broker describes it.
     for node in 1..=3 {

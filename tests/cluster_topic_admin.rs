@@ -2,7 +2,8 @@
 //! controller group, whichever broker takes the request), and what cannot be done is refused
 //! with a clear status: a replication factor on a broker without cluster settings
 //! (FAILED_PRECONDITION), one other than the cluster's size (INVALID_ARGUMENT), a topic that
-//! exists (ALREADY_EXISTS). A create while a broker is down succeeds, every partition led, and
+//! exists (ALREADY_EXISTS). A config change through any broker reaches every broker. A create
+//! while a broker is down succeeds, every partition led, and
 //! that broker makes its replicas when it is back; `strata cluster status` shows every replica.
 
 mod common;
@@ -11,7 +12,8 @@ use common::Server;
 use common::cluster::Cluster;
 use std::time::Duration;
 use strata::proto::{
-    CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, MetadataRequest,
+    AlterTopicConfigRequest, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
+    MetadataRequest, TopicConfig,
 };
 use tonic::Code;
 
@@ -120,6 +122,58 @@ async fn replicated_topics_are_made_and_removed_on_every_broker() {
     for r in replicas {
         assert_eq!(r["topic"], "orders", "{r}");
         assert!(r["leader"].as_u64().is_some(), "{r}");
+    }
+
+    // Altered through broker 3 (which forwards it to the coordinator), every broker has the
+    // new settings by the time it answers: its own describe at once, the others' soon after.
+    cluster
+        .client(3)
+        .await
+        .alter_topic_config(AlterTopicConfigRequest {
+            name: "orders".into(),
+            config: Some(TopicConfig {
+                max_record_bytes: Some(4096),
+                ..TopicConfig::default()
+            }),
+        })
+        .await
+        .expect("alter");
+    let limit = |d: strata::proto::DescribeTopicResponse| {
+        d.topic
+            .and_then(|t| t.config)
+            .and_then(|c| c.max_record_bytes)
+    };
+    let on_3 = cluster
+        .client(3)
+        .await
+        .describe_topic(DescribeTopicRequest {
+            name: "orders".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(limit(on_3), Some(4096), "node 3 right after its alter");
+    for node in [1, 2] {
+        let deadline = std::time::Instant::now() + WITHIN;
+        loop {
+            let d = cluster
+                .client(node)
+                .await
+                .describe_topic(DescribeTopicRequest {
+                    name: "orders".into(),
+                })
+                .await
+                .expect("describe")
+                .into_inner();
+            if limit(d) == Some(4096) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {node} never altered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     // Deleted through broker 3, it is gone everywhere.

@@ -68,6 +68,13 @@ pub(crate) enum Command {
         /// The topic.
         topic: String,
     },
+    /// A replicated topic's settings changed: every broker sets them.
+    AlterTopic {
+        /// The topic.
+        topic: String,
+        /// Its whole new `TopicConfig`, as JSON (as in `topic.json`).
+        config: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -278,8 +285,17 @@ impl Controller {
         }
     }
 
+    /// The offset after the last command applied here.
+    pub(crate) fn applied(&self) -> Offset {
+        *self
+            .applied
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Waits until the commands below `offset` are applied here.
-    fn wait_applied(&self, offset: Offset) -> Result<()> {
+    pub(crate) fn wait_applied(&self, offset: Offset) -> Result<()> {
         let (lock, moved) = &*self.applied;
         let deadline = Instant::now() + APPLY_WAIT;
         let mut applied = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -431,7 +447,9 @@ impl Applier {
                         Ok(command) => {
                             let topical = matches!(
                                 command,
-                                Command::CreateTopic { .. } | Command::DeleteTopic { .. }
+                                Command::CreateTopic { .. }
+                                    | Command::DeleteTopic { .. }
+                                    | Command::AlterTopic { .. }
                             );
                             self.apply(command)?;
                             if topical {
@@ -466,6 +484,20 @@ impl Applier {
                 };
                 if let Err(e) = broker.create_replicas(&file) {
                     tracing::error!(error = %crate::errors::error_chain(&e), "creating a topic's replicas as the controller said failed");
+                }
+                Ok(())
+            }
+            Command::AlterTopic { topic, config } => {
+                let Some(broker) = self.broker.upgrade() else {
+                    return Ok(());
+                };
+                let applied = serde_json::from_slice(&config)
+                    .map_err(|e| {
+                        controller_error(format!("a topic config that does not decode: {e}"))
+                    })
+                    .and_then(|config| broker.set_topic_config(&topic, config));
+                if let Err(e) = applied {
+                    tracing::error!(topic, error = %crate::errors::error_chain(&e), "altering a topic as the controller said failed");
                 }
                 Ok(())
             }

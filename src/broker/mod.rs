@@ -456,22 +456,6 @@ impl Broker {
         })
     }
 
-    /// Waits, at most `within`, until topic `name` is here (`present`) or gone (not): after a
-    /// create or delete that another broker ordered through the controller group, until this
-    /// broker applied it. Whether it got there. Blocks.
-    pub fn wait_for_topic(&self, name: &str, present: bool, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if read_lock(&self.topics).contains_key(name) == present {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// Creates this broker's replicas of a replicated topic, from the topic file the controller
     /// group's command holds. Creating one that is already here, the same, is a success (a
     /// command applied again after a restart).
@@ -658,12 +642,36 @@ impl Broker {
 
     /// Changes a topic's config. Retention under the new config is applied at once.
     pub fn alter_topic_config(&self, name: &str, update: &TopicConfigUpdate) -> Result<TopicInfo> {
+        let topic = self.topic(name)?;
+        let config = topic.config().updated(update);
+        config.validate(&self.config)?;
+        if let Some(c) = &self.controller
+            && !topic.replicas().is_empty()
+        {
+            // A replicated topic's settings are the cluster's: through the controller group,
+            // every broker setting them as it applies the command.
+            c.read_barrier()?;
+            let config = self.topic(name)?.config().updated(update);
+            let json = serde_json::to_vec(&config).map_err(|e| BrokerError::BadStateFile {
+                path: topic.dir.join(TOPIC_FILE),
+                reason: format!("encoding the topic's config: {e}"),
+            })?;
+            c.propose(&controller::Command::AlterTopic {
+                topic: name.to_owned(),
+                config: json,
+            })?;
+            return Ok(self.topic(name)?.info());
+        }
+        self.set_topic_config(name, config)
+    }
+
+    /// Sets topic `name`'s settings to `config` (checked), durably, and applies them to its logs.
+    pub(crate) fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
         let _admin = self
             .admin
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let topic = self.topic(name)?;
-        let config = topic.config().updated(update);
         config.validate(&self.config)?;
         TopicFile {
             config: config.clone(),
@@ -780,6 +788,23 @@ impl Broker {
     fn group_read(&self) -> Result<()> {
         match &self.controller {
             Some(c) => c.read_barrier(),
+            None => Ok(()),
+        }
+    }
+
+    /// The offset after the last controller command this broker applied (`None` without a
+    /// cluster): what a broker that forwarded a write to the coordinator waits for, so that its
+    /// own answers after it see the write.
+    pub fn controller_applied(&self) -> Option<Offset> {
+        self.controller
+            .as_ref()
+            .map(controller::Controller::applied)
+    }
+
+    /// Waits until this broker has applied the controller's commands below `offset`.
+    pub fn wait_controller_applied(&self, offset: Offset) -> Result<()> {
+        match &self.controller {
+            Some(c) => c.wait_applied(offset),
             None => Ok(()),
         }
     }

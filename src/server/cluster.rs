@@ -126,7 +126,16 @@ impl Cluster for ClusterService {
         request: Request<proto::CreateTopicRequest>,
     ) -> Result<Response<proto::CreateTopicResponse>, Status> {
         let answer = coordinated::create_topic(self.broker.clone(), request.into_inner()).await?;
-        Ok(Response::new(answer))
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<proto::AlterTopicConfigRequest>,
+    ) -> Result<Response<proto::AlterTopicConfigResponse>, Status> {
+        let answer =
+            coordinated::alter_topic_config(self.broker.clone(), request.into_inner()).await?;
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
     }
 
     async fn delete_topic(
@@ -134,7 +143,7 @@ impl Cluster for ClusterService {
         request: Request<proto::DeleteTopicRequest>,
     ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
         let answer = coordinated::delete_topic(self.broker.clone(), request.into_inner()).await?;
-        Ok(Response::new(answer))
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
     }
 
     async fn commit_offsets(
@@ -142,7 +151,7 @@ impl Cluster for ClusterService {
         request: Request<proto::CommitOffsetsRequest>,
     ) -> Result<Response<proto::CommitOffsetsResponse>, Status> {
         let answer = coordinated::commit_offsets(self.broker.clone(), request.into_inner()).await?;
-        Ok(Response::new(answer))
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
     }
 
     async fn fetch_committed_offsets(
@@ -151,7 +160,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<proto::FetchCommittedOffsetsResponse>, Status> {
         let answer =
             coordinated::fetch_committed_offsets(self.broker.clone(), request.into_inner()).await?;
-        Ok(Response::new(answer))
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
     }
 
     async fn list_groups(
@@ -159,7 +168,7 @@ impl Cluster for ClusterService {
         _request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
         let answer = coordinated::list_groups(self.broker.clone()).await?;
-        Ok(Response::new(answer))
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
     }
 
     async fn describe_group(
@@ -167,7 +176,7 @@ impl Cluster for ClusterService {
         request: Request<proto::DescribeGroupRequest>,
     ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
         let answer = coordinated::describe_group(self.broker.clone(), request.into_inner()).await?;
-        Ok(Response::new(answer))
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
     }
 
     async fn group_heartbeat(
@@ -182,7 +191,7 @@ impl Cluster for ClusterService {
             request.ok_or_else(|| Status::invalid_argument("a forwarded heartbeat without one"))?;
         let answer =
             coordinated::group_heartbeat(self.broker.clone(), request, client_host).await?;
-        Ok(Response::new(answer))
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
     }
 
     async fn delete_group(
@@ -190,6 +199,6 @@ impl Cluster for ClusterService {
         request: Request<proto::DeleteGroupRequest>,
     ) -> Result<Response<proto::DeleteGroupResponse>, Status> {
         let answer = coordinated::delete_group(self.broker.clone(), request.into_inner()).await?;
-        Ok(Response::new(answer))
+        Ok(coordinated::forwarded_answer(&self.broker, answer))
     }
 }

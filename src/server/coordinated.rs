@@ -15,6 +15,22 @@ use std::{
 };
 use tonic::{Response, Status, transport::Channel};
 
+/// The metadata key of a forwarded request's answer that says how far the coordinator had
+/// applied the controller's log (see [`on_coordinator`]).
+const APPLIED_KEY: &str = "strata-controller-applied";
+
+/// The coordinator's answer to a forwarded request, with how far it has applied the
+/// controller's log.
+pub(super) fn forwarded_answer<T>(broker: &Broker, answer: T) -> Response<T> {
+    let mut response = Response::new(answer);
+    if let Some(applied) = broker.controller_applied()
+        && let Ok(v) = applied.to_string().parse()
+    {
+        response.metadata_mut().insert(APPLIED_KEY, v);
+    }
+    response
+}
+
 /// How long one forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -61,7 +77,13 @@ impl Forwarder {
 /// there (`remote`, over the brokers' internal port) instead; while no broker is known to
 /// coordinate (an election), asks again for up to [`COORDINATOR_WAIT`]. A forwarded request is
 /// not forwarded again: a coordinator that moved on answers UNAVAILABLE and the client retries.
+///
+/// A forwarded request's answer carries how far the coordinator had applied the controller's
+/// log when it answered ([`APPLIED_KEY`]); this broker waits until it has applied as far
+/// (at most [`TOPIC_WAIT`]) before answering, so that what the client asks it next (a produce
+/// to the topic it created, a describe) sees the write.
 pub(super) async fn on_coordinator<T, L, LF, R, RF>(
+    broker: &Arc<Broker>,
     forwarder: Option<&Forwarder>,
     local: L,
     remote: R,
@@ -84,9 +106,20 @@ where
                 let Some(forwarder) = forwarder else {
                     return Err(Status::from(e));
                 };
-                return remote(forwarder.client(node)?)
-                    .await
-                    .map(Response::into_inner);
+                let answer = remote(forwarder.client(node)?).await?;
+                let applied = answer
+                    .metadata()
+                    .get(APPLIED_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let Some(offset) = applied {
+                    let broker = broker.clone();
+                    let caught_up = blocking(move || broker.wait_controller_applied(offset)).await;
+                    if let Err(e) = caught_up {
+                        tracing::warn!(error = %e, "answering a forwarded request before this broker applied it");
+                    }
+                }
+                return Ok(answer.into_inner());
             }
             Err(RequestError::Broker(BrokerError::NotCoordinator {
                 coordinator: None, ..
@@ -229,6 +262,17 @@ pub(super) async fn wait_for_leaders(
         );
     }
     Ok(())
+}
+
+pub(super) async fn alter_topic_config(
+    broker: Arc<Broker>,
+    req: proto::AlterTopicConfigRequest,
+) -> Result<proto::AlterTopicConfigResponse, RequestError> {
+    let update = convert::config_update(req.config)?;
+    let info = blocking(move || broker.alter_topic_config(&req.name, &update)).await?;
+    Ok(proto::AlterTopicConfigResponse {
+        topic: Some(convert::topic_info(&info)),
+    })
 }
 
 pub(super) async fn delete_topic(

@@ -116,6 +116,7 @@ impl Strata for Service {
         self.check(&who, Operation::Create, &Resource::topic(&req.name))?;
         let name = req.name.clone();
         let answer = coordinated::on_coordinator(
+            &self.broker,
             self.forwarder.as_deref(),
             || coordinated::create_topic(self.broker.clone(), req.clone()),
             |mut c| {
@@ -125,14 +126,8 @@ impl Strata for Service {
         )
         .await?;
         if self.forwarder.is_some() && req.replication_factor > 1 {
-            // Made by the coordinator: answer once this broker has it too (so that a produce
-            // sent here next finds it) and sees its leaders.
-            let broker = self.broker.clone();
-            let topic = name.clone();
-            blocking(move || {
-                Ok::<_, BrokerError>(broker.wait_for_topic(&topic, true, coordinated::TOPIC_WAIT))
-            })
-            .await?;
+            // Made by the coordinator, and applied here too (see `on_coordinator`): answer once
+            // this broker also sees every partition's leader.
             coordinated::wait_for_leaders(self.broker.clone(), name).await?;
         }
         Ok(Response::new(answer))
@@ -145,8 +140,8 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Delete, &Resource::topic(&req.name))?;
-        let name = req.name.clone();
         let answer = coordinated::on_coordinator(
+            &self.broker,
             self.forwarder.as_deref(),
             || coordinated::delete_topic(self.broker.clone(), req.clone()),
             |mut c| {
@@ -155,13 +150,6 @@ impl Strata for Service {
             },
         )
         .await?;
-        if self.forwarder.is_some() {
-            let broker = self.broker.clone();
-            blocking(move || {
-                Ok::<_, BrokerError>(broker.wait_for_topic(&name, false, coordinated::TOPIC_WAIT))
-            })
-            .await?;
-        }
         Ok(Response::new(answer))
     }
 
@@ -202,12 +190,17 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         self.check(&who, Operation::Alter, &Resource::topic(&req.name))?;
-        let update = convert::config_update(req.config)?;
-        let broker = self.broker.clone();
-        let info = blocking(move || broker.alter_topic_config(&req.name, &update)).await?;
-        Ok(Response::new(proto::AlterTopicConfigResponse {
-            topic: Some(convert::topic_info(&info)),
-        }))
+        let answer = coordinated::on_coordinator(
+            &self.broker,
+            self.forwarder.as_deref(),
+            || coordinated::alter_topic_config(self.broker.clone(), req.clone()),
+            |mut c| {
+                let req = req.clone();
+                async move { c.alter_topic_config(req).await }
+            },
+        )
+        .await?;
+        Ok(Response::new(answer))
     }
 
     async fn produce(
@@ -358,6 +351,7 @@ impl Strata for Service {
             self.check(&who, Operation::Read, &Resource::topic(&o.topic))?;
         }
         let answer = coordinated::on_coordinator(
+            &self.broker,
             self.forwarder.as_deref(),
             || coordinated::commit_offsets(self.broker.clone(), req.clone()),
             |mut c| {
@@ -378,6 +372,7 @@ impl Strata for Service {
         self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
         self.check(&who, Operation::Describe, &Resource::topic(&req.topic))?;
         let answer = coordinated::on_coordinator(
+            &self.broker,
             self.forwarder.as_deref(),
             || coordinated::fetch_committed_offsets(self.broker.clone(), req.clone()),
             |mut c| {
@@ -396,6 +391,7 @@ impl Strata for Service {
         let who = self.who(&request)?;
         let req = request.into_inner();
         let mut answer = coordinated::on_coordinator(
+            &self.broker,
             self.forwarder.as_deref(),
             || coordinated::list_groups(self.broker.clone()),
             |mut c| async move { c.list_groups(req).await },
@@ -416,6 +412,7 @@ impl Strata for Service {
         let req = request.into_inner();
         self.check(&who, Operation::Describe, &Resource::group(&req.group))?;
         let mut described = coordinated::on_coordinator(
+            &self.broker,
             self.forwarder.as_deref(),
             || coordinated::describe_group(self.broker.clone(), req.clone()),
             |mut c| {
@@ -449,6 +446,7 @@ impl Strata for Service {
             self.check(&who, Operation::Read, &Resource::topic(t))?;
         }
         let answer = coordinated::on_coordinator(
+            &self.broker,
             self.forwarder.as_deref(),
             || coordinated::group_heartbeat(self.broker.clone(), req.clone(), client_host.clone()),
             |mut c| {
@@ -471,6 +469,7 @@ impl Strata for Service {
         let req = request.into_inner();
         self.check(&who, Operation::Delete, &Resource::group(&req.group))?;
         let answer = coordinated::on_coordinator(
+            &self.broker,
             self.forwarder.as_deref(),
             || coordinated::delete_group(self.broker.clone(), req.clone()),
             |mut c| {

@@ -123,3 +123,52 @@ pub fn auth(file: &std::path::Path, args: &[&str]) -> String {
 pub fn add_superuser(file: &std::path::Path, name: &str) -> String {
     auth(file, &["add", name, "--superuser"])
 }
+
+/// A long-running `strata consume ... --output json` process whose printed records each go to a
+/// callback on a thread of their own; killed (SIGKILL) when dropped.
+pub struct Follower {
+    child: std::process::Child,
+}
+
+impl Follower {
+    /// Starts `strata consume` with `args` (which should ask for `--output json`), calling
+    /// `on_record` with each JSON line it prints.
+    pub fn start(
+        args: &[&str],
+        mut on_record: impl FnMut(serde_json::Value) + Send + 'static,
+    ) -> Follower {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("consume")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a consumer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    on_record(v);
+                }
+            }
+        });
+        Follower { child }
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL a consumer");
+        self.child.wait().expect("reap it");
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
