@@ -495,7 +495,7 @@ impl Applier {
                     .map_err(|e| {
                         controller_error(format!("a topic config that does not decode: {e}"))
                     })
-                    .and_then(|config| broker.set_topic_config(&topic, config));
+                    .and_then(|config| broker.set_topic_config(&topic, &config));
                 if let Err(e) = applied {
                     tracing::error!(topic, error = %crate::errors::error_chain(&e), "altering a topic as the controller said failed");
                 }

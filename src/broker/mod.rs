@@ -662,11 +662,11 @@ impl Broker {
             })?;
             return Ok(self.topic(name)?.info());
         }
-        self.set_topic_config(name, config)
+        self.set_topic_config(name, &config)
     }
 
     /// Sets topic `name`'s settings to `config` (checked), durably, and applies them to its logs.
-    pub(crate) fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+    pub(crate) fn set_topic_config(&self, name: &str, config: &TopicConfig) -> Result<TopicInfo> {
         let _admin = self
             .admin
             .lock()
@@ -682,7 +682,7 @@ impl Broker {
         let now = now_ms();
         for p in &topic.partitions {
             p.log
-                .set_config(self.config.log_config(&config, p.replica.is_some()));
+                .set_config(self.config.log_config(config, p.replica.is_some()));
             p.log
                 .apply_retention(now)
                 .map_err(topic.storage_error(p.id))?;
