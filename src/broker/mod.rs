@@ -844,8 +844,8 @@ impl Broker {
                 }
             }
         };
-        // Up to the log's end, not only the high watermark: a replica that has just started does
-        // not know its group's commit position yet (its high watermark starts at 0), and a read
+        // Up to the log's end, not only the high watermark: a replica's commit position can trail
+        // its log (a follower, or one just started whose saved position was behind), and a read
         // between the two waits for the commit to reach it, as Kafka serves consumers.
         let (earliest, next) = (log.earliest_offset(), handle.next_offset());
         let next = next.max(log.next_offset());

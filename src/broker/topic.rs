@@ -178,7 +178,7 @@ impl Partition {
     }
 
     /// A replicated partition: `open` opens its replica given the log and the high watermark
-    /// to feed (which starts at 0: the commit position is learned again after a restart).
+    /// to feed (which starts at 0, until the replica applies up to its saved commit position).
     pub(crate) fn replicated(
         id: u32,
         log: Log,

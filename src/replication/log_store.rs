@@ -227,6 +227,39 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         self.reader.clone()
     }
 
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        if let Some(committed) = committed {
+            self.reader.state.save_committed(committed)?;
+        }
+        Ok(())
+    }
+
+    /// The committed log id saved before a restart, if the log still holds that entry as it was
+    /// (same index, same term): openraft then applies up to it at start, so the partition's high
+    /// watermark is back at once. Anything else (no file, a torn one, an entry since truncated
+    /// or replaced, as a power cut under `fsync never` can leave) is `None`.
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        let Some(committed) = self.reader.state.read_committed() else {
+            return Ok(None);
+        };
+        let log = self.reader.log.clone();
+        let found = blocking(move || {
+            let Some(offset) = log.offset_of_entry(stored_index(committed.index))? else {
+                return Ok(None);
+            };
+            let term = log.term_at(offset)?;
+            Ok((term == committed.leader_id.term).then_some(committed))
+        })
+        .await;
+        match found {
+            Ok(found) => Ok(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "checking the saved committed log id failed; passing over it");
+                Ok(None)
+            }
+        }
+    }
+
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.drain().await;
         let state = self.reader.state.clone();

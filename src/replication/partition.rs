@@ -76,8 +76,8 @@ pub enum ProduceError {
 
 /// `config` as a partition replica must run: openraft never snapshots and purges on its own (the
 /// log is the partition's data, which only retention removes); a leader that restarts does not take its
-/// leadership back without an election (its commit position is not saved, so it would serve a
-/// stale high watermark until it learned the commit again); pre-vote, so that a replica cut off
+/// leadership back without an election (its saved commit position may be behind, so it could
+/// serve a stale high watermark until it learned the commit again); pre-vote, so that a replica cut off
 /// and back does not depose a working leader with the terms it counted up alone; and, unless
 /// the log fsyncs before acknowledging (`always`), a follower whose power cut lost entries it
 /// had reported written is taken back instead of stopping the leader (under `interval` and

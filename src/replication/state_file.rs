@@ -1,7 +1,7 @@
 //! The Raft state of a partition that is not in its log: the vote, the last purged log id and
 //! the latest snapshot's metadata. One small file,
 //! `raft-state` in the partition directory, replaced atomically on every change that must be
-//! durable (docs/FORMAT.md).
+//! durable (docs/FORMAT.md); and the committed log id in `raft-committed`, which need not be.
 
 use super::{
     ReplicationError,
@@ -16,6 +16,12 @@ use std::{
 
 /// The file's name inside a partition directory.
 pub const RAFT_STATE_FILE: &str = "raft-state";
+/// The committed log id's file, beside it.
+pub const RAFT_COMMITTED_FILE: &str = "raft-committed";
+
+const COMMITTED_MAGIC: u32 = u32::from_le_bytes(*b"SRCM");
+/// The committed file's size: a u32 LE length, the checked encoding, zeroes.
+const COMMITTED_BYTES: usize = 64;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SRRS");
 const VERSION: u16 = 1;
@@ -55,9 +61,9 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<RaftState, Replication
 }
 
 /// The partition's Raft state, in memory and on disk: every change is written before it is
-/// seen, so what is read is always durable. The committed log id is not kept: after a restart
-/// a replica applies from its snapshot on and learns the commit index again from its leader (a
-/// one-node group at once, with its new term's first entry).
+/// seen, so what is read is always durable. Beside it, the committed log id, noted without an
+/// fsync (`raft-committed`: [`RaftStateFile::save_committed`]), which is only a head start: a
+/// replica whose note is behind or lost learns the commit index again from its leader.
 pub struct RaftStateFile {
     path: PathBuf,
     io: Io,
@@ -65,6 +71,8 @@ pub struct RaftStateFile {
     /// readers only take `state` for a clone.
     writer: Mutex<()>,
     state: Mutex<RaftState>,
+    /// `raft-committed`, once opened for writing.
+    committed: Mutex<Option<std::fs::File>>,
 }
 
 impl RaftStateFile {
@@ -83,7 +91,73 @@ impl RaftStateFile {
             io,
             writer: Mutex::new(()),
             state: Mutex::new(state),
+            committed: Mutex::new(None),
         })
+    }
+
+    fn committed_path(&self) -> PathBuf {
+        self.path.with_file_name(RAFT_COMMITTED_FILE)
+    }
+
+    /// Notes the committed log id in `raft-committed`, without an fsync: it only lets a
+    /// restarted replica serve what it had seen committed at once, instead of after its
+    /// group's next commit. A write the system loses leaves an older (still committed) id, or
+    /// a file [`RaftStateFile::read_committed`] passes over.
+    pub fn save_committed(&self, committed: LogId) -> Result<(), ReplicationError> {
+        let path = self.committed_path();
+        let body = checked::encode(COMMITTED_MAGIC, VERSION, &committed).map_err(|e| {
+            ReplicationError::BadStateFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let mut frame = vec![0u8; COMMITTED_BYTES];
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        if body.len() + 4 > COMMITTED_BYTES {
+            return Err(ReplicationError::BadStateFile {
+                path,
+                reason: format!("{} bytes do not fit in {COMMITTED_BYTES}", body.len()),
+            });
+        }
+        frame[..4].copy_from_slice(&len.to_le_bytes());
+        frame[4..4 + body.len()].copy_from_slice(&body);
+        let mut file = self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if file.is_none() {
+            *file = Some(self.io.open_rw(&path, true)?);
+        }
+        if let Some(f) = file.as_ref() {
+            self.io.write_all_at(f, &path, &frame, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The committed log id `raft-committed` holds, if it holds one whole (a torn or lost write
+    /// is `None`, logged: the replica then learns its commit position from its leader).
+    pub fn read_committed(&self) -> Option<LogId> {
+        let path = self.committed_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the committed log id is not readable");
+                return None;
+            }
+        };
+        let len = bytes
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_le_bytes(b) as usize)?;
+        let body = bytes.get(4..4usize.saturating_add(len))?;
+        match checked::decode(body, COMMITTED_MAGIC, VERSION) {
+            Ok(id) => Some(id),
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), reason, "the committed log id is damaged; passing over it");
+                None
+            }
+        }
     }
 
     /// The state as last written.
