@@ -15,7 +15,8 @@ use tonic::Code;
 /// Options of every command that talks to a broker. Its `Debug` never shows the token.
 #[derive(Clone, Args)]
 pub struct ClientArgs {
-    /// The broker's gRPC URL.
+    /// The broker's gRPC URL; several brokers of a cluster, comma-separated, to spread calls
+    /// over those that answer (so a command rides out the death of any one).
     #[arg(long, env = "STRATA_BROKER", default_value = DEFAULT_BROKER, global = true)]
     pub broker: String,
     /// How to print results: aligned text for people, or one JSON object per line for scripts.

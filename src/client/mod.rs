@@ -149,9 +149,75 @@ pub async fn connect(url: &str) -> Result<Channel, ClientError> {
 /// [`connect`] with TLS: `https://` URLs use TLS, with `options`' CA (else the system's roots)
 /// and, for mutual TLS, its client certificate. A URL without a scheme is taken as
 /// [`broker_url`] says.
+///
+/// Several brokers of a cluster, comma-separated (`HOST:PORT,HOST:PORT,...`), make one channel
+/// that spreads calls over those that answer (tonic's balancing channel): any broker serves
+/// reads and takes group requests, so a consumer on it rides out the death of any one of them.
+/// At least one must answer now.
 pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Channel, ClientError> {
-    let given = url;
-    let url = broker_url(url, options);
+    let urls: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let authorization = match &options.token {
+        Some(token) => {
+            let mut value = tonic::codegen::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::BadToken {
+                    reason: "it holds characters a header cannot carry".into(),
+                })?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        None => None,
+    };
+    let [one] = urls.as_slice() else {
+        if urls.is_empty() {
+            return Err(ClientError::InvalidUrl {
+                url: url.to_string(),
+                reason: "no broker address".into(),
+            });
+        }
+        let endpoints = urls
+            .iter()
+            .map(|u| endpoint(u, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Fail at once, as for one broker, if none answers.
+        let mut last = None;
+        for e in &endpoints {
+            match e.connect().await {
+                Ok(_) => {
+                    last = None;
+                    break;
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        if let Some(e) = last {
+            return Err(ClientError::Connect {
+                url: url.to_string(),
+                source: std::sync::Arc::new(e),
+            });
+        }
+        return Ok(Channel {
+            inner: tonic::transport::Channel::balance_list(endpoints.into_iter()),
+            authorization,
+        });
+    };
+    let endpoint = endpoint(one, options)?;
+    let inner = endpoint.connect().await.map_err(|e| ClientError::Connect {
+        url: broker_url(one, options),
+        source: std::sync::Arc::new(e),
+    })?;
+    Ok(Channel {
+        inner,
+        authorization,
+    })
+}
+
+/// The endpoint of one broker URL, with the client's settings, checked as [`connect_with`] says.
+fn endpoint(given: &str, options: &ConnectOptions) -> Result<Endpoint, ClientError> {
+    let url = broker_url(given, options);
     let invalid = |reason: String| ClientError::InvalidUrl {
         url: given.to_string(),
         reason,
@@ -179,25 +245,7 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Channel
         ));
     }
     token_may_travel(&url, endpoint.uri().host(), options)?;
-    let authorization = match &options.token {
-        Some(token) => {
-            let mut value = tonic::codegen::http::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ClientError::BadToken {
-                    reason: "it holds characters a header cannot carry".into(),
-                })?;
-            value.set_sensitive(true);
-            Some(value)
-        }
-        None => None,
-    };
-    let inner = endpoint.connect().await.map_err(|e| ClientError::Connect {
-        url: url.clone(),
-        source: std::sync::Arc::new(e),
-    })?;
-    Ok(Channel {
-        inner,
-        authorization,
-    })
+    Ok(endpoint)
 }
 
 /// A token goes only over TLS or to this machine, unless `options.plaintext_token` says the
