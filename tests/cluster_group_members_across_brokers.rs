@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::cluster::{Cluster, is_failover};
-use common::{try_produce_values, values};
+use common::cluster::Cluster;
+use common::values;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -46,18 +46,9 @@ fn member(url: &str, node: u64, seen: &Seen) -> common::cli::Follower {
 async fn produce(cluster: &Cluster, first: usize, n: usize) {
     for partition in 0..PARTITIONS {
         let vals = values(&format!("p{partition}"), first, n);
-        let deadline = Instant::now() + WITHIN;
-        loop {
-            let leader = cluster.leader(TOPIC, partition, WITHIN).await;
-            let mut c = cluster.client(leader).await;
-            match try_produce_values(&mut c, TOPIC, partition, &vals).await {
-                Ok(_) => break,
-                Err(s) if is_failover(&s) && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(s) => panic!("produce to {partition}: {s:?}"),
-            }
-        }
+        cluster
+            .produce_to_leader(TOPIC, partition, &vals, WITHIN)
+            .await;
     }
 }
 

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::cluster::{Cluster, is_failover};
+use common::cluster::Cluster;
 use common::try_produce_values as try_produce;
 use common::{stored, values};
 
@@ -29,18 +29,9 @@ const WITHIN: Duration = Duration::from_secs(30);
 
 /// Produces `vals` to the partition's leader, following leader changes until `WITHIN` passes.
 async fn produce_to_leader(cluster: &Cluster, partition: u32, vals: &[Vec<u8>]) -> u64 {
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        let leader = cluster.leader(TOPIC, partition, WITHIN).await;
-        let mut c = cluster.client(leader).await;
-        match try_produce(&mut c, TOPIC, partition, vals).await {
-            Ok(base) => return base,
-            Err(s) if is_failover(&s) && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(s) => panic!("produce to {TOPIC}/{partition} on node {leader}: {s:?}"),
-        }
-    }
+    cluster
+        .produce_to_leader(TOPIC, partition, vals, WITHIN)
+        .await
 }
 
 /// Waits until every broker serves each partition up to its last acknowledged record, then checks

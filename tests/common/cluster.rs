@@ -184,6 +184,29 @@ impl Cluster {
         }
     }
 
+    /// Produces `values` to `partition` of `topic` through its leader, following leader changes
+    /// until `within` has passed; the base offset they were acknowledged at.
+    pub async fn produce_to_leader(
+        &self,
+        topic: &str,
+        partition: u32,
+        values: &[Vec<u8>],
+        within: Duration,
+    ) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let leader = self.leader(topic, partition, within).await;
+            let mut c = self.client(leader).await;
+            match super::try_produce_values(&mut c, topic, partition, values).await {
+                Ok(base) => return base,
+                Err(s) if is_failover(&s) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => panic!("produce to {topic}/{partition} on node {leader}: {s:?}"),
+            }
+        }
+    }
+
     /// Waits until broker `node` serves `partition` of `topic` up to `high_watermark`.
     pub async fn wait_for_high_watermark(
         &self,
