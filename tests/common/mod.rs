@@ -367,7 +367,26 @@ pub fn values(prefix: &str, first: usize, n: usize) -> Vec<Vec<u8>> {
 }
 
 /// A port free on 127.0.0.1 now, for a broker that must come back on the same address.
+///
+/// Taken below Linux's ephemeral range (32768-60999 by default), not from it: a port handed out
+/// there and released can be given meanwhile to an outgoing connection as its own port (a
+/// broker dialing another broker that is not up yet), and the broker meant to listen on it
+/// then fails with "address in use".
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mixed =
+            (seed ^ n.wrapping_mul(0xbf58_476d_1ce4_e5b9)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let port = 20_000 + (mixed >> 33) % 12_000;
+        let port = u16::try_from(port).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
