@@ -325,7 +325,10 @@ impl Controller {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        // The last `Arc<Broker>` may be let go on the applier itself (it holds one while it
+        // applies a topic command): it cannot join itself, and it stops at its next check.
         if let Some(t) = thread
+            && t.thread().id() != std::thread::current().id()
             && t.join().is_err()
         {
             tracing::error!("the controller's applier panicked");

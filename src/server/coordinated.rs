@@ -1,5 +1,5 @@
 //! Requests that, in a cluster, the controller group's leader (the coordinator) serves: consumer
-//! group requests and the creation and deletion of replicated topics, as the broker serves them
+//! group requests and the creation, alteration and deletion of replicated topics, as the broker serves them
 //! once the caller's token and ACLs are checked. The public service calls these for its
 //! clients, and the coordinator's internal `Cluster` service for the requests other brokers
 //! forward to it ([`on_coordinator`]).
@@ -80,7 +80,7 @@ impl Forwarder {
 ///
 /// A forwarded request's answer carries how far the coordinator had applied the controller's
 /// log when it answered ([`APPLIED_KEY`]); this broker waits until it has applied as far
-/// (at most [`TOPIC_WAIT`]) before answering, so that what the client asks it next (a produce
+/// (at most 10 s, the controller's apply wait) before answering, so that what the client asks it next (a produce
 /// to the topic it created, a describe) sees the write.
 pub(super) async fn on_coordinator<T, L, LF, R, RF>(
     broker: &Arc<Broker>,
