@@ -11,7 +11,7 @@
 
 use super::{BrokerError, Result};
 use crate::replication::{
-    LinkFaults, PartitionGroups, ProduceError, RaftClients, ReplicatedPartition,
+    LinkFaults, PartitionGroups, ProduceError, RaftClients, RaftLinks, ReplicatedPartition,
 };
 use crate::storage::{Log, LogEndListener};
 use bytes::Bytes;
@@ -34,6 +34,8 @@ pub struct ClusterConfig {
     pub peers: BTreeMap<u64, String>,
     /// Raft timings of every partition group.
     pub timings: RaftTimings,
+    /// The broker's connections to the others' Raft ports, and what it heard from them.
+    pub links: RaftLinks,
     /// The runtime the Raft groups run on.
     pub runtime: tokio::runtime::Handle,
     /// The Raft groups of this broker's replicas, which its Raft service answers for.
@@ -46,16 +48,18 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// Node `node_id` of the cluster of `peers` (Raft addresses by node id, this one's too),
-    /// its Raft groups on `runtime`, with the default timings.
+    /// its Raft groups on `runtime` with `timings`.
     pub fn new(
         node_id: u64,
         peers: BTreeMap<u64, String>,
         runtime: tokio::runtime::Handle,
+        timings: RaftTimings,
     ) -> Self {
         ClusterConfig {
             node_id,
             peers,
-            timings: RaftTimings::default(),
+            timings,
+            links: RaftLinks::new(node_id, timings.election_min),
             runtime,
             groups: PartitionGroups::default(),
             directory: Directory::default(),
@@ -100,14 +104,25 @@ impl Default for RaftTimings {
 }
 
 impl RaftTimings {
-    fn openraft(&self, cluster_name: &str) -> openraft::Config {
+    /// openraft's settings for the group `cluster_name`; a `quiet` group starts with its timer
+    /// parked, for `replication::quiet` to start when it needs heartbeats or an election.
+    fn openraft(&self, cluster_name: &str, quiet: bool) -> openraft::Config {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         openraft::Config {
             cluster_name: cluster_name.to_owned(),
             heartbeat_interval: ms(self.heartbeat),
             election_timeout_min: ms(self.election_min),
             election_timeout_max: ms(self.election_max),
+            enable_tick: !quiet,
             ..openraft::Config::default()
+        }
+    }
+
+    /// How the broker's quiet groups are watched (`replication::quiet`).
+    pub(crate) fn quiet(&self) -> crate::replication::quiet::QuietTimings {
+        crate::replication::quiet::QuietTimings {
+            heartbeat: self.heartbeat,
+            grace: self.election_max,
         }
     }
 }
@@ -187,7 +202,9 @@ pub(crate) struct Replica {
 impl Replica {
     /// Opens the replica of `topic`/`partition` whose log is `log`, its high watermark fed by the
     /// group's commit position; the partition's first replica makes the group (a group made
-    /// before keeps its members), another one after a while without a leader.
+    /// before keeps its members), another one after a while without a leader. A `quiet` group
+    /// heartbeats and elects only when `replication::quiet` sees the need (partitions); others
+    /// always (the controller group, whose leader must keep its lease for read barriers).
     pub(crate) fn open(
         cluster: &ClusterConfig,
         topic: &str,
@@ -195,6 +212,7 @@ impl Replica {
         log: Arc<Log>,
         nodes: &[u64],
         high_watermark: Arc<dyn LogEndListener>,
+        quiet: bool,
     ) -> Result<Replica> {
         let group = format!("{topic}/{partition}");
         let failed = |reason: String| BrokerError::Replication {
@@ -212,11 +230,11 @@ impl Replica {
             })?;
             members.insert(*node, addr.clone());
         }
-        let mut network = RaftClients::new(cluster.node_id, group.clone());
+        let mut network = RaftClients::new(cluster.links.clone(), group.clone());
         if let Some(faults) = &cluster.link_faults {
             network = network.with_faults(faults.clone());
         }
-        let config = Arc::new(cluster.timings.openraft(&group));
+        let config = Arc::new(cluster.timings.openraft(&group, quiet));
         let replica = cluster
             .runtime
             .block_on(ReplicatedPartition::open(

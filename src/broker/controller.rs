@@ -162,7 +162,7 @@ impl Controller {
         let log = super::open_log(&dir, CONTROLLER, 0, config.log_config(&file.config, true))?;
         let members = file.replicas.first().cloned().unwrap_or(nodes);
         let partition = Partition::replicated(0, log, |log, high_watermark| {
-            Replica::open(cluster, CONTROLLER, 0, log, &members, high_watermark)
+            Replica::open(cluster, CONTROLLER, 0, log, &members, high_watermark, false)
         })?;
         let partition = Arc::new(partition);
         let applied_path = dir.join("applied");

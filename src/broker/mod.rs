@@ -142,6 +142,9 @@ pub struct Broker {
     membership_term: AtomicU64,
     closed: AtomicBool,
     ticker: Mutex<Option<ticker::Ticker>>,
+    /// In a cluster: the task that starts and parks the partition groups' Raft timers
+    /// (`replication::quiet`).
+    quiet: Option<tokio::task::AbortHandle>,
     /// Holds the data directory's lock for the broker's lifetime.
     _lock: File,
 }
@@ -194,6 +197,16 @@ impl Broker {
         );
         let tick_interval = config.tick_interval;
         let group_timings = config.group_timings;
+        let quiet = config.cluster.as_ref().map(|c| {
+            crate::replication::quiet::spawn(
+                &c.runtime,
+                c.groups.clone(),
+                c.links.clone(),
+                c.peers.clone(),
+                c.timings.quiet(),
+            )
+            .abort_handle()
+        });
         let broker = Arc::new(Broker {
             config,
             io,
@@ -213,6 +226,7 @@ impl Broker {
             membership_term: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             ticker: Mutex::new(None),
+            quiet,
             _lock: lock,
         });
         if let Some(c) = &broker.controller {
@@ -262,6 +276,9 @@ impl Broker {
             .admin
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(q) = &self.quiet {
+            q.abort();
+        }
         if let Some(c) = &self.controller {
             c.stop();
         }
@@ -317,6 +334,9 @@ impl Broker {
     /// [`Broker::close`]). Call it while the runtime in the cluster settings still runs, and
     /// not from it: `strata serve` does once it stops serving.
     pub fn stop_replication(&self) {
+        if let Some(q) = &self.quiet {
+            q.abort();
+        }
         if let Some(c) = &self.controller {
             c.stop();
         }
@@ -1144,7 +1164,7 @@ fn partition(
         });
     };
     topic::Partition::replicated(id, log, |log, high_watermark| {
-        cluster::Replica::open(cluster, &file.name, id, log, nodes, high_watermark)
+        cluster::Replica::open(cluster, &file.name, id, log, nodes, high_watermark, true)
     })
 }
 

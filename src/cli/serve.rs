@@ -87,7 +87,7 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// Which logs to write: a level (`error`, `warn`, `info`, `debug`, `trace`) or per-module
     /// directives as RUST_LOG takes them (`info,strata::server=debug`: every answered request).
-    /// Without it, RUST_LOG decides, else `info`.
+    /// Without it, RUST_LOG decides, else `info,openraft=error`.
     #[arg(long, env = "STRATA_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
     /// This broker's node id in a cluster (with --peers), 1 to 255. Without it the broker is
@@ -352,14 +352,21 @@ impl ServeArgs {
     }
 }
 
+/// What the logs show without --log-level or RUST_LOG: Strata's own at `info`, openraft's
+/// errors only (it logs every election, replication stream and unreachable peer of every
+/// partition group at `info` and `warn`: with thousands of groups, more log than work).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=error";
+
 /// Starts the logs: to stderr, in `args.log_format`, filtered by --log-level, else RUST_LOG,
-/// else `info`; ANSI colours only on a terminal.
+/// else [`DEFAULT_LOG_FILTER`]; ANSI colours only on a terminal.
 fn init_logs(args: &ServeArgs) -> Result<(), String> {
     use std::io::IsTerminal;
     let filter = match &args.log_level {
         Some(directives) => EnvFilter::try_new(directives)
             .map_err(|e| format!("--log-level {directives:?}: {e}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
+        }
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -509,13 +516,17 @@ fn cluster_config(
             args.raft_election_timeout, args.raft_heartbeat_interval
         ));
     }
-    let mut cluster = ClusterConfig::new(node_id, peers, runtime.clone());
-    cluster.timings = RaftTimings {
+    let timings = RaftTimings {
         heartbeat: args.raft_heartbeat_interval,
         election_min: args.raft_election_timeout,
         election_max: args.raft_election_timeout * 2,
     };
-    Ok(Some(cluster))
+    Ok(Some(ClusterConfig::new(
+        node_id,
+        peers,
+        runtime.clone(),
+        timings,
+    )))
 }
 
 /// Without a principals file, only loopback listen addresses (unless --allow-anonymous).

@@ -12,15 +12,18 @@
 
 mod error;
 mod groups;
+mod links;
 mod log_store;
 mod network;
 mod partition;
+pub mod quiet;
 mod state_file;
 mod state_machine;
 mod types;
 
 pub use error::ReplicationError;
 pub use groups::{PartitionGroups, Raft};
+pub use links::RaftLinks;
 pub use log_store::{PartitionLogReader, PartitionLogStore};
 pub use network::{Link, LinkFaults, RaftClients, RaftConnection, RaftService, serve_raft};
 pub use partition::{ProduceError, ReplicatedPartition};

@@ -5,11 +5,12 @@
 
 use super::{
     groups::{GroupMember, PartitionGroups, Raft},
+    links::RaftLinks,
     state_machine::SnapshotPosition,
     types::{PartitionRaft, SnapshotMeta, Vote},
 };
 use crate::proto::raft::{
-    RaftReply, RaftRequest,
+    PingReply, PingRequest, RaftReply, RaftRequest,
     raft_client::RaftClient,
     raft_server::{Raft as RaftRpc, RaftServer},
 };
@@ -26,10 +27,14 @@ use openraft::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use std::{future::Future, sync::Arc, time::Duration};
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 
-/// How long a connection attempt to another broker may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a request for a group this broker does not have waits for it to be made (a new
+/// topic's, which the controller's log makes on each broker when it applies it).
+const WAIT_FOR_GROUP: Duration = Duration::from_millis(500);
+
+/// How many requests one connection to the Raft port may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16_384;
 
 /// The least time a request may take, whatever openraft's budget: an AppendEntries is answered
 /// after the follower's fsync, which on a loaded disk takes longer than a heartbeat interval.
@@ -86,20 +91,21 @@ pub enum Link {
 }
 
 /// Makes openraft's connections from one partition's Raft group to the same group on other
-/// brokers, addressed by the `addr` of their `BasicNode` (host:port of their Raft service).
+/// brokers, addressed by the `addr` of their `BasicNode` (host:port of their Raft service),
+/// over the broker's shared [`RaftLinks`].
 #[derive(Clone)]
 pub struct RaftClients {
     group: String,
-    from: u64,
+    links: RaftLinks,
     faults: Option<Arc<dyn LinkFaults>>,
 }
 
 impl RaftClients {
-    /// Connections of node `from` for the Raft group `group` ("topic/partition").
-    pub fn new(from: u64, group: impl Into<String>) -> Self {
+    /// Connections for the Raft group `group` ("topic/partition") over `links` (the broker's).
+    pub fn new(links: RaftLinks, group: impl Into<String>) -> Self {
         RaftClients {
             group: group.into(),
-            from,
+            links,
             faults: None,
         }
     }
@@ -118,23 +124,20 @@ impl RaftNetworkFactory<PartitionRaft> for RaftClients {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> RaftConnection {
         RaftConnection {
             group: self.group.clone(),
-            from: self.from,
+            links: self.links.clone(),
             target,
             addr: node.addr.clone(),
-            client: None,
             faults: self.faults.clone(),
         }
     }
 }
 
-/// One group's connection to one other broker, connected on first use and again after a
-/// failure.
+/// One group's connection to one other broker: one of the broker's shared links to it.
 pub struct RaftConnection {
     group: String,
-    from: u64,
+    links: RaftLinks,
     target: u64,
     addr: String,
-    client: Option<RaftClient<Channel>>,
     faults: Option<Arc<dyn LinkFaults>>,
 }
 
@@ -178,27 +181,26 @@ impl<C: openraft::RaftTypeConfig> From<CallError> for StreamingError<C> {
 
 impl RaftConnection {
     async fn call(&mut self, rpc: Rpc, body: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, CallError> {
-        match self.faults.as_ref().map(|f| f.link(self.from, self.target)) {
+        match self
+            .faults
+            .as_ref()
+            .map(|f| f.link(self.links.node_id(), self.target))
+        {
             Some(Link::Down) => {
                 return Err(CallError::Unreachable(format!(
                     "link {} -> {} is down (injected)",
-                    self.from, self.target
+                    self.links.node_id(),
+                    self.target
                 )));
             }
             Some(Link::Delayed(d)) => tokio::time::sleep(d).await,
             Some(Link::Up) | None => {}
         }
-        let client = if let Some(c) = &mut self.client {
-            c
-        } else {
-            let endpoint = Channel::from_shared(format!("http://{}", self.addr))
-                .map_err(|e| CallError::Unreachable(format!("{}: {e}", self.addr)))?
-                .connect_timeout(CONNECT_TIMEOUT);
-            let channel = endpoint.connect().await.map_err(|e| {
-                CallError::Unreachable(format!("node {} at {}: {e}", self.target, self.addr))
-            })?;
-            self.client.insert(RaftClient::new(channel))
-        };
+        let channel = self
+            .links
+            .channel(self.target, &self.addr, Some(&self.group))
+            .map_err(CallError::Unreachable)?;
+        let mut client = RaftClient::new(channel);
         let timeout = request_timeout(ttl, body.len());
         let mut request = Request::new(RaftRequest {
             group: self.group.clone(),
@@ -212,9 +214,11 @@ impl RaftConnection {
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
         match reply {
-            Ok(r) => Ok(r.into_inner().body.to_vec()),
+            Ok(r) => {
+                self.links.heard_from(self.target, None);
+                Ok(r.into_inner().body.to_vec())
+            }
             Err(status) => {
-                self.client = None;
                 let m = format!("node {} at {}: {status}", self.target, self.addr);
                 // A group the broker does not have, a broker going away, or a message it cannot
                 // decode (another build): back off. A deadline or a broken connection: retry.
@@ -292,27 +296,31 @@ impl RaftNetworkV2<PartitionRaft> for RaftConnection {
     }
 }
 
-/// The tonic service that answers other brokers' Raft requests for the groups in `groups`.
+/// The tonic service that answers other brokers' Raft requests for the groups in `groups`, and
+/// their pings.
 #[derive(Clone)]
 pub struct RaftService {
     groups: PartitionGroups,
+    links: RaftLinks,
 }
 
 impl RaftService {
-    /// A service over `groups` (the Raft groups of this broker's partition replicas).
-    pub fn new(groups: PartitionGroups) -> RaftServer<Self> {
-        RaftServer::new(RaftService { groups })
+    /// A service over `groups` (the Raft groups of this broker's partition replicas), answering
+    /// pings as the broker of `links`.
+    pub fn new(groups: PartitionGroups, links: RaftLinks) -> RaftServer<Self> {
+        RaftServer::new(RaftService { groups, links })
             .max_decoding_message_size(2 * crate::record::MAX_BATCH_BYTES)
     }
 
-    fn member(&self, group: &str) -> Result<Arc<dyn GroupMember>, Status> {
+    async fn member(&self, group: &str) -> Result<Arc<dyn GroupMember>, Status> {
         self.groups
-            .get(group)
+            .get_soon(group, WAIT_FOR_GROUP)
+            .await
             .ok_or_else(|| Status::not_found(format!("no Raft group {group} on this broker")))
     }
 
-    fn raft(&self, group: &str) -> Result<Raft, Status> {
-        self.member(group).map(|m| m.raft())
+    async fn raft(&self, group: &str) -> Result<Raft, Status> {
+        self.member(group).await.map(|m| m.raft())
     }
 }
 
@@ -333,7 +341,7 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
-        let member = self.member(&request.group)?;
+        let member = self.member(&request.group).await?;
         let rpc: AppendEntriesRequest<PartitionRaft> = body(&request)?;
         match member.append_entries(rpc).await {
             Ok(answer) => reply(&answer),
@@ -343,14 +351,14 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
-        let raft = self.raft(&request.group)?;
+        let raft = self.raft(&request.group).await?;
         let rpc: VoteRequest<PartitionRaft> = body(&request)?;
         reply(&raft.vote(rpc).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
-        let raft = self.raft(&request.group)?;
+        let raft = self.raft(&request.group).await?;
         let rpc: VoteRequest<PartitionRaft> = body(&request)?;
         reply(&raft.pre_vote(rpc).await)
     }
@@ -360,7 +368,7 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
-        let raft = self.raft(&request.group)?;
+        let raft = self.raft(&request.group).await?;
         let m: SnapshotMessage = body(&request)?;
         let snapshot = Snapshot {
             meta: m.meta,
@@ -369,6 +377,14 @@ impl RaftRpc for RaftService {
             },
         };
         reply(&raft.install_full_snapshot(m.vote, snapshot).await)
+    }
+
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        tracing::trace!(from = request.get_ref().from, "ping");
+        Ok(Response::new(PingReply {
+            node_id: self.links.node_id(),
+            incarnation: self.links.incarnation(),
+        }))
     }
 }
 
@@ -390,6 +406,14 @@ pub async fn serve_raft(
         })
     });
     tonic::transport::Server::builder()
+        // Every group's requests to this broker share a few connections (`RaftLinks`): an
+        // election over thousands of groups sends as many requests at once.
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        // openraft drops a request it timed out, which resets its stream: after an election
+        // storm over thousands of groups, more than h2's default of 20 reset streams can wait
+        // to be accepted, and h2 then closes the connection that every group shares.
+        .http2_max_pending_accept_reset_streams(Some(MAX_STREAMS_PER_CONNECTION as usize))
+        .http2_max_local_error_reset_streams(Some(MAX_STREAMS_PER_CONNECTION as usize))
         .add_routes(routes)
         .serve_with_incoming_shutdown(accepted, shutdown)
         .await

@@ -183,15 +183,48 @@ impl ReplicatedPartition {
             Ok(v) => return Err(ProduceError::Invalid(format!("{} batches", v.len()))),
             Err(e) => return Err(ProduceError::Invalid(e.to_string())),
         }
-        match self.raft().client_write(EntryBatch(batch)).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProduceError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                })
+        let raft = self.raft();
+        let mut renewed = false;
+        loop {
+            match raft.client_write(EntryBatch(batch.clone())).await {
+                Ok(r) => return Ok(r.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                    if f.leader_id.is_none() && !renewed && self.renew_lease(&raft).await =>
+                {
+                    renewed = true;
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return Err(ProduceError::NotLeader {
+                        leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                    });
+                }
+                Err(e) => return Err(ProduceError::Failed(e.to_string())),
             }
-            Err(e) => Err(ProduceError::Failed(e.to_string())),
         }
+    }
+
+    /// A leader that went quiet (`quiet.rs`: no heartbeats while nothing happens) lets its
+    /// lease lapse, and openraft refuses writes without one: if this replica still leads, sends
+    /// a heartbeat and waits (up to an election timeout) for a majority to answer it. Whether
+    /// the lease was renewed.
+    async fn renew_lease(&self, raft: &Raft) -> bool {
+        let within = std::time::Duration::from_millis(self.member.config.election_timeout_min);
+        let asked = <openraft_rt_tokio::TokioInstant as openraft::Instant>::now();
+        if raft.metrics().borrow_watched().state != openraft::ServerState::Leader
+            || raft.trigger().heartbeat().await.is_err()
+        {
+            return false;
+        }
+        raft.wait(Some(within))
+            .metrics(
+                |m| {
+                    m.state != openraft::ServerState::Leader
+                        || m.last_quorum_acked.as_ref().is_some_and(|t| **t >= asked)
+                },
+                "a majority answers the leader's heartbeat",
+            )
+            .await
+            .is_ok_and(|m| m.state == openraft::ServerState::Leader)
     }
 
     /// A linearizable read barrier (openraft's read index): confirms with a majority that this
@@ -405,6 +438,10 @@ impl GroupMember for Member {
     /// openraft's handle on the Raft node running now.
     fn raft(&self) -> Raft {
         self.with_running(|r| r.raft.clone())
+    }
+
+    fn quiesces(&self) -> bool {
+        !self.config.enable_tick
     }
 
     /// Hands a leader's AppendEntries to the Raft node, unless it contradicts what this replica

@@ -42,8 +42,11 @@ pub(super) fn start(
         node_id: cluster.node_id,
         address,
     });
-    let routes =
-        tonic::service::Routes::new(RaftService::new(cluster.groups.clone())).add_service(service);
+    let routes = tonic::service::Routes::new(RaftService::new(
+        cluster.groups.clone(),
+        cluster.links.clone(),
+    ))
+    .add_service(service);
     tokio::spawn(async move {
         if let Err(e) = serve_raft(listener, routes, shutdown).await {
             tracing::error!(error = %e, "the Raft port failed");

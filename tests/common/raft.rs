@@ -14,8 +14,8 @@ use std::{
 use strata::{
     record::{BatchBuilder, Frame, decode_frame},
     replication::{
-        AppliedBatch, LinkFaults, PartitionGroups, ProduceError, RaftClients, RaftService,
-        ReplicatedPartition, serve_raft,
+        AppliedBatch, LinkFaults, PartitionGroups, ProduceError, RaftClients, RaftLinks,
+        RaftService, ReplicatedPartition, serve_raft,
     },
     storage::{Log, LogConfig, Offset},
 };
@@ -98,7 +98,8 @@ impl Node {
         };
         let log = Arc::new(Log::open(&self.dir.join("partition"), config).unwrap());
         let groups = PartitionGroups::default();
-        let mut network = RaftClients::new(self.id, GROUP);
+        let links = RaftLinks::new(self.id, Duration::from_secs(1));
+        let mut network = RaftClients::new(links.clone(), GROUP);
         if let Some(links) = &self.links {
             network = network.with_faults(links.clone());
         }
@@ -110,7 +111,7 @@ impl Node {
         let listener = bind_again(self.addr).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let routes = tonic::service::Routes::new(RaftService::new(groups));
+            let routes = tonic::service::Routes::new(RaftService::new(groups, links));
             serve_raft(listener, routes, async {
                 let _ = stopped.await;
             })
@@ -198,7 +199,7 @@ pub async fn one_node(log: Arc<Log>, config: openraft::Config) -> ReplicatedPart
         log,
         Arc::new(config.validate().unwrap()),
         PartitionGroups::default(),
-        RaftClients::new(1, GROUP),
+        RaftClients::new(RaftLinks::new(1, Duration::from_secs(1)), GROUP),
     )
     .await
     .unwrap();
