@@ -30,7 +30,6 @@ struct Inner {
     node_id: u64,
     incarnation: u64,
     liveness_window: Duration,
-    started: Instant,
     channels: Mutex<HashMap<(u64, String), Vec<Channel>>>,
     heard: Mutex<HashMap<u64, Heard>>,
 }
@@ -61,7 +60,6 @@ impl RaftLinks {
                 node_id,
                 incarnation,
                 liveness_window,
-                started: Instant::now(),
                 channels: Mutex::default(),
                 heard: Mutex::default(),
             }),
@@ -162,11 +160,6 @@ impl RaftLinks {
     /// How long since `node` was last heard from, if ever.
     pub fn silent_for(&self, node: u64) -> Option<Duration> {
         self.heard(node).map(|h| h.at.elapsed())
-    }
-
-    /// How long this broker has been up.
-    pub fn uptime(&self) -> Duration {
-        self.inner.started.elapsed()
     }
 
     fn heard(&self, node: u64) -> Option<Heard> {

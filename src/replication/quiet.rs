@@ -23,9 +23,10 @@
 //!   stands for election (pre-vote first), chosen alike on every broker ([`candidate`]: the
 //!   voters that are up, from a place drawn from the group's name, the next one at each try),
 //!   so votes do not split and leaders spread; at most [`MAX_STANDING`] at once, so a whole
-//!   cluster's restart does not start thousands of elections at once. After
-//!   [`DIRECTED_ATTEMPTS`] tries without a leader, its timer runs: openraft's randomized
-//!   election timeouts take over.
+//!   cluster's restart does not start thousands of elections at once. A follower's timer never
+//!   runs: with thousands of leaderless groups it would wake each 20 times a second (a first
+//!   version fell back on it after four tries, and a whole-cluster restart with 4,000 groups
+//!   did not settle, the brokers busy).
 //!
 //! Replication needs no timer: openraft sends new entries and the new commit position as they
 //! come, and retries a follower that failed on its own.
@@ -68,11 +69,6 @@ pub fn spawn(
 /// groups need leaders, and each election writes the vote durably on every replica; thousands
 /// at once on a shared disk time out and start over.
 const MAX_STANDING: usize = 64;
-
-/// How many directed elections a leaderless group gets (one per grace, each with the next up
-/// voter in its order) before its replicas fall back on openraft's own randomized election
-/// timer.
-const DIRECTED_ATTEMPTS: u32 = 4;
 
 /// What [`run`] remembers of a group from one pass to the next.
 #[derive(Debug, Default)]
@@ -228,14 +224,6 @@ fn step(
             let attempt =
                 u32::try_from(now.duration_since(since).as_millis() / grace.as_millis().max(1))
                     .unwrap_or(u32::MAX);
-            if attempt >= DIRECTED_ATTEMPTS {
-                // Directed elections did not make a leader: openraft's own timer, whose
-                // randomized timeouts settle it.
-                return Step {
-                    tick: true,
-                    stand: false,
-                };
-            }
             let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             let candidate = candidate(group, &voters, |n| links.is_up(n), attempt);
             let rested = watch
