@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 const CONNECTIONS_PER_BROKER: usize = 4;
 
 /// How long a connection attempt to another broker may take.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One broker's links to the others (cheap to clone; clones share them).
 #[derive(Clone)]

@@ -75,8 +75,6 @@ const MAX_STANDING: usize = 64;
 struct Watch {
     /// Since when this replica has known no leader that is up.
     leaderless_since: Option<Instant>,
-    /// When it last stood for election at [`run`]'s word.
-    stood_at: Option<Instant>,
 }
 
 /// What a replica does this pass.
@@ -121,7 +119,18 @@ async fn run(
             let step = {
                 let metrics = raft.metrics();
                 let m = metrics.borrow_watched();
-                step(&m, &name, &links, watch, now, settled, timings.grace)
+                // A replica that stood lately (still in `standing`) waits out its election.
+                let rested = !standing.contains_key(&name);
+                step(
+                    &m,
+                    &name,
+                    &links,
+                    watch,
+                    now,
+                    settled,
+                    rested,
+                    timings.grace,
+                )
             };
             raft.runtime_config().tick(step.tick);
             if watch.leaderless_since.is_none() {
@@ -129,7 +138,6 @@ async fn run(
             }
             if step.stand && standing.len() < MAX_STANDING {
                 standing.insert(name.clone(), now);
-                watch.stood_at = Some(now);
                 tracing::debug!(group = %name, "standing for election");
                 if let Err(e) = raft.trigger().elect(true).await {
                     tracing::debug!(group = %name, error = %e, "could not stand for election");
@@ -174,7 +182,9 @@ async fn ping(links: RaftLinks, peers: BTreeMap<u64, String>, heartbeat: Duratio
     }
 }
 
-/// What a replica whose metrics are `m` does this pass (see the module's docs).
+/// What a replica whose metrics are `m` does this pass (see the module's docs); `rested`: it
+/// did not stand for election within the last `grace`.
+#[allow(clippy::too_many_arguments)]
 fn step(
     m: &openraft::RaftMetrics<PartitionRaft>,
     group: &str,
@@ -182,6 +192,7 @@ fn step(
     watch: &mut Watch,
     now: Instant,
     settled: bool,
+    rested: bool,
     grace: Duration,
 ) -> Step {
     let quiet = Step {
@@ -226,9 +237,6 @@ fn step(
                     .unwrap_or(u32::MAX);
             let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             let candidate = candidate(group, &voters, |n| links.is_up(n), attempt);
-            let rested = watch
-                .stood_at
-                .is_none_or(|t| now.duration_since(t) >= grace);
             Step {
                 tick: false,
                 stand: candidate == Some(m.id) && rested,
